@@ -1,0 +1,74 @@
+"""The risk-backend contract shared by every backend.
+
+A backend evaluates, for a batch of parameter vectors ``theta`` ``(T, P)``:
+
+- ``risk_and_grad(theta) -> (risk (T,), grad (T, P))``: ``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)`` and the
+  generalized gradient ``G`` of SCIENCE.md §3 (backpropagation with ``relu'(0) := 0``);
+- ``risk(theta) -> (T,)``;
+- ``dead_neurons(theta) -> (T,)`` int64: hidden units whose active region has input-measure zero.
+
+Rows never interact: row ``i`` of every output depends only on row ``i`` of ``theta`` and is bitwise the same
+whatever batch it is evaluated in. Kernels are pure numpy: no files, no global random state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..network import Architecture
+    from ..problem._measures import Measure
+    from ..problem._targets import Target
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class RiskBackend:
+    """Base class; subclasses implement ``risk_and_grad`` and ``dead_neurons`` and may override ``risk``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        measure: Measure,
+        target: Target,
+        *,
+        dtype: Any = np.float64,
+        n_points: int = 1024,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        reason = self.why_not(arch, measure, target)
+        if reason is not None:
+            raise ValueError(f"risk.backend = {self.name!r} does not apply to this problem: {reason}")
+        self.arch, self.measure, self.target = arch, measure, target
+        self.dtype = np.dtype(dtype)
+        self.n_points = n_points
+
+    @classmethod
+    def why_not(cls, arch: Architecture, measure: Measure, target: Target) -> str | None:
+        """``None`` if the backend can evaluate this problem, else the reason it cannot (for error messages)."""
+        return None
+
+    def _check(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta)
+        if theta.ndim == 1:
+            theta = theta[None, :]
+        if theta.ndim != 2 or theta.shape[1] != self.arch.n_params:
+            raise ValueError(f"theta has shape {theta.shape}: expected (T, {self.arch.n_params}) for this network")
+        return np.ascontiguousarray(theta, dtype=self.dtype)
+
+    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def risk(self, theta: np.ndarray) -> np.ndarray:
+        return self.risk_and_grad(theta)[0]
+
+    def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the backend is, for provenance metadata."""
+        return {"backend": self.name, "dtype": self.dtype.name}

@@ -1,0 +1,98 @@
+"""The ``quadrature`` backend: any architecture, activation, measure and target, on a fixed point set.
+
+The measure's rule gives points ``x`` ``(M, d)`` and weights ``(M,)`` (composite Gauss–Legendre, tensor rules,
+scrambled Sobol, Gauss–Hermite, or an empirical sample itself); the risk is the weighted sum of squared residuals
+and ``G`` its backpropagation gradient. Trajectories are processed in chunks so that the ``(T, M, h)``
+intermediates stay near ``CHUNK_ELEMENTS`` elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..network._activations import DERIVATIVES, PIECEWISE_LINEAR
+from ..network._architecture import forward_backward
+from ._base import RiskBackend
+
+CHUNK_ELEMENTS = 1 << 21  # ~16 MB of float64 per (chunk, M, h) array
+
+
+class QuadratureRisk(RiskBackend):
+    name = "quadrature"
+
+    def __init__(self, arch, measure, target, *, dtype=np.float64, n_points=1024, rng=None) -> None:
+        super().__init__(arch, measure, target, dtype=dtype, n_points=n_points, rng=rng)
+        x, w = measure.quadrature(n_points, rng)
+        x = np.asarray(x, dtype=float)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.shape[1] != arch.input_dim:
+            raise ValueError(
+                f"measure has dimension {x.shape[1]} but network.input_dim = {arch.input_dim}: they must agree"
+            )
+        fx = np.asarray(target(x), dtype=float)
+        keep = w > 0
+        self.points = np.ascontiguousarray(x[keep], dtype=self.dtype)
+        self.weights = np.ascontiguousarray(w[keep], dtype=self.dtype)
+        self.target_values = np.ascontiguousarray(fx[keep], dtype=self.dtype)
+        widest = max((*arch.widths, arch.output_dim, arch.input_dim))
+        self.chunk = max(1, CHUNK_ELEMENTS // (len(self.points) * widest))
+
+    @classmethod
+    def why_not(cls, arch, measure, target) -> str | None:
+        if measure.dim != arch.input_dim:
+            return f"the measure has dimension {measure.dim} but network.input_dim = {arch.input_dim}"
+        return None
+
+    def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        theta = self._check(theta)
+        n = theta.shape[0]
+        risk = np.empty(n, dtype=self.dtype)
+        grad = np.empty_like(theta) if need_grad else None
+        for start in range(0, n, self.chunk):
+            sl = slice(start, min(n, start + self.chunk))
+            r, g = forward_backward(self.arch, theta[sl], self.points, self.weights, self.target_values, need_grad)
+            risk[sl] = r
+            if need_grad:
+                grad[sl] = g
+        return risk, grad
+
+    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._evaluate(theta, True)
+
+    def risk(self, theta: np.ndarray) -> np.ndarray:
+        return self._evaluate(theta, False)[0]
+
+    def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
+        """Hidden units (all layers) whose activation derivative vanishes at every quadrature point."""
+        theta = self._check(theta)
+        n = theta.shape[0]
+        if self.arch.activation not in PIECEWISE_LINEAR:
+            return np.zeros(n, dtype=np.int64)
+        dact = DERIVATIVES[self.arch.activation]
+        out = np.zeros(n, dtype=np.int64)
+        for start in range(0, n, self.chunk):
+            sl = slice(start, min(n, start + self.chunk))
+            for z in _hidden_preactivations(self.arch, theta[sl], self.points):
+                out[sl] += np.all(dact(z, self.arch.negative_slope) == 0, axis=1).sum(axis=1)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "n_points": int(len(self.points))}
+
+
+def _hidden_preactivations(arch, theta: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+    from ..network._activations import ACTIVATIONS
+
+    act = ACTIVATIONS[arch.activation]
+    a = np.broadcast_to(x, (theta.shape[0], *x.shape))
+    out = []
+    for w, b in arch.unflatten(theta)[:-1]:
+        z = np.matmul(a, np.swapaxes(w, 1, 2))
+        if b is not None:
+            z = z + b[:, None, :]
+        out.append(z)
+        a = act(z, arch.negative_slope)
+    return out
