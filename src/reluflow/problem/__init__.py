@@ -1,6 +1,14 @@
 """Problems: input measures, targets and the ``Problem`` that ties them to a network and a risk backend."""
 
-from ._measures import MEASURES, Empirical, Gaussian, Measure, PiecewisePolynomialDensity, Uniform, measure_from_dict
+from ._measures import (
+    MEASURES,
+    Empirical,
+    Gaussian,
+    Measure,
+    PiecewisePolynomialDensity,
+    Uniform,
+    measure_from_dict,
+)
 from ._problem import Problem
 from ._targets import (
     FUNCTIONS,
