@@ -1,0 +1,1 @@
+"""reluflow benchmarks: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,39 @@
+"""Run the benchmarks: ``python -m bench [risk ...] [--quick]``; results go to bench/results/*.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from ._timing import pin_blas_threads
+
+SUITES = ("risk",)
+
+
+def main() -> None:
+    pin_blas_threads()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("suites", nargs="*", help=f"which suites (default: all of {', '.join(SUITES)})")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    suites = args.suites or list(SUITES)
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        parser.error(f"unknown suite(s) {unknown}: choose from {list(SUITES)}")
+    out = {"machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+    if "risk" in suites:
+        from . import risk_eval
+
+        out["risk"] = risk_eval.run(T=256 if args.quick else 4096, widths=(8, 64) if args.quick else (8, 64, 512),
+                                    repeats=3 if args.quick else 5)
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / "bench.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"\nresults written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The canonical workloads, defined once and used by every benchmark (bench/README.md describes them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+W1_TARGET = {"kind": "function", "name": "abs", "shift": -0.5}  # |x - 0.5|
+UNIT_INTERVAL = {"kind": "uniform", "low": 0.0, "high": 1.0}
+
+
+def w1_problem(backend: str = "quadrature", width: int = 32, n_points: int = 1024, dtype: str = "float64") -> dict:
+    """W1: 1D, uniform on [0, 1], target |x - 0.5|, shallow ReLU of the given width."""
+    return {
+        "network": {"input_dim": 1, "widths": [width]},
+        "measure": dict(UNIT_INTERVAL),
+        "target": dict(W1_TARGET),
+        "risk": {"backend": backend, "n_points": n_points, "dtype": dtype},
+    }
+
+
+def w2_problem() -> dict:
+    """W2: d = 8, a 2048-point standard Gaussian sample, teacher with 8 units, student width 64."""
+    return {
+        "network": {"input_dim": 8, "widths": [64]},
+        "measure": {"kind": "empirical", "sample": {"distribution": "gaussian", "n_points": 2048, "seed": 0, "dim": 8}},
+        "target": {"kind": "teacher", "widths": [8], "seed": 0},
+        "risk": {"backend": "quadrature"},
+    }
+
+
+def w3_problem() -> dict:
+    """W3: closed-form Gaussian student–teacher, bias-free, output fixed to one, d = k = n = 10, rows e_1..e_10."""
+    return {
+        "network": {"input_dim": 10, "widths": [10], "bias": False, "fixed_output": 1.0},
+        "measure": {"kind": "gaussian", "dim": 10},
+        "target": {"kind": "teacher", "widths": [10], "bias": False, "fixed_output": 1.0,
+                   "first_layer": "unit_vectors", "seed": 0},
+        "risk": {"backend": "gaussian"},
+    }
+
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "W1-quadrature": {"problem": w1_problem("quadrature"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
+                                                                               "n_steps": 200}},
+    "W1-exact1d": {"problem": w1_problem("exact1d"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
+                                                                         "n_steps": 200}},
+    "W2": {"problem": w2_problem(), "T": 512, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 100}},
+    "W3": {"problem": w3_problem(), "T": 1000, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 1000}},
+    "W4": {"problem": w1_problem("exact1d"), "T": 4096,
+           "method": {"kind": "gf", "solver": "dopri5", "t_end": 100.0, "rtol": 1e-8}},
+}
