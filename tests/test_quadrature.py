@@ -216,3 +216,29 @@ def test_dead_neurons_counts_hidden_units_of_every_layer():
     b1[0] = [-2.0, 0.5]  # unit 0 never active on [0, 1]; unit 1 active on [0, 0.5)
     w2[0] = [[0.0, 1.0], [0.0, -1.0]]  # layer-2 unit 1 sees only non-positive input
     assert p.dead_neurons(theta)[0] == 2
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        {"input_dim": 1, "widths": [7]},
+        {"input_dim": 3, "widths": [5], "output_dim": 2},
+        {"input_dim": 2, "widths": [6], "bias": [False, True]},
+        {"input_dim": 2, "widths": [6], "bias": [True, False], "output_dim": 3},
+        {"input_dim": 1, "widths": [4], "fixed_output": 0.5},
+    ],
+)
+def test_shallow_relu_kernel_matches_generic_backpropagation(net, rng):
+    from reluflow.network import forward_backward
+
+    d, k = net["input_dim"], net.get("output_dim", 1)
+    target = {"kind": "affine", "slope": rng.standard_normal((k, d)).tolist(), "intercept": [0.3] * k}
+    p = make(net, measure={"kind": "gaussian", "dim": d}, target=target, n_points=300)
+    assert p.backend.fast
+    theta = rng.standard_normal((9, p.n_params))
+    theta[0, 0] = 0.0  # a unit with w = 0 in one coordinate
+    be = p.backend
+    r_ref, g_ref = forward_backward(p.architecture, theta, be.points, be.weights, be.target_values)
+    r, g = p.risk_and_grad(theta)
+    np.testing.assert_allclose(r, r_ref, rtol=1e-13)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-13 * np.abs(g_ref).max())

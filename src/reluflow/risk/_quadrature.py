@@ -1,6 +1,8 @@
 """The ``quadrature`` backend: any architecture, activation, measure and target, on a fixed point set.
 
-The measure's rule gives points ``x`` ``(M, d)`` and weights ``(M,)`` (composite Gauss–Legendre, tensor rules,
+Shallow ReLU nets take the mask-GEMM kernel of ``network/_shallow.py``; everything else the generic
+backpropagation of ``network/_architecture.py``. The measure's rule gives points ``x`` ``(M, d)`` and weights
+``(M,)`` (composite Gauss–Legendre, tensor rules,
 scrambled Sobol, Gauss–Hermite, or an empirical sample itself); the risk is the weighted sum of squared residuals
 and ``G`` its backpropagation gradient. Trajectories are processed in chunks so that the ``(T, M, h)``
 intermediates stay near ``CHUNK_ELEMENTS`` elements.
@@ -14,9 +16,13 @@ import numpy as np
 
 from ..network._activations import DERIVATIVES, PIECEWISE_LINEAR
 from ..network._architecture import forward_backward
+from ..network._shallow import applies as shallow_fast_path_applies
+from ..network._shallow import shallow_relu_risk_and_grad
 from ._base import RiskBackend
 
 CHUNK_ELEMENTS = 1 << 21  # ~16 MB of float64 per (chunk, M, h) array
+# The shallow ReLU kernel keeps one (chunk, H, M) mask; ~4 MB keeps it near the last-level cache (bench/README.md).
+SHALLOW_CHUNK_ELEMENTS = 1 << 19
 
 
 class QuadratureRisk(RiskBackend):
@@ -38,7 +44,14 @@ class QuadratureRisk(RiskBackend):
         self.weights = np.ascontiguousarray(w[keep], dtype=self.dtype)
         self.target_values = np.ascontiguousarray(fx[keep], dtype=self.dtype)
         widest = max((*arch.widths, arch.output_dim, arch.input_dim))
-        self.chunk = max(1, CHUNK_ELEMENTS // (len(self.points) * widest))
+        self.fast = shallow_fast_path_applies(arch)
+        if self.fast:
+            self.x_tilde = np.ascontiguousarray(
+                np.concatenate([self.points, np.ones((len(self.points), 1), dtype=self.dtype)], axis=1)
+            )
+            self.chunk = max(1, SHALLOW_CHUNK_ELEMENTS // (len(self.points) * arch.widths[0]))
+        else:
+            self.chunk = max(1, CHUNK_ELEMENTS // (len(self.points) * widest))
 
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
@@ -51,9 +64,15 @@ class QuadratureRisk(RiskBackend):
         n = theta.shape[0]
         risk = np.empty(n, dtype=self.dtype)
         grad = np.empty_like(theta) if need_grad else None
+        buffer = np.empty(self.chunk * len(self.points) * self.arch.widths[0], self.dtype) if self.fast else None
         for start in range(0, n, self.chunk):
             sl = slice(start, min(n, start + self.chunk))
-            r, g = forward_backward(self.arch, theta[sl], self.points, self.weights, self.target_values, need_grad)
+            if self.fast:
+                r, g = shallow_relu_risk_and_grad(
+                    self.arch, theta[sl], self.x_tilde, self.weights, self.target_values, need_grad, buffer
+                )
+            else:
+                r, g = forward_backward(self.arch, theta[sl], self.points, self.weights, self.target_values, need_grad)
             risk[sl] = r
             if need_grad:
                 grad[sl] = g
