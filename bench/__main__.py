@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ._timing import pin_blas_threads
 
-SUITES = ("risk",)
+SUITES = ("risk", "kernels")
 
 
 def main() -> None:
@@ -28,6 +28,11 @@ def main() -> None:
 
         out["risk"] = risk_eval.run(T=256 if args.quick else 4096, widths=(8, 64) if args.quick else (8, 64, 512),
                                     repeats=3 if args.quick else 5)
+    if "kernels" in suites:
+        from . import kernels
+
+        out["kernels"] = kernels.run(steps=3 if args.quick else 5, repeats=3 if args.quick else 5,
+                                     scale=0.0625 if args.quick else 1.0)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     path = results / "bench.json"

@@ -1,0 +1,100 @@
+"""Kernel throughput on the canonical workloads: trajectory-steps/s of a GD step, GFLOP/s, fraction of the
+machine's own float64 matmul peak (measured in the same run), and the speedup over a plain Python loop over
+trajectories calling the same kernel one trajectory at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import reluflow
+
+from ._timing import median_seconds, print_table
+from .workloads import WORKLOADS
+
+
+def matmul_peak_gflops(n: int = 1536, repeats: int = 5) -> float:
+    """Single-threaded float64 GEMM throughput of this machine (BLAS threads are pinned to 1 by the runner)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    seconds = median_seconds(lambda: a @ b, repeats=repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def nominal_flops(name: str, problem: reluflow.Problem) -> float | None:
+    """Flops of one risk+gradient evaluation by the reference (textbook backpropagation) algorithm.
+
+    Stated in bench/README.md; exact backends do asymptotically less work, so a GFLOP/s figure would mean
+    nothing for them and ``None`` is returned.
+    """
+    arch = problem.architecture
+    be = problem.backend
+    if be.name == "quadrature" and arch.is_shallow:
+        m, h, d = len(be.points), arch.widths[0], arch.input_dim
+        # forward 2dMH (pre-activation) + MH (relu) + 2MH (output); backward 2MH (delta v) + MH (mask)
+        # + 2MH (G_v) + 2dMH (G_w) + MH (G_b) = MH (4d + 9); d = 1 gives the 13 MH of the issue's 4.3e5 for W1
+        return m * h * (4 * d + 9)
+    if be.name == "gaussian":
+        h, d = arch.widths[0], arch.input_dim
+        n = problem.target.arch.widths[0]
+        # Gram matrices 2dH(H + n), kernels ~30 H(H + n), gradient products 4dH(H + n)
+        return h * (h + n) * (6 * d + 30)
+    return None
+
+
+def gd_steps(problem: reluflow.Problem, theta: np.ndarray, n_steps: int, step_size: float) -> np.ndarray:
+    """The bare GD loop of the kernel: theta <- theta - gamma G(theta)."""
+    theta = theta.copy()
+    for _ in range(n_steps):
+        _, grad = problem.risk_and_grad(theta)
+        theta -= step_size * grad
+    return theta
+
+
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-exact1d", "W2", "W3"), steps: int = 5, repeats: int = 5,
+        loop_trajectories: int = 64, scale: float = 1.0) -> dict:
+    peak = matmul_peak_gflops()
+    rows = []
+    for name in names:
+        spec = WORKLOADS[name]
+        try:
+            problem = reluflow.Problem.from_dict(spec["problem"])
+        except (ValueError, NotImplementedError) as exc:
+            rows.append({"workload": name, "note": f"skipped: {exc}"})
+            continue
+        n_traj = max(1, int(spec["T"] * scale))
+        theta = reluflow_init(problem, n_traj)
+        gamma = spec["method"]["step_size"]
+        seconds = median_seconds(lambda p=problem, th=theta, g=gamma: gd_steps(p, th, steps, g), repeats=repeats)
+        rate = n_traj * steps / seconds
+        # the plain loop: the same kernel, one trajectory per call
+        few = theta[:loop_trajectories]
+
+        def loop(p=problem, th=few, g=gamma):
+            for i in range(len(th)):
+                gd_steps(p, th[i : i + 1], steps, g)
+
+        loop_rate = len(few) * steps / median_seconds(loop, repeats=max(3, repeats // 2))
+        flops = nominal_flops(name, problem)
+        gflops = None if flops is None else rate * flops / 1e9
+        rows.append({
+            "workload": name, "backend": problem.backend_name, "T": n_traj, "traj_steps_per_s": rate,
+            "gflops": gflops, "peak_fraction": None if gflops is None else gflops / peak,
+            "loop_traj_steps_per_s": loop_rate, "batched_over_loop": rate / loop_rate,
+            "flops_per_traj_step": flops,
+        })
+    print(f"GD kernel throughput (float64, one core; matmul peak measured now: {peak:.1f} GFLOP/s):")
+    print_table(rows, ["workload", "backend", "T", "traj_steps_per_s", "gflops", "peak_fraction",
+                       "loop_traj_steps_per_s", "batched_over_loop", "note"])
+    by_name = {r["workload"]: r for r in rows}
+    ratios = {}
+    if "traj_steps_per_s" in by_name.get("W1-exact1d", {}) and "traj_steps_per_s" in by_name.get("W1-quadrature", {}):
+        ratios["W1_exact1d_over_quadrature"] = (
+            by_name["W1-exact1d"]["traj_steps_per_s"] / by_name["W1-quadrature"]["traj_steps_per_s"]
+        )
+        print(f"W1 exact1d / quadrature: {ratios['W1_exact1d_over_quadrature']:.1f}x")
+    return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios}
+
+
+def reluflow_init(problem: reluflow.Problem, n_traj: int) -> np.ndarray:
+    """Standard-normal initial parameters (the seeds' default), from a fixed benchmark key."""
+    return np.random.default_rng([n_traj, problem.n_params, 2026]).standard_normal((n_traj, problem.n_params))
