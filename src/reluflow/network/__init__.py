@@ -2,6 +2,7 @@
 
 from ._activations import ACTIVATIONS, DERIVATIVES, PIECEWISE_LINEAR
 from ._architecture import Architecture, LayerSlice, forward, forward_backward
+from ._units import balance_defined, unit_balance, unit_norms
 
-__all__ = ["ACTIVATIONS", "DERIVATIVES", "PIECEWISE_LINEAR", "Architecture", "LayerSlice", "forward",
-           "forward_backward"]
+__all__ = ["ACTIVATIONS", "DERIVATIVES", "PIECEWISE_LINEAR", "Architecture", "LayerSlice", "balance_defined",
+           "forward", "forward_backward", "unit_balance", "unit_norms"]

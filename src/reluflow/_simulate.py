@@ -1,0 +1,189 @@
+"""``reluflow.simulate``: one cell of a study, from plain dicts to two pandas tables (no files, no dask).
+
+The tables' columns and dtypes are documented in ``docs/methods.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._keys import cell_key
+from .dynamics import init_from_dict, initialize, integrate, method_from_dict
+from .problem import Problem
+
+__all__ = ["CURVE_COLUMNS", "TRAJECTORY_COLUMNS", "simulate"]
+
+BASE_COLUMNS = (
+    "trajectory", "status", "risk_init", "risk_final", "risk_min", "grad_norm_final", "param_norm_init",
+    "param_norm_max", "param_norm_final", "t_final", "steps", "n_rejected", "max_risk_increase", "n_dead_final",
+    "min_unit_norm", "balance_drift",
+)
+ANALYSIS_COLUMNS = (
+    "refined", "refine_moved", "refine_grad_norm", "n_negative", "n_zero", "lambda_min", "lambda_min_positive",
+    "hessian_rank", "class", "risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly", "rate_best",
+)
+TRAJECTORY_COLUMNS = BASE_COLUMNS + ANALYSIS_COLUMNS
+CURVE_COLUMNS = ("trajectory", "checkpoint", "step", "t", "risk", "grad_norm", "param_norm")
+HESSIAN_COLUMNS = ("n_negative", "n_zero", "lambda_min", "lambda_min_positive", "hessian_rank")
+RATE_COLUMNS = ("risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly")
+# endpoints that refinement (a root-finder on G) is meant for
+REFINE_STATUSES = ("critical", "budget")
+STR_COLUMNS = ("status", "class", "rate_best")
+
+
+def simulate(
+    problem: dict | Problem,
+    *,
+    method: dict,
+    init: dict | None = None,
+    n_trajectories: int,
+    seed: int,
+    trajectory_ids: Any = None,
+    theta0: np.ndarray | None = None,
+    key: int | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate trajectories of one cell; return ``(trajectories, curves)``.
+
+    ``problem`` a problem dict (``Problem.from_dict`` shape) or a ``Problem``; ``method`` the method dict
+    (``method_from_dict``); ``init`` the init dict (default ``{"kind": "normal"}``); ``trajectory_ids`` the ids
+    in ``[0, n_trajectories)`` to run (default all: a pipeline shard passes its subset); ``theta0`` precomputed
+    initial parameters ``(len(ids), P)`` instead of drawing them; ``key`` the cell key (default
+    ``cell_key({"problem": ..., "init": ..., "method": ...})`` of the dicts as passed, ``init`` defaulted);
+    ``progress(done, total)`` is called as trajectories finish.
+
+    Row ``i`` of both tables depends only on trajectory id ``i``, the cell and the seed: the same bits alone, in
+    any batch or shard.
+    """
+    return _simulate(problem, method=method, init=init, n_trajectories=n_trajectories, seed=seed,
+                     trajectory_ids=trajectory_ids, theta0=theta0, key=key, progress=progress, analysis=True)
+
+
+def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, theta0, key, progress,
+              analysis: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``simulate``; ``analysis=False`` leaves out the analysis columns (for tests while that API is missing)."""
+    if isinstance(problem, Problem):
+        prob = problem
+        problem_dict = problem.spec if problem.spec is not None else problem.to_dict()
+    else:
+        prob = Problem.from_dict(problem)
+        problem_dict = problem
+    init_dict = {"kind": "normal"} if init is None else init
+    m = method_from_dict(method)
+    init_from_dict(init_dict)  # validate before anything runs
+    if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 0:
+        raise ValueError(f"n_trajectories = {n_trajectories!r} is not allowed: expected an integer >= 0")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed = {seed!r} is not allowed: expected a non-negative integer")
+    if trajectory_ids is None:
+        ids = np.arange(n_trajectories, dtype=np.int64)
+    else:
+        ids = np.asarray(trajectory_ids).reshape(-1)
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= n_trajectories
+                         or len(np.unique(ids)) != len(ids)):
+            raise ValueError(f"trajectory_ids = {trajectory_ids!r} is not allowed: expected distinct integers in "
+                             f"[0, n_trajectories = {n_trajectories})")
+        ids = ids.astype(np.int64)
+    if key is None:
+        key = cell_key({"problem": problem_dict, "init": init_dict, "method": method})
+    n_par = prob.n_params
+    if theta0 is None:
+        theta0 = initialize(prob, init_dict, ids, key, seed)
+    else:
+        theta0 = np.asarray(theta0, dtype=np.float64)
+        if theta0.shape != (len(ids), n_par):
+            raise ValueError(f"theta0 has shape {theta0.shape}: expected (len(trajectory_ids), P) = "
+                             f"({len(ids)}, {n_par})")
+
+    sol = integrate(prob, m.make_solver(), theta0, stop=m.make_stop(), controller=m.make_controller(),
+                    record=m.make_record(), progress=progress)
+
+    finite = np.isfinite(sol.theta).all(axis=1)
+    n_dead = np.full(len(ids), -1, dtype=np.int64)  # -1: the final parameters are not finite
+    if finite.any():
+        n_dead[finite] = prob.dead_neurons(np.ascontiguousarray(sol.theta[finite]))
+    table: dict[str, Any] = {
+        "trajectory": ids, "status": sol.status.astype(object), "risk_init": sol.risk_init, "risk_final": sol.risk,
+        "risk_min": sol.risk_min, "grad_norm_final": sol.grad_norm, "param_norm_init": sol.param_norm_init,
+        "param_norm_max": sol.param_norm_max, "param_norm_final": sol.param_norm, "t_final": sol.t,
+        "steps": sol.steps, "n_rejected": sol.n_rejected, "max_risk_increase": sol.max_risk_increase,
+        "n_dead_final": n_dead, "min_unit_norm": sol.min_unit_norm, "balance_drift": sol.balance_drift,
+    }
+    if analysis:
+        table.update(_analysis_columns(prob, m, sol, finite))
+    trajectories = pd.DataFrame(table)
+    for col in STR_COLUMNS:
+        if col in trajectories:  # pandas' default string dtype, also for an empty table
+            trajectories[col] = trajectories[col].astype(str)
+    order = np.argsort(ids, kind="stable")
+    trajectories = trajectories.iloc[order].reset_index(drop=True)
+
+    c = sol.curves
+    curves = pd.DataFrame({
+        "trajectory": ids[c["row"]] if len(c["row"]) else np.zeros(0, dtype=np.int64),
+        "checkpoint": c["checkpoint"], "step": c["step"], "t": c["t"].astype(np.float64),
+        "risk": c["risk"].astype(np.float64), "grad_norm": c["grad_norm"].astype(np.float64),
+        "param_norm": c["param_norm"].astype(np.float64),
+    })
+    curves = curves.sort_values(["trajectory", "checkpoint"], kind="stable").reset_index(drop=True)
+    return trajectories, curves
+
+
+def _analysis_columns(prob: Problem, m, sol, finite: np.ndarray) -> dict[str, np.ndarray]:
+    """Refinement, Hessian spectrum, classification and rate fits (``reluflow.analysis``)."""
+    from .analysis import classify, hessian_spectrum, rate_fits, refine_critical_points
+
+    n = len(sol.status)
+    cols: dict[str, np.ndarray] = {"refined": np.zeros(n, dtype=bool)}
+    for name in ("refine_moved", "refine_grad_norm", *HESSIAN_COLUMNS):
+        cols[name] = np.full(n, np.nan)
+    risk_cls = sol.risk.copy()
+    grad_cls = sol.grad_norm.copy()
+    converged = np.zeros(n, dtype=bool)
+    if m.refine_enabled(prob.n_params):
+        theta_h = sol.theta.copy()
+        ref = np.flatnonzero(np.isin(sol.status, REFINE_STATUSES) & finite)
+        if len(ref):
+            r = refine_critical_points(prob, np.ascontiguousarray(sol.theta[ref]))
+            cols["refined"][ref] = True
+            cols["refine_moved"][ref] = r["moved"]
+            cols["refine_grad_norm"][ref] = r["grad_norm"]
+            theta_h[ref] = r["theta"]
+            converged[ref] = np.asarray(r["converged"], dtype=bool)
+            grad_cls[ref] = r["grad_norm"]
+            with np.errstate(all="ignore"):
+                risk_cls[ref] = prob.risk(np.ascontiguousarray(r["theta"]))
+        # zero-risk endpoints are not refined (they are minima already) but get their spectrum too (C9)
+        hes = np.flatnonzero((np.isin(sol.status, REFINE_STATUSES) | (sol.status == "zero_risk")) & finite)
+        hes = hes[np.isfinite(theta_h[hes]).all(axis=1)]
+        if len(hes):
+            spec = hessian_spectrum(prob, np.ascontiguousarray(theta_h[hes]))
+            for name in HESSIAN_COLUMNS:
+                cols[name][hes] = np.asarray(spec[name], dtype=np.float64)
+    cols["class"] = np.asarray(
+        classify(sol.status.astype(object), risk_cls, grad_cls, cols["n_negative"], risk_tol=m.risk_tol,
+                 grad_tol=m.grad_tol, refined=converged), dtype=object)
+
+    # rate fits on the recorded curves: (T, C) padded arrays
+    c = sol.curves
+    rows, counts = np.unique(c["row"], return_counts=True)
+    width = int(counts.max()) if len(counts) else 1
+    t = np.full((n, width), np.nan)
+    risk = np.full((n, width), np.nan)
+    valid = np.zeros((n, width), dtype=bool)
+    if len(c["row"]):
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(len(c["row"])) - np.repeat(starts, counts)
+        t[c["row"], pos] = c["t"]
+        risk[c["row"], pos] = c["risk"]
+        valid[c["row"], pos] = np.isfinite(c["risk"]) & np.isfinite(c["t"])
+    bounded = ~np.isin(sol.status, ("diverged", "nonfinite"))
+    fits = rate_fits(t, risk, valid, bounded=bounded)
+    for name in RATE_COLUMNS:
+        cols[name] = np.asarray(fits[name], dtype=np.float64)
+    cols["rate_best"] = np.asarray(fits["rate_best"], dtype=object)
+    return cols
