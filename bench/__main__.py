@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ._timing import pin_blas_threads
 
-SUITES = ("risk", "kernels")
+SUITES = ("risk", "kernels", "dynamics")
 
 
 def main() -> None:
@@ -33,6 +33,11 @@ def main() -> None:
 
         out["kernels"] = kernels.run(steps=3 if args.quick else 5, repeats=3 if args.quick else 5,
                                      scale=0.0625 if args.quick else 1.0)
+    if "dynamics" in suites:
+        from . import dynamics
+
+        out["dynamics"] = dynamics.run(T=256 if args.quick else 4096, loop_trajectories=8 if args.quick else 32,
+                                       repeats=3 if args.quick else 5)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     path = results / "bench.json"
