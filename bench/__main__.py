@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ._timing import pin_blas_threads
 
-SUITES = ("risk", "kernels", "dynamics")
+SUITES = ("risk", "kernels", "dynamics", "memory")
 
 
 def main() -> None:
@@ -38,6 +38,10 @@ def main() -> None:
 
         out["dynamics"] = dynamics.run(T=256 if args.quick else 4096, loop_trajectories=8 if args.quick else 32,
                                        repeats=3 if args.quick else 5)
+    if "memory" in suites:
+        from . import memory
+
+        out["memory"] = memory.run(shards=(64, 256) if args.quick else (256, 1024))
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     path = results / "bench.json"
