@@ -1,4 +1,53 @@
-# reluflow workflow index (the stages arrive with the pipeline).
+# reluflow workflow (index). Stages: workflow/rules/*.smk; config: config.yaml, checked against
+# workflow/schemas/config.schema.yaml; the rules are thin adapters over the installed package's CLI
+# (`python -m reluflow STAGE`). Run: `snakemake --cores 2` (docs/running.md for clusters).
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+from reluflow.pipeline import plan_from_snakemake
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+# Everything is validated before any job runs: the JSON schema, then the package's own checks on every cell
+# (Problem.from_dict, method/init validation). A bad config stops here, naming the study, key and value.
+PLAN = plan_from_snakemake(
+    config,
+    workflow.configfiles,
+    Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
+    command_line=workflow.config_settings.config,  # --config values, to give nested ones their types back
+)
+
+# Execution settings reach the integrate jobs through the environment rather than params: they never change
+# results, so changing them must not rerun finished jobs (params are a rerun trigger).
+os.environ["RELUFLOW_EXECUTION"] = PLAN.execution_json()
+# Jobs run the reluflow this Snakefile imports, even from a virtual environment that is not activated.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+
+
+envvars:
+    "RELUFLOW_EXECUTION",
+    "PATH",
+
+
+# Study names and cell ids are single path components (see the schema and reluflow.pipeline's cell ids).
+wildcard_constraints:
+    study=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    cell=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/report.smk"
+
+
 rule all:
-    run:
-        print("no study yet")
+    input:
+        study_targets(PLAN.run),
+    default_target: True

@@ -1,5 +1,6 @@
 """reluflow: test convergence theorems for gradient flow and gradient descent in ReLU networks, at scale."""
 
+from ._load import load
 from ._simulate import simulate
 from .network import ACTIVATIONS, DERIVATIVES, Architecture
 from .problem import Problem
@@ -7,4 +8,4 @@ from .risk import BACKENDS
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "DERIVATIVES", "Architecture", "Problem", "__version__", "simulate"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "DERIVATIVES", "Architecture", "Problem", "__version__", "load", "simulate"]

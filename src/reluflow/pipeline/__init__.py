@@ -1,0 +1,43 @@
+"""The pipeline layer: config -> validated study -> cells (grid) -> shards -> dask -> parquet tables.
+
+The only layer that knows files, dask and provenance; the Snakemake rules call it through ``reluflow.cli``.
+"""
+
+from ._cluster import dask_client, pin_blas_threads
+from ._config import (
+    DEFAULT_INIT,
+    Cell,
+    ConfigError,
+    Plan,
+    Study,
+    check_config_files,
+    default_k_list,
+    expand_study,
+    find_schema,
+    load_config_files,
+    plan_config,
+    plan_from_snakemake,
+    validate_cell,
+    validate_schema,
+)
+from ._figures import FIGURES, write_figures
+from ._stages import (
+    flatten_params,
+    plan_shards,
+    read_init,
+    run_shard,
+    write_aggregate,
+    write_cells,
+    write_init,
+    write_integrate,
+)
+from ._tables import provenance, read_metadata, write_table
+from ._yaml import DuplicateKeyError, load_yaml
+
+__all__ = [
+    "DEFAULT_INIT", "FIGURES", "Cell", "ConfigError", "DuplicateKeyError", "Plan", "Study", "check_config_files",
+    "dask_client", "default_k_list", "expand_study", "find_schema", "flatten_params", "load_config_files",
+    "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
+    "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",
+    "write_cells", "write_figures", "write_init", "write_integrate", "write_table",
+]

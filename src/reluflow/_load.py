@@ -1,0 +1,96 @@
+"""``reluflow.load``: a finished (or partly finished) study's tables as pandas DataFrames."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+__all__ = ["PARAM_PREFIXES", "StudyTables", "load"]
+
+PARAM_PREFIXES = ("problem.", "init.", "method.")
+
+
+@dataclass
+class StudyTables:
+    """The tables of ``results/{study}`` (see docs/tables.md).
+
+    ``cells`` and ``summary`` have every cell parameter as a column; ``trajectories`` and ``curves`` have the
+    ``cell`` id plus the parameter columns chosen by ``load(params=...)``.
+    """
+
+    study_dir: Path
+    cells: pd.DataFrame
+    trajectories: pd.DataFrame
+    curves: pd.DataFrame | None
+    summary: pd.DataFrame | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def param_columns(self) -> list[str]:
+        return [c for c in self.cells.columns if c.startswith(PARAM_PREFIXES)]
+
+
+def _hashable(v: object) -> str:
+    try:
+        return json.dumps(v.tolist() if hasattr(v, "tolist") else v, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _varying(cells: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [c for c in columns if cells[c].map(_hashable).nunique(dropna=False) > 1]
+
+
+def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame:
+    frames = []
+    missing = []
+    for cell in cell_ids:
+        path = study_dir / what / f"{cell}.parquet"
+        if path.is_file():
+            frames.append(pd.read_parquet(path))
+        else:
+            missing.append(cell)
+    if missing:
+        warnings.warn(f"{study_dir}: no {what} table yet for cells {missing}", stacklevel=3)
+    if not frames:
+        return pd.DataFrame({"cell": pd.Series([], dtype="str")})
+    return pd.concat(frames, ignore_index=True)
+
+
+def load(study_dir: str | Path, *, curves: bool = True,
+         params: Literal["varying", "all", "none"] = "varying") -> StudyTables:
+    """Read ``results/{study}``: cells, trajectories, curves (unless ``curves=False``) and summary.
+
+    ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
+    the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
+    Cells whose tables are not written yet are left out with a warning.
+    """
+    study_dir = Path(study_dir)
+    cells_path = study_dir / "cells.parquet"
+    if not cells_path.is_file():
+        raise FileNotFoundError(f"{cells_path} does not exist: is {study_dir} a study's results directory?")
+    cells = pd.read_parquet(cells_path)
+    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(cells_path).metadata or {}).items()
+            if k != b"pandas"}
+    cell_ids = list(cells["cell"])
+    all_params = [c for c in cells.columns if c.startswith(PARAM_PREFIXES)]
+    chosen = {"varying": _varying(cells, all_params), "all": all_params, "none": []}[params]
+    join = cells[["cell", *chosen]]
+
+    def with_params(df: pd.DataFrame) -> pd.DataFrame:
+        if not chosen or df.empty:
+            return df
+        rest = [c for c in df.columns if c != "cell"]
+        return df.merge(join, on="cell", how="left", sort=False)[["cell", *chosen, *rest]]
+
+    trajectories = with_params(_read_cells(study_dir, "trajectories", cell_ids))
+    curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
+    summary_path = study_dir / "summary.parquet"
+    summary = pd.read_parquet(summary_path) if summary_path.is_file() else None
+    return StudyTables(study_dir, cells, trajectories, curve_df, summary, meta)

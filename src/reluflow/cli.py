@@ -1,0 +1,177 @@
+"""The ``reluflow`` command line: what the Snakemake rules call (``python -m reluflow STAGE ...``).
+
+Each stage takes its cell or study as canonical JSON (the Snakemake rule passes it as a param, so a changed
+parameter reruns exactly the affected jobs) and explicit input/output paths. Execution settings (dask
+scheduler, workers, shard size) come from ``--execution-json`` or the ``RELUFLOW_EXECUTION`` environment
+variable the Snakefile sets: they never change results, so they are not params (no reruns when they change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXECUTION_ENV = "RELUFLOW_EXECUTION"
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _execution(args: argparse.Namespace) -> dict[str, Any]:
+    text = args.execution_json or os.environ.get(EXECUTION_ENV) or "{}"
+    try:
+        ex = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: execution settings are not valid JSON ({exc}): {text!r}") from None
+    for name in ("scheduler", "address", "shard_size", "retries", "progress_interval"):
+        value = getattr(args, name, None)
+        if value is not None:
+            ex[name] = value
+    if getattr(args, "keep_shards", False):
+        ex["keep_shards"] = True
+    return ex
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .pipeline import find_schema, load_config_files, plan_config
+
+    files = args.configfile or ["config.yaml"]
+    schema = Path(args.schema) if args.schema else find_schema(*files)
+    plan = plan_config(load_config_files(files), schema)
+    for study in plan.studies.values():
+        mark = "*" if study.name in plan.run else " "
+        print(f"{mark} {study.name}: {len(study.cells)} cells x {study.n_trajectories} trajectories, "
+              f"seed {study.seed}")
+        for cell in study.cells.values():
+            print(f"    {cell.id:<32} key {cell.key}")
+    print(f"execution: {json.dumps(plan.execution, sort_keys=True)}")
+    print("config OK (* = built by `rule all`)")
+    return 0
+
+
+def _cmd_cells(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_cells
+
+    write_cells(Study.from_json(args.study_json), args.output)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .pipeline import Cell, write_init
+
+    write_init(Cell.from_json(args.cell_json), args.output)
+    return 0
+
+
+def _cmd_integrate(args: argparse.Namespace) -> int:
+    from .pipeline import Cell, write_integrate
+
+    ex = _execution(args)
+    scheduler = ex.get("scheduler") or "local"
+    # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
+    workers = (ex.get("workers") if scheduler == "jobqueue" else args.workers or ex.get("workers")) or 1
+    counts = write_integrate(
+        Cell.from_json(args.cell_json), args.init, args.trajectories, args.curves, args.shard_dir,
+        scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
+        shard_size=int(ex.get("shard_size") or 64), retries=int(ex.get("retries", 2)),
+        keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
+    )
+    logging.getLogger("reluflow.pipeline").info("integrate done: %d shard(s) reused, %d computed",
+                                                counts["reused"], counts["computed"])
+    return 0
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_aggregate
+
+    study = Study.from_json(args.study_json)
+    by_cell = {Path(p).name.removesuffix(".parquet"): p for p in args.trajectories}
+    write_aggregate(study, by_cell, args.output)
+    return 0
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_figures
+
+    write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reluflow", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate config file(s) and list the studies' cells")
+    c.add_argument("-c", "--configfile", action="append", help="config file (repeatable; default config.yaml)")
+    c.add_argument("--schema", help="config schema (default: workflow/schemas/config.schema.yaml)")
+    c.set_defaults(func=_cmd_check)
+
+    c = sub.add_parser("cells", help="write cells.parquet for a study")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--output", required=True)
+    c.set_defaults(func=_cmd_cells)
+
+    c = sub.add_parser("init", help="write a cell's initial parameters")
+    c.add_argument("--cell-json", required=True)
+    c.add_argument("--output", required=True)
+    c.set_defaults(func=_cmd_init)
+
+    c = sub.add_parser("integrate", help="integrate a cell's trajectories on dask, resuming finished shards")
+    c.add_argument("--cell-json", required=True)
+    c.add_argument("--init", required=True, help="the cell's init table")
+    c.add_argument("--trajectories", required=True, help="output: per-trajectory table")
+    c.add_argument("--curves", required=True, help="output: curves table")
+    c.add_argument("--shard-dir", required=True, help="where finished shards are kept for resuming")
+    c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
+    c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
+    c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
+    c.add_argument("--address")
+    c.add_argument("--shard-size", type=int)
+    c.add_argument("--retries", type=int)
+    c.add_argument("--progress-interval", type=float)
+    c.add_argument("--keep-shards", action="store_true")
+    c.set_defaults(func=_cmd_integrate)
+
+    c = sub.add_parser("aggregate", help="write a study's summary.parquet")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--trajectories", nargs="+", required=True, help="trajectories/{cell}.parquet of every cell")
+    c.add_argument("--output", required=True)
+    c.set_defaults(func=_cmd_aggregate)
+
+    c = sub.add_parser("figures", help="draw a study's figures")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}")
+    c.add_argument("--output", nargs="+", required=True, help="figure files to write (.png / .pdf)")
+    c.set_defaults(func=_cmd_figures)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``reluflow`` and ``python -m reluflow``."""
+    args = _parser().parse_args(argv)
+    # SLURM (time limit, scancel) and Snakemake stop jobs with SIGTERM: unwind like Ctrl-C, so the dask cluster
+    # shuts down and no temporary file is left behind; finished shards stay for the next run.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    # dask's own INFO lines (scheduler, nannies; workers inherit the environment) would drown our progress lines
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .pipeline import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

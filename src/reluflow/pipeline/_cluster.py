@@ -1,0 +1,79 @@
+"""Choosing the dask cluster an integrate job runs its shards on.
+
+Always explicit: a ``LocalCluster`` we start (default), an existing scheduler by address, or a dask-jobqueue
+``SLURMCluster``. Never a bare ``Client()``, which silently connects to ``DASK_SCHEDULER_ADDRESS`` when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["BLAS_THREAD_VARS", "SCHEDULERS", "dask_client", "pin_blas_threads"]
+
+log = logging.getLogger("reluflow.pipeline")
+
+SCHEDULERS = ("local", "address", "jobqueue")
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+def pin_blas_threads() -> None:
+    """One BLAS thread per process: the parallelism is the dask workers.
+
+    Snakemake sets ``OMP_NUM_THREADS=threads`` for a job and the dask nanny keeps an existing value, so without
+    this ``T`` workers would each start ``T`` BLAS threads. The variables must be set before the workers start
+    (OpenBLAS reads them once, at load); threadpoolctl also limits the pools already loaded in this process.
+    """
+    for var in BLAS_THREAD_VARS:
+        os.environ[var] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str, *, workers: int, address: str | None = None,
+                jobqueue: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` on the chosen cluster, closed (with any cluster we started) on exit.
+
+    Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        pin_blas_threads()
+        # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+            log.info("dask: LocalCluster with %d single-threaded worker processes (dashboard %s)", workers,
+                     client.dashboard_link)
+            yield client
+    elif scheduler == "address":
+        addr = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if not addr:
+            raise ValueError("execution.scheduler = 'address' needs execution.address or DASK_SCHEDULER_ADDRESS")
+        with Client(addr) as client:
+            log.info("dask: existing scheduler at %s (%d workers now)", addr,
+                     len(client.scheduler_info().get("workers", {})))
+            yield client
+    elif scheduler == "jobqueue":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise RuntimeError(
+                "execution.scheduler = 'jobqueue' needs dask-jobqueue: pip install 'reluflow[cluster]'"
+            ) from None
+        kwargs = dict(jobqueue or {})
+        # Pin BLAS in the SLURM job before the worker starts, for the same reason as pin_blas_threads().
+        prologue = list(kwargs.pop("job_script_prologue", []))
+        prologue += [f"export {var}=1" for var in BLAS_THREAD_VARS]
+        with SLURMCluster(job_script_prologue=prologue, **kwargs) as cluster, Client(cluster) as client:
+            cluster.scale(jobs=workers)
+            log.info("dask: SLURMCluster, %d job(s) requested", workers)
+            yield client
+    else:
+        raise ValueError(f"execution.scheduler = {scheduler!r} is not allowed: expected one of {list(SCHEDULERS)}")

@@ -1,0 +1,166 @@
+"""Parquet tables: provenance metadata and atomic writes.
+
+Every file carries key/value metadata (package version, git commit when known, the cell's parameters as
+canonical JSON, the seed, numpy and pyarrow versions). Files are written to a temporary name in the same
+directory, flushed to disk, and renamed into place with ``os.replace``: a table that exists is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._keys import canonical_json
+
+__all__ = [
+    "META_PREFIX",
+    "atomic_path",
+    "git_commit",
+    "provenance",
+    "read_metadata",
+    "table_from_frame",
+    "write_table",
+    "write_tables_streaming",
+]
+
+META_PREFIX = "reluflow."
+# mkstemp creates files readable by their owner only; tables get the permissions of any new file.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (editable installs), or ``None``."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def provenance(table: str, **fields: Any) -> dict[str, str]:
+    """The metadata of one file: ``reluflow.*`` keys (dicts and lists as canonical JSON) and library versions."""
+    from .. import __version__
+
+    meta = {
+        f"{META_PREFIX}table": table,
+        f"{META_PREFIX}version": __version__,
+        "numpy.version": np.__version__,
+        "pyarrow.version": pa.__version__,
+        "pandas.version": pd.__version__,
+    }
+    commit = git_commit()
+    if commit:
+        meta[f"{META_PREFIX}git_commit"] = commit
+    for name, value in fields.items():
+        if value is None:
+            continue
+        meta[f"{META_PREFIX}{name}"] = value if isinstance(value, str) else canonical_json(value)
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A parquet file's key/value metadata as ``str -> str`` (without pandas' own ``pandas`` entry)."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
+
+
+def table_from_frame(df: pd.DataFrame) -> pa.Table:
+    """A pandas frame as an arrow table without its index (row order is the data's own order)."""
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _with_metadata(table: pa.Table, meta: Mapping[str, str]) -> pa.Table:
+    keep = {k: v for k, v in (table.schema.metadata or {}).items() if k == b"pandas"}
+    keep.update({k.encode(): str(v).encode() for k, v in meta.items()})
+    return table.replace_schema_metadata(keep)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``, on any error
+    (or interrupt) delete it. Readers therefore see either no file or a complete one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A writer killed without cleanup (SIGKILL, node failure) leaves its temporary file; one file has one
+    # writer at a time (one Snakemake job, one shard task), so the leftovers of earlier attempts can go.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    # Hidden, and not ending in .parquet: directory readers skip it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_table(table: pa.Table | pd.DataFrame, path: str | Path, meta: Mapping[str, str]) -> Path:
+    """Write one table atomically with ``meta`` as its key/value metadata."""
+    if isinstance(table, pd.DataFrame):
+        table = table_from_frame(table)
+    table = _with_metadata(table, meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def write_tables_streaming(tables: Iterable[pa.Table], path: str | Path, meta: Mapping[str, str],
+                           schema: pa.Schema | None = None) -> int:
+    """Write a sequence of tables with one schema as row groups of one file, atomically; returns rows written.
+
+    Streaming keeps memory at one piece (a shard) however large the cell. ``schema`` defaults to the first
+    table's; later pieces are cast to it (they differ at most in null-only columns).
+    """
+    n_rows = 0
+    writer: pq.ParquetWriter | None = None
+    with atomic_path(path) as tmp:
+        try:
+            for table in tables:
+                if writer is None:
+                    schema = _with_metadata(table if schema is None else schema.empty_table(), meta).schema
+                    writer = pq.ParquetWriter(tmp, schema)
+                table = table.replace_schema_metadata(schema.metadata)
+                if not table.schema.equals(schema):
+                    table = table.select(schema.names).cast(schema)
+                writer.write_table(table)
+                n_rows += table.num_rows
+            if writer is None:  # nothing to write: an empty table with the given schema
+                if schema is None:
+                    raise ValueError(f"no rows and no schema for {path}")
+                schema = _with_metadata(schema.empty_table(), meta).schema
+                writer = pq.ParquetWriter(tmp, schema)
+        finally:
+            if writer is not None:
+                writer.close()
+    return n_rows
+
+
+def json_meta(meta: Mapping[str, str], key: str) -> Any:
+    """Decode one ``reluflow.*`` JSON metadata value."""
+    return json.loads(meta[f"{META_PREFIX}{key}"])

@@ -1,0 +1,242 @@
+"""The integrate stage: identical tables whatever the worker count and shard size, equal to simulate; a killed
+job resumes from its finished shards and gives the identical table."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from reluflow._simulate import simulate
+from reluflow.pipeline import load_config_files, plan_config, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+CONFIG = """\
+studies:
+  {name}:
+    problem:
+      network: {{input_dim: 1, widths: [{width}]}}
+      measure: {{kind: uniform, low: 0.0, high: 1.0}}
+      target: {{kind: piecewise_affine, knots: [0.0, 0.3, 1.0], values: [0.0, 1.0, -0.5]}}
+    grid:
+      method:
+        - {method}
+    n_trajectories: {n}
+    seed: 11
+execution:
+  workers: {workers}
+  shard_size: {shard_size}
+  keep_shards: true
+"""
+
+
+def _cell(tmp_path: Path, text: str):
+    (tmp_path / "config.yaml").write_text(text)
+    plan = plan_config(load_config_files([tmp_path / "config.yaml"]), SCHEMA)
+    study = plan.studies[plan.run[0]]
+    return next(iter(study.cells.values()))
+
+
+def _reference(cell) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same cell through the Python API, in this process, no dask, no files."""
+    return simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
+                    seed=cell.seed)
+
+
+def _without_cell(df: pd.DataFrame) -> pd.DataFrame:
+    assert df.columns[0] == "cell"
+    return df.drop(columns="cell")
+
+
+def _assert_same(table: pd.DataFrame, reference: pd.DataFrame) -> None:
+    # every value, bit for bit; strings may come back as pandas' str dtype rather than object
+    pd.testing.assert_frame_equal(table, reference, check_exact=True, check_dtype=False)
+    for col in reference.columns:
+        if reference[col].dtype.kind in "iufb":
+            assert table[col].dtype == reference[col].dtype, col
+
+
+RUNS = [(1, 1000), (2, 7)]  # worker count and shard size both change; the e2e test adds (1 worker, 7)
+
+
+@pytest.mark.parametrize("runs", [RUNS, pytest.param([(1, 7), (2, 1000)], marks=pytest.mark.slow)],
+                         ids=["fast", "other-pairs"])
+def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
+    """1 vs 2 workers and shard sizes 7 vs 1000, through the CLI entry point (one interpreter, a LocalCluster
+    per run), each table equal to reluflow._simulate.simulate for the same cell and seed, so equal to each
+    other; the slow variant runs the other two combinations."""
+    method = "{kind: gd, step_size: 0.05, n_steps: 40, n_checkpoints: 4}"
+    cell = _cell(tmp_path, CONFIG.format(name="ident", width=3, method=method, n=20, workers=1, shard_size=7))
+    script = textwrap.dedent(f"""
+        if __name__ == "__main__":  # local dask workers start with spawn
+            from reluflow.cli import main
+            cell = {cell.to_json()!r}
+            out = {str(tmp_path)!r}
+            assert main(["init", "--cell-json", cell, "--output", out + "/init.parquet"]) == 0
+            for workers, shard in {runs!r}:
+                tag = f"{{workers}}-{{shard}}"
+                assert main(["integrate", "--cell-json", cell, "--init", out + "/init.parquet",
+                             "--trajectories", out + f"/t-{{tag}}.parquet", "--curves", out + f"/c-{{tag}}.parquet",
+                             "--shard-dir", out + f"/shards-{{tag}}", "--workers", str(workers),
+                             "--shard-size", str(shard), "--execution-json", "{{}}"]) == 0
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "LocalCluster with 2 single-threaded worker processes" in run.stderr
+    assert re.search(r"progress: \d/\d shards, [0-9.]+ trajectories/s", run.stderr)
+
+    ref_traj, ref_curves = _reference(cell)
+    assert len(ref_traj) == 20 and ref_traj["trajectory"].tolist() == list(range(20))
+    for workers, shard in runs:
+        tag = f"{workers}-{shard}"
+        _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t-{tag}.parquet")), ref_traj)
+        _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c-{tag}.parquet")), ref_curves)
+        assert not (tmp_path / f"shards-{tag}").exists()  # shards are removed once the tables are written
+        assert read_metadata(tmp_path / f"t-{tag}.parquet")["reluflow.shard_size"] == str(shard)
+
+
+def _integrate_driver(root: psutil.Process) -> psutil.Process | None:
+    for p in root.children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if cmd and "python" in Path(cmd[0]).name and "reluflow" in cmd and "integrate" in cmd:
+            return p
+    return None
+
+
+def _kill_tree(proc: psutil.Process) -> None:
+    """SIGKILL a process and everything under it at once (like a node failure or an out-of-time job)."""
+    procs = [proc, *proc.children(recursive=True)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs)
+
+
+def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
+    method = "{kind: gd, step_size: 0.02, n_steps: 120, n_checkpoints: 5, refine: false}"
+    cell = _cell(tmp_path, CONFIG.format(name="resume", width=8, method=method, n=40, workers=1, shard_size=2))
+    target = f"results/resume/trajectories/{cell.id}.parquet"
+    shard_dir = tmp_path / "results" / "resume" / ".shards" / cell.id
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--cores", "1", target]
+
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # wait until a few shards are finished (a shard's trajectories file is written last), then kill the job
+        while len(list(shard_dir.glob("*.trajectories.parquet"))) < 3:
+            assert first.poll() is None, first.communicate()[0][-3000:]
+            time.sleep(0.02)
+        driver = _integrate_driver(psutil.Process(first.pid))
+        assert driver is not None
+        _kill_tree(driver)
+        out = first.communicate()[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0, out[-3000:]
+    finished = sorted(shard_dir.glob("*.trajectories.parquet"))
+    assert 3 <= len(finished) < 20, "the job was not killed mid-run"
+    assert not (tmp_path / target).exists()  # no half-written final table
+    mtimes = {p: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
+
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (tmp_path / "logs" / "resume" / "integrate" / f"{cell.id}.log").read_text()
+    m = re.search(r"(\d+) shard\(s\) already finished \(reused\), (\d+) to compute", log)
+    assert m, log[-2000:]
+    assert int(m.group(1)) == len(finished) and int(m.group(2)) == 20 - len(finished)
+    for path, mtime in mtimes.items():  # the finished shards were not recomputed
+        if path.name.endswith(".trajectories.parquet"):
+            assert path.stat().st_mtime_ns == mtime, path.name
+
+    ref_traj, ref_curves = _reference(cell)
+    _assert_same(_without_cell(pd.read_parquet(tmp_path / target)), ref_traj)
+    curves = tmp_path / "results" / "resume" / "curves" / f"{cell.id}.parquet"
+    _assert_same(_without_cell(pd.read_parquet(curves)), ref_curves)
+
+
+def test_stale_shards_are_not_reused(tmp_path):
+    """A shard made for other parameters, seed or code is recomputed, never mixed in."""
+    from reluflow.pipeline._stages import Shard, _shard_is_finished, _shard_meta, plan_shards
+    from reluflow.pipeline._tables import write_table
+
+    method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
+    cell = _cell(tmp_path, CONFIG.format(name="stale", width=2, method=method, n=10, workers=1, shard_size=4))
+    shards = plan_shards(cell, 4)
+    assert [(s.start, s.stop) for s in shards] == [(0, 4), (4, 8), (8, 10)]
+    assert all(f"k{cell.key:016x}" in s.stem and "-s11-" in s.stem for s in shards)
+    assert {s.stem for s in plan_shards(cell, 5)}.isdisjoint(s.stem for s in shards)  # shard size is in the name
+    shard: Shard = shards[0]
+    df = pd.DataFrame({"trajectory": range(4)})
+    for table, path in zip(("trajectories", "curves"), shard.paths(tmp_path), strict=True):
+        write_table(df, path, _shard_meta(cell, shard, table))
+    assert _shard_is_finished(cell, shard, tmp_path)
+    other = type(cell)(**{**cell.__dict__, "method": {**cell.method, "step_size": 0.06}})
+    assert not _shard_is_finished(other, shard, tmp_path)  # same file name, other parameters
+    traj_path = shard.paths(tmp_path)[0]
+    write_table(df, traj_path, {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "0" * 40})
+    assert not _shard_is_finished(cell, shard, tmp_path)  # other code
+    os.remove(shard.paths(tmp_path)[1])
+    write_table(df, traj_path, _shard_meta(cell, shard, "trajectories"))
+    assert not _shard_is_finished(cell, shard, tmp_path)  # curves missing: not finished
+
+
+@pytest.mark.slow
+def test_snakemake_run_is_independent_of_execution_settings(tmp_path):
+    """Slow: the same study through Snakemake with two execution settings gives identical tables."""
+    method = "{kind: gf, solver: dopri5, t_end: 2.0, n_checkpoints: 4}"
+    tables = []
+    for workers, shard in ((1, 1), (2, 1000)):
+        d = tmp_path / f"{workers}-{shard}"
+        d.mkdir()
+        cell = _cell(d, CONFIG.format(name="exec", width=4, method=method, n=12, workers=workers,
+                                      shard_size=shard))
+        run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(d), "--cores",
+                              "2"], cwd=d, capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        tables.append(pd.read_parquet(d / "results" / "exec" / "trajectories" / f"{cell.id}.parquet"))
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
+    """Slow: SIGTERM (a SLURM time limit, scancel) unwinds the driver: exit status 143, the dask workers are gone,
+    no final or temporary table is left, and the finished shards stay for the next run."""
+    method = "{kind: gd, step_size: 0.02, n_steps: 200, n_checkpoints: 3, refine: false}"
+    cell = _cell(tmp_path, CONFIG.format(name="term", width=8, method=method, n=40, workers=1, shard_size=2))
+    init = tmp_path / "init.parquet"
+    assert subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output",
+                           str(init)], capture_output=True, check=False).returncode == 0
+    shards = tmp_path / "shards"
+    proc = subprocess.Popen([sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(),
+                             "--init", str(init), "--trajectories", str(tmp_path / "t.parquet"), "--curves",
+                             str(tmp_path / "c.parquet"), "--shard-dir", str(shards), "--workers", "1",
+                             "--shard-size", "2", "--execution-json", "{}"], stderr=subprocess.PIPE, text=True)
+    while len(list(shards.glob("*.trajectories.parquet"))) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.02)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate()[1]
+    assert proc.returncode == 143, err[-3000:]
+    psutil.wait_procs(children)  # the workers exit once the driver has shut its cluster down
+    assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "c.parquet").exists()
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    assert len(list(shards.glob("*.trajectories.parquet"))) >= 2

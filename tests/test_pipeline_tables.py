@@ -1,0 +1,145 @@
+"""Parquet tables: atomic writes (no table is ever readable half-written), provenance metadata, reluflow.load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reluflow.pipeline import provenance, read_metadata, write_table
+from reluflow.pipeline._tables import atomic_path, write_tables_streaming
+
+
+def _pieces(n: int, fail_at: int | None = None):
+    for i in range(n):
+        if i == fail_at:
+            raise KeyboardInterrupt("interrupted mid-write")
+        yield pa.table({"trajectory": pa.array(np.arange(i * 10, i * 10 + 10), pa.int64()),
+                        "risk": pa.array(np.linspace(0, 1, 10))})
+
+
+def test_interrupted_write_leaves_no_file(tmp_path):
+    out = tmp_path / "trajectories" / "c.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        write_tables_streaming(_pieces(5, fail_at=3), out, provenance("trajectories"))
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # the temporary file is gone too
+
+
+def test_interrupted_write_keeps_the_previous_complete_table(tmp_path):
+    out = tmp_path / "t.parquet"
+    write_tables_streaming(_pieces(2), out, provenance("trajectories"))
+    with pytest.raises(KeyboardInterrupt):
+        write_tables_streaming(_pieces(5, fail_at=4), out, provenance("trajectories"))
+    assert pq.read_table(out).num_rows == 20  # the old, complete file: never a mixture
+
+
+def test_killed_writer_leaves_no_final_file(tmp_path):
+    """SIGKILL a process while it writes (no exception handler runs): only a hidden temporary file remains."""
+    out = tmp_path / "curves.parquet"
+    script = textwrap.dedent(f"""
+        import time, numpy as np, pyarrow as pa
+        from reluflow.pipeline._tables import write_tables_streaming
+        def pieces():
+            for i in range(1000):
+                yield pa.table({{"x": pa.array(np.arange(1000.0) + i)}})
+                time.sleep(0.01)
+        write_tables_streaming(pieces(), {str(out)!r}, {{"reluflow.table": "curves"}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".curves.parquet.") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, "the writer finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # some row groups are written
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(p.name.startswith(".") and not p.name.endswith(".parquet") for p in leftovers)
+    # a directory reader skips the hidden leftover, and the next write of that table clears it
+    assert pq.ParquetDataset(tmp_path).files == []
+    write_tables_streaming(_pieces(1), out, provenance("curves"))
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.parquet"]
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    out = tmp_path / "a.txt"
+    with atomic_path(out) as tmp:
+        tmp.write_text("one")
+        assert not out.exists()
+    assert out.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.write_text("two")
+        raise RuntimeError
+    assert out.read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_metadata_on_every_table(tmp_path):
+    df = pd.DataFrame({"trajectory": np.arange(3, dtype=np.int64), "status": ["a", "b", "c"]})
+    meta = provenance("trajectories", study="s", cell="w2-gd", cell_key="12", seed="7",
+                      params={"problem": {"x": 1.0}, "init": {"kind": "normal"}, "method": {"kind": "gd"}})
+    path = write_table(df, tmp_path / "t.parquet", meta)
+    got = read_metadata(path)
+    import reluflow
+
+    assert got["reluflow.version"] == reluflow.__version__
+    assert got["numpy.version"] == np.__version__ and got["pyarrow.version"] == pa.__version__
+    assert got["reluflow.params"] == '{"init":{"kind":"normal"},"method":{"kind":"gd"},"problem":{"x":1}}'
+    assert got["reluflow.seed"] == "7" and got["reluflow.cell"] == "w2-gd"
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    assert back["trajectory"].dtype == np.int64
+
+
+def test_load_joins_cell_parameters(tmp_path):
+    """reluflow.load on a hand-made study directory (the end-to-end test loads a real one)."""
+    from reluflow import load
+
+    study = tmp_path / "s"
+    cells = pd.DataFrame({
+        "cell": ["w2-gd", "w4-gd"], "key": [1, 2], "study": ["s", "s"],
+        "problem.network.widths": [[2], [4]], "method.kind": ["gd", "gd"], "method.step_size": [0.1, 0.1],
+    })
+    write_table(cells, study / "cells.parquet", provenance("cells", study="s"))
+    for cid in cells["cell"]:
+        t = pd.DataFrame({"cell": cid, "trajectory": np.arange(3, dtype=np.int64), "risk_final": [0.1, 0.2, 0.3]})
+        write_table(t, study / "trajectories" / f"{cid}.parquet", provenance("trajectories"))
+        c = pd.DataFrame({"cell": cid, "trajectory": np.repeat(np.arange(3), 2), "checkpoint": np.tile([0, 1], 3),
+                          "risk": np.ones(6)})
+        write_table(c, study / "curves" / f"{cid}.parquet", provenance("curves"))
+    tables = load(study)
+    assert list(tables.trajectories.columns) == ["cell", "problem.network.widths", "trajectory", "risk_final"]
+    assert len(tables.trajectories) == 6 and len(tables.curves) == 12
+    assert [list(w) for w in tables.trajectories["problem.network.widths"]] == [[2]] * 3 + [[4]] * 3
+    assert tables.summary is None
+    everything = load(study, params="all", curves=False)
+    assert "method.step_size" in everything.trajectories.columns and everything.curves is None
+    assert tables.param_columns == ["problem.network.widths", "method.kind", "method.step_size"]
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope")
+
+
+def test_load_warns_about_missing_cells(tmp_path):
+    from reluflow import load
+
+    write_table(pd.DataFrame({"cell": ["a"], "key": [1]}), tmp_path / "cells.parquet", provenance("cells"))
+    with pytest.warns(UserWarning, match="no trajectories table yet"):
+        t = load(Path(tmp_path), curves=False)
+    assert t.trajectories.empty

@@ -1,0 +1,247 @@
+"""End to end through Snakemake: a tiny study in a temporary directory with its own config; the tables' layout,
+schemas (as documented in docs/tables.md), values (equal to reluflow._simulate.simulate), metadata, figures,
+reluflow.load, and rerun behaviour. Plus `snakemake --lint` and a dry run of the shipped config."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reluflow._simulate import simulate
+from reluflow.pipeline import FIGURES, load_config_files, plan_config, read_init, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+TINY = """\
+studies:
+  tiny:
+    description: end-to-end test study
+    problem:
+      network: {input_dim: 1, widths: [2]}
+      measure: {kind: uniform, low: 0.0, high: 1.0}
+      target: {kind: piecewise_affine, knots: [0.0, 0.5, 1.0], values: [0.0, 1.0, 0.0]}
+    grid:
+      problem.network.widths: [[3]]
+      method:
+        - {kind: gd, step_size: 0.05, n_steps: 40, n_checkpoints: 4}
+        - {kind: gf, solver: dopri5, t_end: 2.0, n_checkpoints: 4}
+    n_trajectories: 12
+    seed: 5
+    analysis: {eps: [0.05, 1e-3], k: [1, 2, 4]}
+execution:
+  shard_size: 7
+  workers: 1  # two integrate jobs side by side on 2 cores (the 2-worker case: test_pipeline_integrate)
+"""
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args],
+                          cwd=workdir, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    (d / "config.yaml").write_text(TINY)
+    run = snakemake(d, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-4000:]
+    plan = plan_config(load_config_files([d / "config.yaml"]), SCHEMA)
+    return d, plan.study("tiny")
+
+
+# ------------------------------------------------------------------------------------------ docs/tables.md
+def documented_columns() -> dict[str, list[tuple[re.Pattern, str, bool]]]:
+    """{table: [(column pattern, dtype, is_exact)]} from the markdown tables of docs/tables.md."""
+    text = (ROOT / "docs" / "tables.md").read_text()
+    tables: dict[str, list[tuple[re.Pattern, str, bool]]] = {}
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        m = re.match(r"`(?:[a-z]+/\{cell\}|[a-z]+)\.parquet`", section)
+        if not m:
+            continue
+        name = re.sub(r"/\{cell\}", "", m.group(0).strip("`")).removesuffix(".parquet")
+        rows = []
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) < 3 or not cells[0].startswith("`") or cells[0] == "column":
+                continue
+            for col in re.findall(r"`([^`]+)`", cells[0]):
+                exact = "<" not in col
+                pattern = re.compile("".join(".+" if p.startswith("<") else re.escape(p)
+                                             for p in re.split(r"(<[^>]+>)", col)))
+                rows.append((pattern, cells[1], exact))
+        tables[name] = rows
+    return tables
+
+
+def dtype_matches(doc: str, actual: pa.DataType) -> bool:
+    if doc == "as in config":
+        return True
+    if doc == "string":
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if doc.startswith("fixed_size_list<double>"):
+        return pa.types.is_fixed_size_list(actual) and pa.types.is_float64(actual.value_type)
+    return str(actual) == doc
+
+
+def check_against_docs(table: str, schema: pa.Schema, docs) -> None:
+    rows = docs[table]
+    for field in schema:
+        match = next((r for r in rows if r[2] and r[0].fullmatch(field.name)), None) or \
+            next((r for r in rows if not r[2] and r[0].fullmatch(field.name)), None)
+        assert match, f"{table}: column {field.name!r} is not documented in docs/tables.md"
+        assert dtype_matches(match[1], field.type), f"{table}.{field.name}: {field.type} vs documented {match[1]}"
+    for pattern, _, exact in rows:
+        if exact:
+            assert pattern.pattern.replace("\\", "") in schema.names, f"{table}: documented {pattern.pattern} missing"
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_layout_and_logs(e2e):
+    d, study = e2e
+    res = d / "results" / "tiny"
+    assert study.cell_ids == ["w3-gd", "w3-gf"]
+    expected = {"cells.parquet", "summary.parquet"}
+    for cid in study.cell_ids:
+        expected |= {f"init/{cid}.parquet", f"trajectories/{cid}.parquet", f"curves/{cid}.parquet"}
+    expected |= {f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
+    found = {str(p.relative_to(res)) for p in res.rglob("*") if p.is_file()}
+    assert found == expected  # no temporary files, no shards left
+    assert not (res / ".shards").exists() or not any((res / ".shards").rglob("*.parquet"))
+    for cid in study.cell_ids:
+        log = (d / "logs" / "tiny" / "integrate" / f"{cid}.log").read_text()
+        assert re.search(r"progress: 2/2 shards, [0-9.]+ trajectories/s", log), log
+        assert "LocalCluster with 1 single-threaded worker processes" in log
+
+
+def test_tables_match_docs_and_carry_metadata(e2e):
+    d, study = e2e
+    res = d / "results" / "tiny"
+    docs = documented_columns()
+    assert set(docs) == {"cells", "init", "trajectories", "curves", "summary"}
+    import reluflow
+
+    for path in sorted(res.rglob("*.parquet")):
+        table = path.parent.name if path.parent != res else path.stem
+        check_against_docs(table, pq.read_schema(path), docs)
+        meta = read_metadata(path)
+        assert meta["reluflow.table"] == table
+        assert meta["reluflow.version"] == reluflow.__version__
+        assert {"numpy.version", "pyarrow.version", "reluflow.study", "reluflow.seed"} <= set(meta)
+        assert meta["reluflow.seed"] == "5"
+        if table not in ("cells", "summary"):
+            cell = study.cells[path.stem]
+            assert json.loads(meta["reluflow.params"]) == json.loads(json.dumps(cell.params))
+            assert meta["reluflow.cell_key"] == str(cell.key)
+        pd.read_parquet(path)  # opens with pandas
+
+
+def test_values_equal_simulate(e2e):
+    d, study = e2e
+    res = d / "results" / "tiny"
+    for cid, cell in study.cells.items():
+        traj, curves = simulate(cell.problem, method=cell.method, init=cell.init,
+                                n_trajectories=cell.n_trajectories, seed=cell.seed)
+        got = pd.read_parquet(res / "trajectories" / f"{cid}.parquet")
+        assert (got["cell"] == cid).all()
+        pd.testing.assert_frame_equal(got.drop(columns="cell"), traj, check_exact=True, check_dtype=False)
+        got_c = pd.read_parquet(res / "curves" / f"{cid}.parquet")
+        pd.testing.assert_frame_equal(got_c.drop(columns="cell"), curves, check_exact=True, check_dtype=False)
+        ids, theta0 = read_init(res / "init" / f"{cid}.parquet")
+        assert ids.tolist() == list(range(12)) and theta0.shape == (12, 10)  # P = 3 + 3 + 3 + 1
+
+
+def test_cells_and_summary(e2e):
+    from reluflow.analysis import best_of_k, best_of_k_column
+
+    d, study = e2e
+    res = d / "results" / "tiny"
+    cells = pd.read_parquet(res / "cells.parquet")
+    assert cells["cell"].tolist() == study.cell_ids
+    assert cells["key"].tolist() == [c.key for c in study.cells.values()]
+    assert cells["method.kind"].tolist() == ["gd", "gf"]
+    assert cells["risk_backend"].tolist() == ["exact1d", "exact1d"]
+    assert cells["n_params"].tolist() == [10, 10]
+    summary = pd.read_parquet(res / "summary.parquet")
+    assert summary["cell"].tolist() == study.cell_ids and (summary["n"] == 12).all()
+    for _, row in summary.iterrows():
+        traj = pd.read_parquet(res / "trajectories" / f"{row['cell']}.parquet")
+        s = int((traj["risk_final"] <= 0.05).sum())
+        for k in (1, 2, 4):
+            assert row[best_of_k_column(k, 0.05)] == pytest.approx(best_of_k(s, 12, k))
+        fracs = [c for c in summary.columns if c.startswith("frac_status_")]
+        assert sum(row[c] for c in fracs) == pytest.approx(1.0)
+        assert row["risk_final_q50"] == pytest.approx(traj["risk_final"].median())
+    assert json.loads(read_metadata(res / "summary.parquet")["reluflow.analysis"]) == {"eps": [0.05, 0.001],
+                                                                                        "k": [1, 2, 4]}
+
+
+def test_figures_are_png_and_pdf(e2e):
+    d, _ = e2e
+    for name in FIGURES:
+        png = d / "results" / "tiny" / "figures" / f"{name}.png"
+        pdf = png.with_suffix(".pdf")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_load(e2e):
+    from reluflow import load
+
+    d, study = e2e
+    t = load(d / "results" / "tiny")
+    assert list(t.cells["cell"]) == study.cell_ids
+    assert len(t.trajectories) == 24 and len(t.summary) == 2
+    # the parameter that differs between the cells is joined on, the shared ones are not
+    params = [c for c in t.trajectories.columns if c.startswith(("problem.", "init.", "method."))]
+    assert t.trajectories.columns[0] == "cell" and list(t.trajectories.columns[1:len(params) + 1]) == params
+    assert {"method.kind", "method.step_size", "method.solver"} <= set(params)
+    assert "problem.network.widths" not in params
+    assert set(t.curves["method.kind"]) == {"gd", "gf"}
+    assert t.metadata["reluflow.study"] == "tiny"
+
+
+def test_rerun_does_nothing_even_with_other_execution_settings(e2e):
+    d, _ = e2e
+    # nested --config values reach the Snakefile as strings ('3'): they are typed again, then validated
+    run = snakemake(d, "-n", "--config", "execution={shard_size: 3, workers: 2, retries: 5, keep_shards: true}")
+    assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr, run.stderr[-2000:]
+
+
+def test_parameter_change_reruns_only_that_cell(e2e):
+    d, _ = e2e
+    (d / "changed.yaml").write_text(TINY.replace("step_size: 0.05", "step_size: 0.04"))
+    run = snakemake(d, "-n", "--configfile", "changed.yaml")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-2000:]
+    assert "results/tiny/trajectories/w3-gd.parquet" in out
+    assert "results/tiny/trajectories/w3-gf.parquet" not in out.split("Job stats")[0].replace(
+        "input: results/tiny/cells.parquet, results/tiny/trajectories/w3-gd.parquet, "
+        "results/tiny/trajectories/w3-gf.parquet", "")
+    stats = out.split("Job stats:")[1]
+    assert re.search(r"integrate\s+1\b", stats) and re.search(r"init\s+1\b", stats)
+
+
+# ------------------------------------------------------------------------------------------ the shipped workflow
+def test_lint():
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Congratulations" in run.stdout + run.stderr
+
+
+def test_dry_run_of_the_default_study():
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "Nothing to be done" in out or re.search(r"integrate\s+\d+", out)

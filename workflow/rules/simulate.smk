@@ -1,0 +1,63 @@
+# Per-study cell table, per-cell initial parameters, and the integration of a cell's trajectories on dask.
+
+
+rule cells:
+    output:
+        cells="results/{study}/cells.parquet",
+    params:
+        study=study_json,
+        version=RELUFLOW_VERSION,
+    log:
+        "logs/{study}/cells.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow cells --study-json {params.study:q} --output {output.cells:q} > {log:q} 2>&1"
+
+
+rule init:
+    output:
+        init="results/{study}/init/{cell}.parquet",
+    params:
+        cell=cell_json,
+        version=RELUFLOW_VERSION,
+    log:
+        "logs/{study}/init/{cell}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow init --cell-json {params.cell:q} --output {output.init:q} > {log:q} 2>&1"
+
+
+# Finished shards live in results/{study}/.shards/{cell}/, outside the declared outputs (Snakemake deletes
+# those before a job runs), so a killed job that is run again computes only the unfinished shards.
+rule integrate:
+    input:
+        init="results/{study}/init/{cell}.parquet",
+    output:
+        trajectories="results/{study}/trajectories/{cell}.parquet",
+        curves="results/{study}/curves/{cell}.parquet",
+    params:
+        cell=cell_json,
+        version=RELUFLOW_VERSION,
+        shard_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}/.shards/{wildcards.cell}",
+    log:
+        "logs/{study}/integrate/{cell}.log",
+    threads: INTEGRATE_THREADS
+    resources:
+        mem_mb=lambda wildcards, threads: 1000 + 1000 * threads,
+        runtime=240,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow integrate --cell-json {params.cell:q} --init {input.init:q}"
+        " --trajectories {output.trajectories:q} --curves {output.curves:q}"
+        " --shard-dir {params.shard_dir:q} --workers {threads} > {log:q} 2>&1"
