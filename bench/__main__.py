@@ -7,15 +7,17 @@ import json
 import platform
 from pathlib import Path
 
-from ._timing import pin_blas_threads
+from reluflow.pipeline._cluster import pin_blas_threads
 
-SUITES = ("risk", "kernels", "dynamics", "memory")
+SUITES = ("risk", "kernels", "dynamics", "memory", "pipeline")
 
 
 def main() -> None:
     pin_blas_threads()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("suites", nargs="*", help=f"which suites (default: all of {', '.join(SUITES)})")
+    parser.add_argument("--snakemake", action="store_true",
+                        help="pipeline suite: also run the whole quickstart through Snakemake with 1 and 2 cores")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
@@ -42,6 +44,11 @@ def main() -> None:
         from . import memory
 
         out["memory"] = memory.run(shards=(64, 256) if args.quick else (256, 1024))
+    if "pipeline" in suites:
+        from . import pipeline
+
+        out["pipeline"] = pipeline.run(n_trajectories=64 if args.quick else 256,
+                                       shard_sizes=(16,) if args.quick else (8, 32, 128), snakemake=args.snakemake)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     path = results / "bench.json"

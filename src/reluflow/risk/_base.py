@@ -26,7 +26,7 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
 class RiskBackend:
-    """Base class; subclasses implement ``risk_and_grad`` and ``dead_neurons`` and may override ``risk``."""
+    """Base class; subclasses implement ``_evaluate`` and ``dead_neurons``."""
 
     name: ClassVar[str] = ""
 
@@ -60,11 +60,18 @@ class RiskBackend:
             raise ValueError(f"theta has shape {theta.shape}: expected (T, {self.arch.n_params}) for this network")
         return np.ascontiguousarray(theta, dtype=self.dtype)
 
-    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(risk (T,), G (T, P) or None)``: what every backend implements; ``need_grad=False`` may skip work
+        but must give bitwise the same risk."""
         raise NotImplementedError
 
+    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(risk (T,), G (T, P))`` in ``self.dtype`` for ``theta`` ``(T, P)`` (or ``(P,)``)."""
+        return self._evaluate(theta, True)
+
     def risk(self, theta: np.ndarray) -> np.ndarray:
-        return self.risk_and_grad(theta)[0]
+        """``risk (T,)``, bitwise equal to ``risk_and_grad(theta)[0]``."""
+        return self._evaluate(theta, False)[0]
 
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         raise NotImplementedError

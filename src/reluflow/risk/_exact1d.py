@@ -146,14 +146,6 @@ class Exact1DRisk(RiskBackend):
         return None
 
     # ------------------------------------------------------------------ the contract
-    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(risk (T,), G (T, P))`` in ``self.dtype`` for ``theta`` ``(T, P)`` (or ``(P,)``)."""
-        return self._evaluate(theta, True)
-
-    def risk(self, theta: np.ndarray) -> np.ndarray:
-        """``risk (T,)``, bitwise equal to ``risk_and_grad(theta)[0]``."""
-        return self._evaluate(theta, False)[0]
-
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         """``(T,)`` int64: units with ``w x + b <= 0`` on the whole support of ``mu`` (a ``mu``-null active set).
 

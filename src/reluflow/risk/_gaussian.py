@@ -272,14 +272,6 @@ class GaussianRisk(RiskBackend):
         return risk, grad
 
     # ------------------------------------------------------------------ the contract
-    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(risk (T,), G (T, P))`` for ``theta`` ``(T, P)``: the exact risk and generalized gradient."""
-        return self._evaluate(theta, True)
-
-    def risk(self, theta: np.ndarray) -> np.ndarray:
-        """``risk (T,)`` for ``theta`` ``(T, P)``; bitwise the same values as ``risk_and_grad(theta)[0]``."""
-        return self._evaluate(theta, False)[0]
-
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         """Dead units per trajectory, ``(T,)`` int64: those with ``w_i = 0``.
 

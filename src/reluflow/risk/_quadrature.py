@@ -78,12 +78,6 @@ class QuadratureRisk(RiskBackend):
                 grad[sl] = g
         return risk, grad
 
-    def risk_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._evaluate(theta, True)
-
-    def risk(self, theta: np.ndarray) -> np.ndarray:
-        return self._evaluate(theta, False)[0]
-
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         """Hidden units (all layers) whose activation derivative vanishes at every quadrature point."""
         theta = self._check(theta)

@@ -1,0 +1,104 @@
+"""Pipeline overhead: one cell through ``reluflow.simulate`` in-process vs through the integrate stage on a dask
+``LocalCluster`` with 1 and 2 workers, at several shard sizes; optionally the whole quickstart study through
+Snakemake with ``--cores 1`` and ``--cores 2``.
+
+Reported: the cluster's start-up time (paid once per integrate job), per-shard scheduling overhead
+``(t_dask_1worker - startup - t_simulate) / n_shards`` against the mean shard compute time, and the parallel
+speedup ``t_1worker / t_2workers``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import reluflow
+from reluflow.pipeline._cluster import dask_client
+from reluflow.pipeline._config import expand_study, load_config_files
+from reluflow.pipeline._stages import write_init, write_integrate
+
+from ._timing import print_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quickstart_cell(cell_id: str = "w16-gd", n_trajectories: int | None = None):
+    spec = load_config_files([ROOT / "config.yaml"])["studies"]["quickstart"]
+    if n_trajectories is not None:
+        spec = {**spec, "n_trajectories": n_trajectories}
+    return expand_study("quickstart", spec).cells[cell_id]
+
+
+def _time_integrate(cell, workdir: Path, workers: int, shard_size: int) -> float:
+    init = workdir / "init.parquet"
+    if not init.exists():
+        write_init(cell, init)
+    for name in ("traj.parquet", "curves.parquet"):
+        (workdir / name).unlink(missing_ok=True)
+    shutil.rmtree(workdir / "shards", ignore_errors=True)
+    t0 = time.perf_counter()
+    write_integrate(cell, init, workdir / "traj.parquet", workdir / "curves.parquet", workdir / "shards",
+                    workers=workers, shard_size=shard_size, progress_interval=1e9)
+    return time.perf_counter() - t0
+
+
+def _cluster_startup(workers: int) -> float:
+    t0 = time.perf_counter()
+    with dask_client("local", workers=workers) as client:
+        client.wait_for_workers(workers)
+    return time.perf_counter() - t0
+
+
+def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[int, ...] = (8, 32, 128),
+        snakemake: bool = False) -> dict:
+    cell = quickstart_cell(cell_id, n_trajectories)
+    t0 = time.perf_counter()
+    reluflow.simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
+                      seed=cell.seed)
+    t_sim = time.perf_counter() - t0
+    startup = {w: _cluster_startup(w) for w in (1, 2)}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="reluflow-bench-") as tmp:
+        for shard in shard_sizes:
+            n_shards = -(-cell.n_trajectories // shard)
+            t1 = _time_integrate(cell, Path(tmp), 1, shard)
+            t2 = _time_integrate(cell, Path(tmp), 2, shard)
+            overhead = (t1 - startup[1] - t_sim) / n_shards
+            rows.append({
+                "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_1worker_s": t1,
+                "t_2workers_s": t2, "speedup_2_over_1": t1 / t2,
+                "speedup_excl_startup": (t1 - startup[1]) / (t2 - startup[2]),
+                "overhead_per_shard_ms": 1e3 * overhead,
+                "overhead_pct_of_shard": 100 * overhead / (t_sim / n_shards),
+            })
+    print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories "
+          f"(LocalCluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s):")
+    print_table(rows, ["shard_size", "n_shards", "t_simulate_s", "t_1worker_s", "t_2workers_s", "speedup_2_over_1",
+                       "speedup_excl_startup", "overhead_per_shard_ms", "overhead_pct_of_shard"])
+    out = {"cell": cell_id, "startup_s": startup, "rows": rows}
+    if snakemake:
+        out["snakemake"] = run_snakemake()
+    return out
+
+
+def run_snakemake() -> dict:
+    """The whole quickstart study through Snakemake with 1 and then 2 cores, each in a fresh copy."""
+    times = {}
+    for cores in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="reluflow-bench-smk-") as tmp:
+            for item in ("Snakefile", "workflow", "config.yaml", "profiles"):
+                src = ROOT / item
+                (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"], cwd=tmp, check=True,
+                           env={**os.environ}, stdout=subprocess.DEVNULL)
+            times[cores] = time.perf_counter() - t0
+    speedup = times[1] / times[2]
+    print(f"quickstart through Snakemake: --cores 1 {times[1]:.1f} s, --cores 2 {times[2]:.1f} s, "
+          f"speedup {speedup:.2f}x")
+    return {"cores_1_s": times[1], "cores_2_s": times[2], "speedup": speedup}
