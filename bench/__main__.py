@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [risk ...] [--quick]``; results go to bench/results/*.json."""
+"""Run the benchmarks: ``python -m bench [risk ...] [--quick]``; each suite's results go to bench/results/SUITE.json."""
 
 from __future__ import annotations
 
@@ -48,12 +48,14 @@ def main() -> None:
         from . import pipeline
 
         out["pipeline"] = pipeline.run(n_trajectories=64 if args.quick else 256,
-                                       shard_sizes=(16,) if args.quick else (8, 32, 128), snakemake=args.snakemake)
+                                       shard_sizes=(16,) if args.quick else (8, 32, 128, 256), snakemake=args.snakemake)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    path = results / "bench.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"\nresults written to {path}")
+    header = {k: out.pop(k) for k in ("machine", "python")}
+    for suite, figures in out.items():
+        path = results / f"{suite}.json"
+        path.write_text(json.dumps({**header, "quick": args.quick, suite: figures}, indent=2, default=str))
+        print(f"{suite}: results written to {path}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ CASES = (
     ("gd", "exact1d", GD, 1),
     ("dopri5 t<=2", "exact1d", dopri5(2.0), 4),
     ("gd", "quadrature", GD, 1),
-    ("dopri5 t<=0.5", "quadrature", dopri5(0.5), 16),
-    ("W4: dopri5 t<=100", "exact1d", dopri5(100.0), 8),
+    ("dopri5 t<=0.5", "quadrature", dopri5(0.5), 64),
+    ("W4: dopri5 t<=100", "exact1d", dopri5(100.0), 32),
 )
 
 

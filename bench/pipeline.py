@@ -2,9 +2,11 @@
 ``LocalCluster`` with 1 and 2 workers, at several shard sizes; optionally the whole quickstart study through
 Snakemake with ``--cores 1`` and ``--cores 2``.
 
-Reported: the cluster's start-up time (paid once per integrate job), per-shard scheduling overhead
-``(t_dask_1worker - startup - t_simulate) / n_shards`` against the mean shard compute time, and the parallel
-speedup ``t_1worker / t_2workers``.
+Reported: the cluster's start-up time (paid once per integrate job); the cost of cutting the cell into shards
+when computed in-process (``t_shards``, every shard's ``run_shard`` called in turn, against ``t_simulate`` for the
+whole cell at once: the integrate loop's per-step overhead is paid per shard); the dask overhead per shard
+``(t_1worker - startup - t_shards) / n_shards`` (scheduling, serialization, the worker's first import, shard
+files, the final join) as a percentage of a shard's compute time; and the parallel speedup ``t_1 / t_2``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import time
 from pathlib import Path
 
 import reluflow
+from reluflow.dynamics import initialize
 from reluflow.pipeline._cluster import dask_client
 from reluflow.pipeline._config import expand_study, load_config_files
-from reluflow.pipeline._stages import write_init, write_integrate
+from reluflow.pipeline._stages import plan_shards, run_shard, write_init, write_integrate
 
 from ._timing import print_table
 
@@ -54,32 +57,40 @@ def _cluster_startup(workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[int, ...] = (8, 32, 128),
+def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[int, ...] = (8, 32, 128, 256),
         snakemake: bool = False) -> dict:
     cell = quickstart_cell(cell_id, n_trajectories)
     t0 = time.perf_counter()
     reluflow.simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
                       seed=cell.seed)
     t_sim = time.perf_counter() - t0
+    theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.key,
+                        cell.seed)
     startup = {w: _cluster_startup(w) for w in (1, 2)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="reluflow-bench-") as tmp:
         for shard in shard_sizes:
-            n_shards = -(-cell.n_trajectories // shard)
+            shards = plan_shards(cell, shard)
+            n_shards = len(shards)
+            t0 = time.perf_counter()
+            for s in shards:
+                run_shard(cell.to_json(), s.start, s.stop, theta0[s.start : s.stop])
+            t_shards = time.perf_counter() - t0
             t1 = _time_integrate(cell, Path(tmp), 1, shard)
             t2 = _time_integrate(cell, Path(tmp), 2, shard)
-            overhead = (t1 - startup[1] - t_sim) / n_shards
+            overhead = (t1 - startup[1] - t_shards) / n_shards
             rows.append({
-                "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_1worker_s": t1,
-                "t_2workers_s": t2, "speedup_2_over_1": t1 / t2,
+                "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_shards_s": t_shards,
+                "t_1worker_s": t1, "t_2workers_s": t2, "speedup_2_over_1": t1 / t2,
                 "speedup_excl_startup": (t1 - startup[1]) / (t2 - startup[2]),
-                "overhead_per_shard_ms": 1e3 * overhead,
-                "overhead_pct_of_shard": 100 * overhead / (t_sim / n_shards),
+                "dask_overhead_per_shard_ms": 1e3 * overhead,
+                "dask_overhead_pct_of_shard": 100 * overhead / (t_shards / n_shards),
             })
     print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories "
           f"(LocalCluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s):")
-    print_table(rows, ["shard_size", "n_shards", "t_simulate_s", "t_1worker_s", "t_2workers_s", "speedup_2_over_1",
-                       "speedup_excl_startup", "overhead_per_shard_ms", "overhead_pct_of_shard"])
+    print_table(rows, ["shard_size", "n_shards", "t_simulate_s", "t_shards_s", "t_1worker_s", "t_2workers_s",
+                       "speedup_2_over_1", "speedup_excl_startup", "dask_overhead_per_shard_ms",
+                       "dask_overhead_pct_of_shard"])
     out = {"cell": cell_id, "startup_s": startup, "rows": rows}
     if snakemake:
         out["snakemake"] = run_snakemake()

@@ -84,7 +84,7 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     counts = write_integrate(
         Cell.from_json(args.cell_json), args.init, args.trajectories, args.curves, args.shard_dir,
         scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
-        shard_size=int(ex.get("shard_size") or 64), retries=int(ex.get("retries", 2)),
+        shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
         keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
     )
     logging.getLogger("reluflow.pipeline").info("integrate done: %d shard(s) reused, %d computed",

@@ -231,7 +231,7 @@ def write_integrate(
     workers: int = 1,
     address: str | None = None,
     jobqueue: Mapping[str, Any] | None = None,
-    shard_size: int = 64,
+    shard_size: int = 128,
     retries: int = 2,
     keep_shards: bool = False,
     progress_interval: float = 10.0,
