@@ -87,8 +87,10 @@ def test_all_dead_network_has_closed_form_risk():
     np.testing.assert_allclose(grad[0, -1], 2 * (c - (alpha / 2 + beta)), rtol=1e-13)
 
 
-def test_rows_are_bitwise_independent_of_the_batch(rng):
+@pytest.mark.parametrize("kernel", ["points1d", "mask_gemm", "backprop"])
+def test_rows_are_bitwise_independent_of_the_batch(kernel, rng):
     p = make({"input_dim": 1, "widths": [16]}, n_points=512)
+    p.backend.kernel = kernel
     theta = rng.standard_normal((1000, p.n_params))
     r_all, g_all = p.risk_and_grad(theta)
     for i in (0, 5, 999):
@@ -234,11 +236,13 @@ def test_shallow_relu_kernel_matches_generic_backpropagation(net, rng):
     d, k = net["input_dim"], net.get("output_dim", 1)
     target = {"kind": "affine", "slope": rng.standard_normal((k, d)).tolist(), "intercept": [0.3] * k}
     p = make(net, measure={"kind": "gaussian", "dim": d}, target=target, n_points=300)
-    assert p.backend.fast
+    be = p.backend
+    assert "mask_gemm" in be.kernels and be.kernels[-1] == "backprop"
     theta = rng.standard_normal((9, p.n_params))
     theta[0, 0] = 0.0  # a unit with w = 0 in one coordinate
-    be = p.backend
     r_ref, g_ref = forward_backward(p.architecture, theta, be.points, be.weights, be.target_values)
-    r, g = p.risk_and_grad(theta)
-    np.testing.assert_allclose(r, r_ref, rtol=1e-13)
-    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-13 * np.abs(g_ref).max())
+    for kernel in be.kernels[:-1]:  # mask_gemm, and points1d in 1D (tests/test_points1d.py has more)
+        be.kernel = kernel
+        r, g = p.risk_and_grad(theta)
+        np.testing.assert_allclose(r, r_ref, rtol=1e-13)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-13 * np.abs(g_ref).max())

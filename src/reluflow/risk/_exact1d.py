@@ -48,15 +48,13 @@ on input (as ``_check`` does for every backend) and the float64 results are roun
 adaptive quadrature the relative error of ``L`` is ~1e-15 and that of each ``G`` component ~1e-14 (at worst
 ~1e-12) of ``int |integrand| dmu``.
 
-Memory. A chunk's temporaries come from a per-thread scratch arena (``_Scratch``) that is reused across chunks and
+Memory. A chunk's temporaries come from a per-thread scratch arena (``Scratch``) that is reused across chunks and
 calls, because freshly allocated arrays of this size get page-faulted in on every chunk, which cost more than the
 arithmetic. It holds about ``50 * CHUNK_ELEMENTS * 8`` bytes per output channel group (~12 MiB for ``k = 1``).
 """
 
 from __future__ import annotations
 
-import math
-import threading
 from fractions import Fraction
 from math import comb
 from typing import Any
@@ -64,14 +62,12 @@ from typing import Any
 import numpy as np
 
 from ._base import RiskBackend
+from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
 # A chunk holds about this many (slot, trajectory) pairs: small enough that its working set stays in cache, large
 # enough that the inner loops (over trajectories) amortize numpy's per-call overhead (measured: 2^13..2^16 are
 # within ~20% of each other at widths 8..512).
 CHUNK_ELEMENTS = 1 << 15
-# The slot axis is padded (with static slots right of the interval) to 1 + a multiple of this, the block length
-# of the prefix sums: sequential within a block, then a doubling scan over block totals.
-BLOCK = 8
 
 
 class Exact1DRisk(RiskBackend):
@@ -170,7 +166,7 @@ class Exact1DRisk(RiskBackend):
         risk = np.empty(n, dtype=np.float64)
         grad = np.empty((n, self.arch.n_params), dtype=np.float64) if need_grad else None
         rows = max(1, CHUNK_ELEMENTS // (self._H + len(self._slots_static)))
-        ws = _scratch()
+        ws = scratch()
         # "invalid" arises only in rows with non-finite parameters, which come out NaN (other rows are unaffected)
         with np.errstate(invalid="ignore"):
             for start in range(0, n, rows):
@@ -182,7 +178,7 @@ class Exact1DRisk(RiskBackend):
             grad = None if grad is None else grad.astype(self.dtype)
         return risk, grad
 
-    def _chunk(self, th: np.ndarray, grad: np.ndarray | None, ws: _Scratch) -> np.ndarray:
+    def _chunk(self, th: np.ndarray, grad: np.ndarray | None, ws: Scratch) -> np.ndarray:
         """Risk ``(T,)`` of a chunk ``th`` ``(T, P)`` float64; writes ``G`` into ``grad`` ``(T, P)`` if given.
 
         Internal arrays are slot-major, ``(channels, slots or pieces, T)``, and live in the scratch arena ``ws``;
@@ -263,8 +259,8 @@ class Exact1DRisk(RiskBackend):
         np.multiply(Us[: 2 * kv], on, out=Us[2 * kv :])
         Us[: 2 * kv] -= Us[2 * kv :]
         # piece p lies between slots p and p+1: suffix units at slots <= p, prefix units at slots >= p+1
-        _prefix_sum(Us[2 * kv :, :-1], ws)
-        _prefix_sum(Us[: 2 * kv, 1:], ws, reverse=True)
+        prefix_sum(Us[2 * kv :, :-1], ws)
+        prefix_sum(Us[: 2 * kv, 1:], ws, reverse=True)
         coef = Us[2 * kv :, :-1]
         coef += Us[: 2 * kv, 1:]
         slope, icpt = coef[:kv], coef[kv:]  # (kv, E-1, T)
@@ -372,7 +368,7 @@ class Exact1DRisk(RiskBackend):
         for a in range(1, nr + 1):
             np.multiply(r[a], J[a], out=tmp)
             e += tmp
-        risk = _sum_rows(_sum_outputs(e), ws)
+        risk = sum_rows(sum_outputs(e), ws)
         if grad is None:
             return risk
 
@@ -382,7 +378,7 @@ class Exact1DRisk(RiskBackend):
         np.multiply(J[0], xm, out=m1)
         m1 += J[1]
         if fixed is not None and k > 1:
-            m0, m1 = _sum_outputs(m0)[None], _sum_outputs(m1)[None]
+            m0, m1 = sum_outputs(m0)[None], sum_outputs(m1)[None]
         # Z[:, s] = sum over pieces p < s and Z[:, E + s] = sum over pieces p >= s, for every slot s
         Z = ws((2 * kv, 2 * E, T))
         Z[:, 0] = 0.0
@@ -390,8 +386,8 @@ class Exact1DRisk(RiskBackend):
         for lo, hi in ((1, E), (E, 2 * E - 1)):
             Z[:kv, lo:hi] = m0
             Z[kv:, lo:hi] = m1
-        _prefix_sum(Z[:, 1:E], ws)
-        _prefix_sum(Z[:, E : 2 * E - 1], ws, reverse=True)
+        prefix_sum(Z[:, 1:E], ws)
+        prefix_sum(Z[:, E : 2 * E - 1], ws, reverse=True)
         rank = ws((E * T,), intp)
         rank[gather] = np.arange(0, E * T, T)[:, None]  # slot * T, per unit
         idx = rank.reshape(E, T)[:H]
@@ -434,103 +430,6 @@ class Exact1DRisk(RiskBackend):
             np.multiply(Z[:k, E - 1], 2.0, out=gT[self._c_sl])
         grad[...] = gT.T
         return risk
-
-
-class _Scratch:
-    """A bump allocator over one reusable buffer, for a chunk's temporaries.
-
-    Fresh numpy temporaries of a few hundred kB are mmapped and page-faulted in (or trimmed from the heap) again
-    on every chunk, which cost more than the arithmetic. Here each chunk takes its arrays from the same buffer,
-    which grows (at ``reset``) to what the largest chunk needed. Arrays are views, valid until the next ``reset``.
-    """
-
-    ALIGN = 64
-
-    def __init__(self) -> None:
-        self._buf = np.empty(0, dtype=np.uint8)
-        self._used = 0
-
-    def reset(self) -> None:
-        if self._used > self._buf.size:
-            self._buf = np.empty(self._used, dtype=np.uint8)
-        self._used = 0
-
-    def __call__(self, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-        nbytes = math.prod(shape) * _ITEMSIZE[dtype]
-        start = self._used
-        self._used += -(-nbytes // self.ALIGN) * self.ALIGN
-        if self._used > self._buf.size:  # the first chunk of a new size: plain arrays, the buffer grows later
-            return np.empty(shape, dtype=dtype)
-        return self._buf[start : start + nbytes].view(dtype).reshape(shape)
-
-
-_ITEMSIZE = {np.float64: 8, np.intp: np.dtype(np.intp).itemsize, np.bool_: 1}
-_THREAD = threading.local()
-
-
-def _scratch() -> _Scratch:
-    """This thread's scratch arena (one per thread: backends may be shared between threads)."""
-    ws = getattr(_THREAD, "scratch", None)
-    if ws is None:
-        ws = _THREAD.scratch = _Scratch()
-    return ws
-
-
-def _prefix_sum(x: np.ndarray, ws: _Scratch, reverse: bool = False) -> None:
-    """In place: inclusive prefix sums (suffix sums if ``reverse``) of ``x`` ``(C, n, T)`` along axis 1.
-
-    ``n`` must be a multiple of ``BLOCK``. Sequential within blocks of ``BLOCK`` slots, then a doubling scan over
-    the block totals, then one offset pass: whole-array operations along the contiguous trajectory axis, about
-    three times faster than ``np.cumsum`` along the slot axis, in an order fixed by ``n`` alone.
-    """
-    C, n, T = x.shape
-    nb = n // BLOCK
-    v = x.reshape(C, nb, BLOCK, T)
-    if not reverse:
-        for j in range(1, BLOCK):
-            v[:, :, j] += v[:, :, j - 1]
-        if nb > 1:
-            v[:, 1:] += _doubling_scan(v[:, :-1, BLOCK - 1], ws, reverse)[:, :, None]
-    else:
-        for j in range(BLOCK - 2, -1, -1):
-            v[:, :, j] += v[:, :, j + 1]
-        if nb > 1:
-            v[:, :-1] += _doubling_scan(v[:, 1:, 0], ws, reverse)[:, :, None]
-
-
-def _doubling_scan(x: np.ndarray, ws: _Scratch, reverse: bool) -> np.ndarray:
-    """Inclusive prefix (or suffix) sums of ``x`` ``(C, n, T)`` along axis 1 by recursive doubling (new array)."""
-    n = x.shape[1]
-    a, b = ws(x.shape), ws(x.shape)
-    a[...] = x
-    step = 1
-    while step < n:
-        b[...] = a
-        if reverse:
-            b[:, : n - step] += a[:, step:]
-        else:
-            b[:, step:] += a[:, : n - step]
-        a, b, step = b, a, 2 * step
-    return a
-
-
-def _sum_rows(x: np.ndarray, ws: _Scratch) -> np.ndarray:
-    """``x`` ``(n, T)`` summed over axis 0 by pairwise halving: ``(T,)``, in an order fixed by ``n`` alone."""
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        y = ws((half, x.shape[1]))
-        np.add(x[:half], x[half : 2 * half], out=y)
-        if x.shape[0] % 2:
-            y[0] += x[2 * half]
-        x = y
-    return x[0]
-
-
-def _sum_outputs(x: np.ndarray) -> np.ndarray:
-    """``x`` ``(k, ...)`` summed over outputs (axis 0) in a fixed order, in place into ``x[0]``."""
-    for kk in range(1, x.shape[0]):
-        x[0] += x[kk]
-    return x[0]
 
 
 def _trim(coefs: np.ndarray) -> np.ndarray:
