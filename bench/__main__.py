@@ -48,7 +48,8 @@ def main() -> None:
         from . import pipeline
 
         out["pipeline"] = pipeline.run(n_trajectories=64 if args.quick else 256,
-                                       shard_sizes=(16,) if args.quick else (8, 32, 128, 256), snakemake=args.snakemake)
+                                       shard_sizes=(16,) if args.quick else (8, 32, 128, 256),
+                                       repeats=1 if args.quick else 3, snakemake=args.snakemake)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     header = {k: out.pop(k) for k in ("machine", "python")}

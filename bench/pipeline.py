@@ -2,17 +2,20 @@
 ``LocalCluster`` with 1 and 2 workers, at several shard sizes; optionally the whole quickstart study through
 Snakemake with ``--cores 1`` and ``--cores 2``.
 
-Reported: the cluster's start-up time (paid once per integrate job); the cost of cutting the cell into shards
-when computed in-process (``t_shards``, every shard's ``run_shard`` called in turn, against ``t_simulate`` for the
-whole cell at once: the integrate loop's per-step overhead is paid per shard); the dask overhead per shard
-``(t_1worker - startup - t_shards) / n_shards`` (scheduling, serialization, the worker's first import, shard
-files, the final join) as a percentage of a shard's compute time; and the parallel speedup ``t_1 / t_2``.
+Reported, each the median of ``repeats`` runs: the cluster's start-up time (workers started and the stack
+imported in them; paid once per integrate job); the cost of cutting the cell into shards when computed without
+dask (``t_shards``: every shard's ``run_shard`` called in turn in a fresh process set up like a local worker, i.e.
+one BLAS thread and the worker's malloc settings, against ``t_simulate`` for the whole cell at once: the integrate
+loop's per-step overhead is paid per shard); the dask overhead per shard ``(t_1worker - startup - t_shards) /
+n_shards`` (scheduling, serialization, shard files, the final join) as a percentage of a shard's compute time; and
+the parallel speedup ``t_1 / t_2``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,10 +23,9 @@ import time
 from pathlib import Path
 
 import reluflow
-from reluflow.dynamics import initialize
-from reluflow.pipeline._cluster import dask_client
+from reluflow.pipeline._cluster import BLAS_THREAD_VARS, WORKER_MALLOC_ENV, dask_client
 from reluflow.pipeline._config import expand_study, load_config_files
-from reluflow.pipeline._stages import plan_shards, run_shard, write_init, write_integrate
+from reluflow.pipeline._stages import plan_shards, write_init, write_integrate
 
 from ._timing import print_table
 
@@ -57,27 +59,47 @@ def _cluster_startup(workers: int) -> float:
     return time.perf_counter() - t0
 
 
+_SHARDS_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import reluflow
+from bench.pipeline import quickstart_cell
+from reluflow.dynamics import initialize
+from reluflow.pipeline._stages import plan_shards, run_shard
+cell = quickstart_cell(sys.argv[2], int(sys.argv[3]))
+theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.key,
+                    cell.seed)
+t0 = time.perf_counter()
+for s in plan_shards(cell, int(sys.argv[4])):
+    run_shard(cell.to_json(), s.start, s.stop, theta0[s.start : s.stop])
+print(time.perf_counter() - t0)
+"""
+
+
+def _shards_without_dask(cell_id: str, n_trajectories: int, shard_size: int) -> float:
+    """Seconds for every shard's ``run_shard`` in turn, in a fresh process set up like a local dask worker."""
+    env = {**os.environ, **WORKER_MALLOC_ENV, **dict.fromkeys(BLAS_THREAD_VARS, "1")}
+    done = subprocess.run([sys.executable, "-c", _SHARDS_CHILD, str(ROOT), cell_id, str(n_trajectories),
+                           str(shard_size)], env=env, check=True, capture_output=True, text=True)
+    return float(done.stdout.split()[-1])
+
+
 def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[int, ...] = (8, 32, 128, 256),
-        snakemake: bool = False) -> dict:
+        repeats: int = 3, snakemake: bool = False) -> dict:
     cell = quickstart_cell(cell_id, n_trajectories)
     t0 = time.perf_counter()
     reluflow.simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
                       seed=cell.seed)
     t_sim = time.perf_counter() - t0
-    theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.key,
-                        cell.seed)
-    startup = {w: _cluster_startup(w) for w in (1, 2)}
+    med = statistics.median
+    startup = {w: med(_cluster_startup(w) for _ in range(repeats)) for w in (1, 2)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="reluflow-bench-") as tmp:
         for shard in shard_sizes:
-            shards = plan_shards(cell, shard)
-            n_shards = len(shards)
-            t0 = time.perf_counter()
-            for s in shards:
-                run_shard(cell.to_json(), s.start, s.stop, theta0[s.start : s.stop])
-            t_shards = time.perf_counter() - t0
-            t1 = _time_integrate(cell, Path(tmp), 1, shard)
-            t2 = _time_integrate(cell, Path(tmp), 2, shard)
+            n_shards = len(plan_shards(cell, shard))
+            t_shards = med(_shards_without_dask(cell_id, n_trajectories, shard) for _ in range(repeats))
+            t1 = med(_time_integrate(cell, Path(tmp), 1, shard) for _ in range(repeats))
+            t2 = med(_time_integrate(cell, Path(tmp), 2, shard) for _ in range(repeats))
             overhead = (t1 - startup[1] - t_shards) / n_shards
             rows.append({
                 "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_shards_s": t_shards,
@@ -86,12 +108,13 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
                 "dask_overhead_per_shard_ms": 1e3 * overhead,
                 "dask_overhead_pct_of_shard": 100 * overhead / (t_shards / n_shards),
             })
-    print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories "
-          f"(LocalCluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s):")
+    print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories, medians of "
+          f"{repeats} runs (LocalCluster start-up with imports: 1 worker {startup[1]:.2f} s, "
+          f"2 workers {startup[2]:.2f} s):")
     print_table(rows, ["shard_size", "n_shards", "t_simulate_s", "t_shards_s", "t_1worker_s", "t_2workers_s",
                        "speedup_2_over_1", "speedup_excl_startup", "dask_overhead_per_shard_ms",
                        "dask_overhead_pct_of_shard"])
-    out = {"cell": cell_id, "startup_s": startup, "rows": rows}
+    out = {"cell": cell_id, "repeats": repeats, "startup_s": startup, "rows": rows}
     if snakemake:
         out["snakemake"] = run_snakemake()
     return out

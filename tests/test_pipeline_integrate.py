@@ -3,6 +3,7 @@ job resumes from its finished shards and gives the identical table."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -240,3 +241,38 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
     assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "c.parquet").exists()
     assert not [p for p in tmp_path.rglob("*.tmp")]
     assert len(list(shards.glob("*.trajectories.parquet"))) >= 2
+
+
+_WORKER_PROBE = """
+import os, sys
+from reluflow.pipeline._cluster import dask_client
+
+def probe():
+    return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")},
+            "reluflow._simulate" in sys.modules)
+
+if __name__ == "__main__":
+    with dask_client("local", workers=1) as client:
+        print(repr(list(client.run(probe).values())[0]))
+"""
+
+
+@pytest.mark.parametrize("user_trim", [None, "1048576"])
+def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(tmp_path, user_trim):
+    """dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 made workers ~1.5x slower (bench/README.md); ours
+    replace it unless the user set one."""
+    from reluflow.pipeline._cluster import WORKER_MALLOC_ENV
+
+    script = tmp_path / "probe.py"
+    script.write_text(_WORKER_PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if user_trim is not None:
+        env["MALLOC_TRIM_THRESHOLD_"] = user_trim
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    worker_env, preloaded = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert preloaded
+    assert worker_env["OMP_NUM_THREADS"] == "1"
+    assert worker_env["MALLOC_MMAP_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    expected_trim = user_trim if user_trim is not None else WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+    assert worker_env["MALLOC_TRIM_THRESHOLD_"] == expected_trim

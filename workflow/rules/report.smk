@@ -12,6 +12,8 @@ rule aggregate:
         version=RELUFLOW_VERSION,
     log:
         "logs/{study}/aggregate.log",
+    benchmark:
+        "benchmarks/{study}/aggregate.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -37,6 +39,8 @@ rule figures:
         study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
     log:
         "logs/{study}/figures.log",
+    benchmark:
+        "benchmarks/{study}/figures.tsv"
     threads: 1
     resources:
         mem_mb=4000,

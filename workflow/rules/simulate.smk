@@ -1,4 +1,5 @@
 # Per-study cell table, per-cell initial parameters, and the integration of a cell's trajectories on dask.
+# Every rule writes its wall-clock time and peak memory to benchmarks/ (Snakemake's benchmark files).
 
 
 rule cells:
@@ -9,6 +10,8 @@ rule cells:
         version=RELUFLOW_VERSION,
     log:
         "logs/{study}/cells.log",
+    benchmark:
+        "benchmarks/{study}/cells.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -27,6 +30,8 @@ rule init:
         version=RELUFLOW_VERSION,
     log:
         "logs/{study}/init/{cell}.log",
+    benchmark:
+        "benchmarks/{study}/init/{cell}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -51,6 +56,8 @@ rule integrate:
         shard_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}/.shards/{wildcards.cell}",
     log:
         "logs/{study}/integrate/{cell}.log",
+    benchmark:
+        "benchmarks/{study}/integrate/{cell}.tsv"
     threads: INTEGRATE_THREADS
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 1000 * threads,

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from ._classify import CLASSES, DIVERGED_STATUSES
 from ._rates import RATE_MODELS
@@ -54,8 +53,8 @@ def best_of_k(successes: int, n: int, k: int) -> float:
     if terms <= LOG1P_MAX_K:
         log_ratio = float(np.sum(np.log1p(-num / (n - np.arange(terms, dtype=np.float64)))))
     else:  # both s and K huge: the ratio is below exp(-1e12 / n), log-gamma's absolute error is harmless
-        log_ratio = float(special.gammaln(n - s + 1) - special.gammaln(n - s - k + 1)
-                          - special.gammaln(n + 1) + special.gammaln(n - k + 1))
+        log_ratio = (math.lgamma(n - s + 1) - math.lgamma(n - s - k + 1)
+                     - math.lgamma(n + 1) + math.lgamma(n - k + 1))
     return float(-np.expm1(log_ratio))
 
 

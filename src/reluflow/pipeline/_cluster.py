@@ -12,13 +12,24 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["BLAS_THREAD_VARS", "SCHEDULERS", "dask_client", "pin_blas_threads"]
+__all__ = ["BLAS_THREAD_VARS", "SCHEDULERS", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client",
+           "pin_blas_threads"]
 
 log = logging.getLogger("reluflow.pipeline")
 
 SCHEDULERS = ("local", "address", "jobqueue")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                     "NUMEXPR_NUM_THREADS")
+
+# glibc malloc settings for worker processes. dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to
+# hand freed memory back to the OS at once). Setting any such variable also switches off glibc's adaptive mmap
+# threshold, so every temporary above 128 KiB is mmap'd, unmapped and page-faulted in again at each step: that made
+# a worker run a shard about 1.5x slower than the same code in-process (bench/README.md, pipeline). Large explicit
+# thresholds keep the kernels' per-step temporaries in the heap; a worker's peak memory still follows its shard.
+# A value already in the environment wins (dask reads these from os.environ first).
+WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+# Imported by each local worker as it starts, so the first shard does not pay for importing the stack (~1 s).
+WORKER_PRELOAD = ("reluflow.pipeline._stages", "reluflow._simulate", "reluflow.analysis")
 
 
 def pin_blas_threads() -> None:
@@ -42,13 +53,17 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
 
     Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
         pin_blas_threads()
+        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}
         # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             silence_logs=logging.WARNING, preload=list(WORKER_PRELOAD)) as cluster, \
+                Client(cluster) as client:
             log.info("dask: LocalCluster with %d single-threaded worker processes (dashboard %s)", workers,
                      client.dashboard_link)
             yield client
@@ -71,6 +86,7 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
         # Pin BLAS in the SLURM job before the worker starts, for the same reason as pin_blas_threads().
         prologue = list(kwargs.pop("job_script_prologue", []))
         prologue += [f"export {var}=1" for var in BLAS_THREAD_VARS]
+        prologue += [f"export {var}=${{{var}:-{value}}}" for var, value in WORKER_MALLOC_ENV.items()]
         with SLURMCluster(job_script_prologue=prologue, **kwargs) as cluster, Client(cluster) as client:
             cluster.scale(jobs=workers)
             log.info("dask: SLURMCluster, %d job(s) requested", workers)

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 from numpy.polynomial import polynomial as npoly
-from scipy import special, stats
+
+# scipy is imported where a rule is built: importing scipy.stats costs ~1 s, which every pipeline job and dask
+# worker would pay on start-up.
 
 __all__ = [
     "Measure",
@@ -39,6 +41,8 @@ def _err(field_name: str, value: Any, allowed: str) -> ValueError:
 
 def composite_gauss_legendre(a: float, b: float, n_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Composite Gauss–Legendre rule on ``[a, b]``: ``n_points`` nodes ``(M,)`` and weights summing to ``b - a``."""
+    from scipy import special
+
     order = min(NODES_PER_PANEL, n_points)
     n_panels = max(1, n_points // order)
     nodes, wts = special.roots_legendre(order)
@@ -59,7 +63,9 @@ def _tensor(points_1d: np.ndarray, weights_1d: np.ndarray, dim: int) -> tuple[np
 
 
 def _sobol(dim: int, n_points: int, rng: np.random.Generator) -> np.ndarray:
-    sampler = stats.qmc.Sobol(d=dim, scramble=True, seed=rng)
+    from scipy.stats import qmc
+
+    sampler = qmc.Sobol(d=dim, scramble=True, seed=rng)
     m = int(np.ceil(np.log2(max(n_points, 2))))
     # Sobol balance properties hold for powers of two; truncate after drawing 2^m.
     return sampler.random_base2(m)[:n_points]
@@ -231,6 +237,8 @@ class Gaussian(Measure):
             raise _err("sigma", self.sigma, "a finite number > 0")
 
     def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import special
+
         if self.dim <= TENSOR_RULE_MAX_DIM:
             per_axis = max(1, int(round(n_points ** (1.0 / self.dim))))
             x1, w1 = special.roots_hermitenorm(per_axis)
