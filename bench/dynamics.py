@@ -11,7 +11,7 @@ from reluflow.dynamics import integrate, method_from_dict
 
 from ._timing import median_seconds, print_table
 from .kernels import reluflow_init
-from .workloads import w1_problem
+from .workloads import build, w1_problem
 
 GD = {"kind": "gd", "step_size": 0.01, "n_steps": 200, "refine": False}
 
@@ -27,9 +27,11 @@ CASES = (
     ("gd", "exact1d", GD, 1),
     ("dopri5 t<=2", "exact1d", dopri5(2.0), 4),
     ("gd", "quadrature", GD, 1),
+    ("gd", "quadrature-mask", GD, 1),
     ("dopri5 t<=0.5", "quadrature", dopri5(0.5), 64),
     ("W4: dopri5 t<=100", "exact1d", dopri5(100.0), 32),
 )
+KERNEL = {"quadrature": "points1d", "quadrature-mask": "mask_gemm"}  # the quadrature backend's kernel per label
 
 
 def _run(problem: reluflow.Problem, method: dict, theta0: np.ndarray):
@@ -41,7 +43,7 @@ def _run(problem: reluflow.Problem, method: dict, theta0: np.ndarray):
 def run(T: int = 4096, loop_trajectories: int = 32, repeats: int = 5) -> list[dict]:
     rows = []
     for name, backend, method, fraction in CASES:
-        problem = reluflow.Problem.from_dict(w1_problem(backend))
+        problem = build(w1_problem(backend.removesuffix("-mask")), KERNEL.get(backend))
         n = max(1, T // fraction)
         theta0 = reluflow_init(problem, n)
         steps = int(_run(problem, method, theta0).steps.sum())

@@ -9,7 +9,7 @@ import numpy as np
 import reluflow
 
 from ._timing import median_seconds, print_table
-from .workloads import WORKLOADS
+from .workloads import WORKLOADS, build
 
 
 def matmul_peak_gflops(n: int = 1536, repeats: int = 5) -> float:
@@ -50,14 +50,15 @@ def gd_steps(problem: reluflow.Problem, theta: np.ndarray, n_steps: int, step_si
     return theta
 
 
-def run(names: tuple[str, ...] = ("W1-quadrature", "W1-exact1d", "W2", "W3"), steps: int = 5, repeats: int = 5,
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W2", "W3"), steps: int = 5,
+        repeats: int = 5,
         loop_trajectories: int = 64, scale: float = 1.0) -> dict:
     peak = matmul_peak_gflops()
     rows = []
     for name in names:
         spec = WORKLOADS[name]
         try:
-            problem = reluflow.Problem.from_dict(spec["problem"])
+            problem = build(spec["problem"], spec.get("kernel"))
         except (ValueError, NotImplementedError) as exc:
             rows.append({"workload": name, "note": f"skipped: {exc}"})
             continue
@@ -77,21 +78,23 @@ def run(names: tuple[str, ...] = ("W1-quadrature", "W1-exact1d", "W2", "W3"), st
         flops = nominal_flops(name, problem)
         gflops = None if flops is None else rate * flops / 1e9
         rows.append({
-            "workload": name, "backend": problem.backend_name, "T": n_traj, "traj_steps_per_s": rate,
+            "workload": name, "backend": problem.backend_name, "kernel": getattr(problem.backend, "kernel", None),
+            "T": n_traj, "traj_steps_per_s": rate,
             "gflops": gflops, "peak_fraction": None if gflops is None else gflops / peak,
             "loop_traj_steps_per_s": loop_rate, "batched_over_loop": rate / loop_rate,
             "flops_per_traj_step": flops,
         })
     print(f"GD kernel throughput (float64, one core; matmul peak measured now: {peak:.1f} GFLOP/s):")
-    print_table(rows, ["workload", "backend", "T", "traj_steps_per_s", "gflops", "peak_fraction",
+    print_table(rows, ["workload", "backend", "kernel", "T", "traj_steps_per_s", "gflops", "peak_fraction",
                        "loop_traj_steps_per_s", "batched_over_loop", "note"])
     by_name = {r["workload"]: r for r in rows}
     ratios = {}
-    if "traj_steps_per_s" in by_name.get("W1-exact1d", {}) and "traj_steps_per_s" in by_name.get("W1-quadrature", {}):
-        ratios["W1_exact1d_over_quadrature"] = (
-            by_name["W1-exact1d"]["traj_steps_per_s"] / by_name["W1-quadrature"]["traj_steps_per_s"]
-        )
-        print(f"W1 exact1d / quadrature: {ratios['W1_exact1d_over_quadrature']:.1f}x")
+    exact = by_name.get("W1-exact1d", {}).get("traj_steps_per_s")
+    for quad in ("W1-quadrature", "W1-quadrature-mask"):
+        rate = by_name.get(quad, {}).get("traj_steps_per_s")
+        if exact is not None and rate is not None:
+            ratios[f"W1_exact1d_over_{quad[3:].replace('-', '_')}"] = exact / rate
+            print(f"W1 exact1d / {quad[3:]} ({by_name[quad]['kernel']} kernel): {exact / rate:.1f}x")
     return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios}
 
 

@@ -116,23 +116,45 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
                        "dask_overhead_pct_of_shard"])
     out = {"cell": cell_id, "repeats": repeats, "startup_s": startup, "rows": rows}
     if snakemake:
-        out["snakemake"] = run_snakemake()
+        out["snakemake"] = run_snakemake(repeats)
     return out
 
 
-def run_snakemake() -> dict:
-    """The whole quickstart study through Snakemake with 1 and then 2 cores, each in a fresh copy."""
-    times = {}
-    for cores in (1, 2):
-        with tempfile.TemporaryDirectory(prefix="reluflow-bench-smk-") as tmp:
-            for item in ("Snakefile", "workflow", "config.yaml", "profiles"):
-                src = ROOT / item
-                (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"], cwd=tmp, check=True,
-                           env={**os.environ}, stdout=subprocess.DEVNULL)
-            times[cores] = time.perf_counter() - t0
-    speedup = times[1] / times[2]
-    print(f"quickstart through Snakemake: --cores 1 {times[1]:.1f} s, --cores 2 {times[2]:.1f} s, "
-          f"speedup {speedup:.2f}x")
-    return {"cores_1_s": times[1], "cores_2_s": times[2], "speedup": speedup}
+def _rule_seconds(workdir: Path) -> dict[str, float]:
+    """Wall-clock seconds per rule, summed over its jobs, from Snakemake's benchmark files."""
+    totals: dict[str, float] = {}
+    for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
+        rel = tsv.relative_to(workdir / "benchmarks").parts  # study/rule.tsv or study/rule/cell.tsv
+        rule = rel[1] if len(rel) > 2 else Path(rel[1]).stem
+        seconds = float(tsv.read_text().splitlines()[1].split("\t")[0])
+        totals[rule] = totals.get(rule, 0.0) + seconds
+    return totals
+
+
+def run_snakemake(repeats: int = 3) -> dict:
+    """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2`` alternately ``repeats``
+    times, each run in a fresh copy; medians, every run's time, and the time per rule of each core count's last
+    run (summed over its jobs)."""
+    times: dict[int, list[float]] = {1: [], 2: []}
+    per_rule: dict[int, dict[str, float]] = {}
+    for _ in range(repeats):
+        for cores in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="reluflow-bench-smk-") as tmp:
+                for item in ("Snakefile", "workflow", "config.yaml", "profiles"):
+                    src = ROOT / item
+                    (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"], cwd=tmp,
+                               check=True, env={**os.environ}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                times[cores].append(time.perf_counter() - t0)
+                per_rule[cores] = _rule_seconds(Path(tmp))
+    med = {c: statistics.median(ts) for c, ts in times.items()}
+    speedup = med[1] / med[2]
+    print(f"quickstart through Snakemake, medians of {repeats}: --cores 1 {med[1]:.1f} s, --cores 2 {med[2]:.1f} s, "
+          f"speedup {speedup:.2f}x (runs: 1 core {[round(t, 1) for t in times[1]]}, "
+          f"2 cores {[round(t, 1) for t in times[2]]})")
+    for cores, rules in per_rule.items():
+        print(f"  --cores {cores}, seconds per rule (jobs summed): "
+              + ", ".join(f"{r} {v:.1f}" for r, v in rules.items()))
+    return {"cores_1_s": med[1], "cores_2_s": med[2], "speedup": speedup, "runs": times, "per_rule_s": per_rule}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import reluflow
+
 W1_TARGET = {"kind": "function", "name": "abs", "shift": -0.5}  # |x - 0.5|
 UNIT_INTERVAL = {"kind": "uniform", "low": 0.0, "high": 1.0}
 
@@ -39,9 +41,23 @@ def w3_problem() -> dict:
     }
 
 
+def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
+    """The problem, with the quadrature backend's kernel forced to ``kernel`` (default: the one it picks)."""
+    prob = reluflow.Problem.from_dict(problem)
+    if kernel is not None:
+        if kernel not in getattr(prob.backend, "kernels", ()):
+            raise ValueError(f"kernel {kernel!r} does not apply to this problem's {prob.backend_name} backend")
+        prob.backend.kernel = kernel
+    return prob
+
+
+# W1-quadrature runs the kernel the backend picks in 1D (sorted points, "points1d"); W1-quadrature-mask forces the
+# mask-GEMM kernel that does the H x M work the issue's figures (and any d > 1) are about.
 WORKLOADS: dict[str, dict[str, Any]] = {
     "W1-quadrature": {"problem": w1_problem("quadrature"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
                                                                                "n_steps": 200}},
+    "W1-quadrature-mask": {"problem": w1_problem("quadrature"), "kernel": "mask_gemm", "T": 4096,
+                           "method": {"kind": "gd", "step_size": 0.01, "n_steps": 200}},
     "W1-exact1d": {"problem": w1_problem("exact1d"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
                                                                          "n_steps": 200}},
     "W2": {"problem": w2_problem(), "T": 512, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 100}},

@@ -187,4 +187,6 @@ def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | P
             with atomic_path(path) as tmp:
                 # No creation date in the PDF: the same tables give the same file.
                 fig.savefig(tmp, format=fmt, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else None)
+            # The layout is solved once, on the first save; it was half of the drawing time.
+            fig.set_layout_engine("none")
         log.info("figure %s -> %s", name, ", ".join(map(str, paths)))
