@@ -8,7 +8,8 @@ dask (``t_shards``: every shard's ``run_shard`` called in turn in a fresh proces
 one BLAS thread and the worker's malloc settings, against ``t_simulate`` for the whole cell at once: the integrate
 loop's per-step overhead is paid per shard); the dask overhead per shard ``(t_1worker - startup - t_shards) /
 n_shards`` (scheduling, serialization, shard files, the final join) as a percentage of a shard's compute time; and
-the parallel speedup ``t_1 / t_2``.
+the parallel speedup ``t_1 / t_2``. Separately, on a worker that is already running, the stage's wall time against
+the sum of its tasks' compute time from dask's task stream: what dask and the stage's files add per shard.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def quickstart_cell(cell_id: str = "w16-gd", n_trajectories: int | None = None):
     return expand_study("quickstart", spec).cells[cell_id]
 
 
-def _time_integrate(cell, workdir: Path, workers: int, shard_size: int) -> float:
+def _time_integrate(cell, workdir: Path, workers: int, shard_size: int, **cluster) -> float:
     init = workdir / "init.parquet"
     if not init.exists():
         write_init(cell, init)
@@ -48,8 +49,25 @@ def _time_integrate(cell, workdir: Path, workers: int, shard_size: int) -> float
     shutil.rmtree(workdir / "shards", ignore_errors=True)
     t0 = time.perf_counter()
     write_integrate(cell, init, workdir / "traj.parquet", workdir / "curves.parquet", workdir / "shards",
-                    workers=workers, shard_size=shard_size, progress_interval=1e9)
+                    workers=workers, shard_size=shard_size, progress_interval=1e9, **cluster)
     return time.perf_counter() - t0
+
+
+def _on_running_worker(cell, workdir: Path, shard_size: int) -> tuple[float, float]:
+    """The integrate stage on a one-worker ``LocalCluster`` that is already running (and has run a task):
+    ``(wall seconds, seconds its tasks computed)``, the latter from dask's task stream. The difference is what
+    dask and the stage add to the shards' own work: scheduling, transfers, shard files and the final join."""
+    from distributed import get_task_stream
+
+    with dask_client("local", workers=1) as client:
+        client.wait_for_workers(1)
+        client.submit(abs, 1).result()
+        with get_task_stream(client) as stream:
+            wall = _time_integrate(cell, workdir, 1, shard_size, scheduler="address",
+                                   address=client.scheduler.address)
+        compute = sum(ss["stop"] - ss["start"] for task in stream.data for ss in task["startstops"]
+                      if ss["action"] == "compute")
+    return wall, compute
 
 
 def _cluster_startup(workers: int) -> float:
@@ -101,12 +119,17 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
             t1 = med(_time_integrate(cell, Path(tmp), 1, shard) for _ in range(repeats))
             t2 = med(_time_integrate(cell, Path(tmp), 2, shard) for _ in range(repeats))
             overhead = (t1 - startup[1] - t_shards) / n_shards
+            warm = [_on_running_worker(cell, Path(tmp), shard) for _ in range(repeats)]
+            t_warm, t_tasks = med(w for w, _ in warm), med(c for _, c in warm)
             rows.append({
                 "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_shards_s": t_shards,
                 "t_1worker_s": t1, "t_2workers_s": t2, "speedup_2_over_1": t1 / t2,
                 "speedup_excl_startup": (t1 - startup[1]) / (t2 - startup[2]),
                 "dask_overhead_per_shard_ms": 1e3 * overhead,
                 "dask_overhead_pct_of_shard": 100 * overhead / (t_shards / n_shards),
+                "t_running_1worker_s": t_warm, "t_tasks_s": t_tasks,
+                "stage_overhead_per_shard_ms": 1e3 * (t_warm - t_tasks) / n_shards,
+                "stage_overhead_pct_of_tasks": 100 * (t_warm - t_tasks) / t_tasks,
             })
     print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories, medians of "
           f"{repeats} runs (LocalCluster start-up with imports: 1 worker {startup[1]:.2f} s, "
@@ -114,6 +137,9 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
     print_table(rows, ["shard_size", "n_shards", "t_simulate_s", "t_shards_s", "t_1worker_s", "t_2workers_s",
                        "speedup_2_over_1", "speedup_excl_startup", "dask_overhead_per_shard_ms",
                        "dask_overhead_pct_of_shard"])
+    print("the same stage on an already running worker: wall time against its tasks' compute time (task stream):")
+    print_table(rows, ["shard_size", "n_shards", "t_running_1worker_s", "t_tasks_s", "stage_overhead_per_shard_ms",
+                       "stage_overhead_pct_of_tasks"])
     out = {"cell": cell_id, "repeats": repeats, "startup_s": startup, "rows": rows}
     if snakemake:
         out["snakemake"] = run_snakemake(repeats)

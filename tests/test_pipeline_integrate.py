@@ -248,8 +248,9 @@ import os, sys
 from reluflow.pipeline._cluster import dask_client
 
 def probe():
+    import dask
     return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")},
-            "reluflow._simulate" in sys.modules)
+            "reluflow._simulate" in sys.modules, dask.config.get("distributed.worker.profile.enabled"))
 
 if __name__ == "__main__":
     with dask_client("local", workers=1) as client:
@@ -257,21 +258,24 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("user_trim", [None, "1048576"])
-def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(tmp_path, user_trim):
-    """dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 made workers ~1.5x slower (bench/README.md); ours
-    replace it unless the user set one."""
-    from reluflow.pipeline._cluster import WORKER_MALLOC_ENV
+@pytest.mark.parametrize("user_set", [False, True])
+def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(tmp_path, user_set):
+    """dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 made workers ~1.5x slower, its profiler ~20 % on small
+    shards (bench/README.md); ours replace both unless the user set them."""
+    from reluflow.pipeline._cluster import PROFILE_VAR, WORKER_MALLOC_ENV
 
     script = tmp_path / "probe.py"
     script.write_text(_WORKER_PROBE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    if user_trim is not None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != PROFILE_VAR}
+    user_trim = "1048576" if user_set else None
+    if user_set:
         env["MALLOC_TRIM_THRESHOLD_"] = user_trim
+        env[PROFILE_VAR] = "True"
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    worker_env, preloaded = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    worker_env, preloaded, profile = ast.literal_eval(out.stdout.strip().splitlines()[-1])
     assert preloaded
+    assert profile is user_set
     assert worker_env["OMP_NUM_THREADS"] == "1"
     assert worker_env["MALLOC_MMAP_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     expected_trim = user_trim if user_trim is not None else WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]

@@ -4,19 +4,9 @@ mask-GEMM kernel and the generic backpropagation on the same point set, finite d
 import numpy as np
 import pytest
 
-import reluflow
 from conftest import central_differences
 from reluflow.network import forward_backward
-
-UNIFORM = {"kind": "uniform", "low": -1.0, "high": 2.0}
-PL_TARGET = {"kind": "piecewise_affine", "knots": [-1, 0.3, 2], "values": [0.5, -1, 2]}
-
-
-def make(network, measure=UNIFORM, target=PL_TARGET, **risk):
-    return reluflow.Problem.from_dict(
-        {"network": network, "measure": measure, "target": target, "risk": {"backend": "quadrature", **risk}}
-    )
-
+from test_quadrature import UNIFORM, make
 
 NETS = {
     "shallow": {"input_dim": 1, "widths": [9]},

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["BLAS_THREAD_VARS", "SCHEDULERS", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client",
+__all__ = ["BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client",
            "pin_blas_threads"]
 
 log = logging.getLogger("reluflow.pipeline")
@@ -28,6 +28,9 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # thresholds keep the kernels' per-step temporaries in the heap; a worker's peak memory still follows its shard.
 # A value already in the environment wins (dask reads these from os.environ first).
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+# dask's statistical profiler samples a worker's task thread every 10 ms; that cost ~20 % of the compute of
+# 32-trajectory shards (bench/README.md, pipeline). Off for our workers unless the environment sets it.
+PROFILE_VAR = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 # Imported by each local worker as it starts, so the first shard does not pay for importing the stack (~1 s).
 WORKER_PRELOAD = ("reluflow.pipeline._stages", "reluflow._simulate", "reluflow.analysis")
 
@@ -58,9 +61,12 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
 
     if scheduler == "local":
         pin_blas_threads()
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}
+        settings = {"distributed.nanny.pre-spawn-environ": {
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}}
+        if PROFILE_VAR not in os.environ:
+            settings["distributed.worker.profile.enabled"] = False
         # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+        with dask.config.set(settings), \
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                              silence_logs=logging.WARNING, preload=list(WORKER_PRELOAD)) as cluster, \
                 Client(cluster) as client:
@@ -86,7 +92,8 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
         # Pin BLAS in the SLURM job before the worker starts, for the same reason as pin_blas_threads().
         prologue = list(kwargs.pop("job_script_prologue", []))
         prologue += [f"export {var}=1" for var in BLAS_THREAD_VARS]
-        prologue += [f"export {var}=${{{var}:-{value}}}" for var, value in WORKER_MALLOC_ENV.items()]
+        prologue += [f"export {var}=${{{var}:-{value}}}" for var, value in
+                     {**WORKER_MALLOC_ENV, PROFILE_VAR: "False"}.items()]
         with SLURMCluster(job_script_prologue=prologue, **kwargs) as cluster, Client(cluster) as client:
             cluster.scale(jobs=workers)
             log.info("dask: SLURMCluster, %d job(s) requested", workers)
