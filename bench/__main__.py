@@ -10,6 +10,8 @@ from pathlib import Path
 from reluflow.pipeline._cluster import pin_blas_threads
 
 SUITES = ("risk", "kernels", "dynamics", "memory", "pipeline")
+# run only when named (about 10 minutes per round): the whole quickstart through Snakemake, 1 vs 2 cores
+OPTIONAL_SUITES = ("snakemake",)
 
 
 def main() -> None:
@@ -17,13 +19,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("suites", nargs="*", help=f"which suites (default: all of {', '.join(SUITES)})")
     parser.add_argument("--snakemake", action="store_true",
-                        help="pipeline suite: also run the whole quickstart through Snakemake with 1 and 2 cores")
+                        help="pipeline suite: also run the snakemake suite (the whole quickstart through Snakemake, "
+                        "1 vs 2 cores, shared cluster vs one per job)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
-    unknown = sorted(set(suites) - set(SUITES))
+    unknown = sorted(set(suites) - set(SUITES) - set(OPTIONAL_SUITES))
     if unknown:
-        parser.error(f"unknown suite(s) {unknown}: choose from {list(SUITES)}")
+        parser.error(f"unknown suite(s) {unknown}: choose from {list(SUITES + OPTIONAL_SUITES)}")
     out = {"machine": platform.processor() or platform.machine(), "python": platform.python_version()}
     if "risk" in suites:
         from . import risk_eval
@@ -50,6 +53,10 @@ def main() -> None:
         out["pipeline"] = pipeline.run(n_trajectories=64 if args.quick else 256,
                                        shard_sizes=(16,) if args.quick else (8, 32, 128, 256),
                                        repeats=1 if args.quick else 3, snakemake=args.snakemake)
+    if "snakemake" in suites:
+        from . import pipeline
+
+        out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else 3)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     header = {k: out.pop(k) for k in ("machine", "python")}

@@ -157,30 +157,43 @@ def _rule_seconds(workdir: Path) -> dict[str, float]:
     return totals
 
 
-def run_snakemake(repeats: int = 3) -> dict:
-    """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2`` alternately ``repeats``
-    times, each run in a fresh copy; medians, every run's time, and the time per rule of each core count's last
-    run (summed over its jobs)."""
-    times: dict[int, list[float]] = {1: [], 2: []}
-    per_rule: dict[int, dict[str, float]] = {}
+SNAKEMAKE_MODES = {
+    "shared": [],  # the default: one LocalCluster for the whole run
+    "per_job": ["--config", "execution={shared_cluster: false}"],  # a LocalCluster per integrate job
+}
+
+
+def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MODES)) -> dict:
+    """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2``, with the run's shared
+    cluster and with a cluster per integrate job: every combination in turn, ``repeats`` rounds, each run in a
+    fresh copy. Medians, every run's time, and the time per rule of each combination's last run (jobs summed)."""
+    combos = [(mode, cores) for mode in modes for cores in (1, 2)]
+    times: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
+    per_rule: dict[tuple[str, int], dict[str, float]] = {}
     for _ in range(repeats):
-        for cores in (1, 2):
+        for mode, cores in combos:
             with tempfile.TemporaryDirectory(prefix="reluflow-bench-smk-") as tmp:
                 for item in ("Snakefile", "workflow", "config.yaml", "profiles"):
                     src = ROOT / item
                     (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"], cwd=tmp,
-                               check=True, env={**os.environ}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-                times[cores].append(time.perf_counter() - t0)
-                per_rule[cores] = _rule_seconds(Path(tmp))
+                subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet",
+                                *SNAKEMAKE_MODES[mode]], cwd=tmp, check=True, env={**os.environ},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times[mode, cores].append(time.perf_counter() - t0)
+                per_rule[mode, cores] = _rule_seconds(Path(tmp))
     med = {c: statistics.median(ts) for c, ts in times.items()}
-    speedup = med[1] / med[2]
-    print(f"quickstart through Snakemake, medians of {repeats}: --cores 1 {med[1]:.1f} s, --cores 2 {med[2]:.1f} s, "
-          f"speedup {speedup:.2f}x (runs: 1 core {[round(t, 1) for t in times[1]]}, "
-          f"2 cores {[round(t, 1) for t in times[2]]})")
-    for cores, rules in per_rule.items():
-        print(f"  --cores {cores}, seconds per rule (jobs summed): "
+    out: dict = {"repeats": repeats, "modes": {}}
+    print(f"quickstart through Snakemake, medians of {repeats} rounds (every combination once per round):")
+    for mode in modes:
+        speedup = med[mode, 1] / med[mode, 2]
+        print(f"  {mode:8s} --cores 1 {med[mode, 1]:6.1f} s, --cores 2 {med[mode, 2]:6.1f} s, speedup "
+              f"{speedup:.2f}x (runs: 1 core {[round(t, 1) for t in times[mode, 1]]}, "
+              f"2 cores {[round(t, 1) for t in times[mode, 2]]})")
+        out["modes"][mode] = {"cores_1_s": med[mode, 1], "cores_2_s": med[mode, 2], "speedup": speedup,
+                              "runs": {1: times[mode, 1], 2: times[mode, 2]},
+                              "per_rule_s": {c: per_rule[mode, c] for c in (1, 2)}}
+    for (mode, cores), rules in per_rule.items():
+        print(f"  {mode}, --cores {cores}, seconds per rule (jobs summed): "
               + ", ".join(f"{r} {v:.1f}" for r, v in rules.items()))
-    return {"cores_1_s": med[1], "cores_2_s": med[2], "speedup": speedup, "runs": times, "per_rule_s": per_rule}
+    return out

@@ -4,6 +4,7 @@ job resumes from its finished shards and gives the identical table."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import signal
@@ -280,3 +281,77 @@ def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(
     assert worker_env["MALLOC_MMAP_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     expected_trim = user_trim if user_trim is not None else WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
     assert worker_env["MALLOC_TRIM_THRESHOLD_"] == expected_trim
+
+
+def _wait_gone(proc: psutil.Process | subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (proc.poll() is not None) if isinstance(proc, subprocess.Popen) else not proc.is_running():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process {proc.pid} still running after {timeout} s")
+
+
+def test_integrate_jobs_share_the_cluster_reluflow_cluster_serves(tmp_path):
+    """`reluflow cluster` (what the workflow starts once per run) serves two concurrent integrate jobs, whose
+    tables equal simulate's; it shuts down, workers and scheduler file included, when its parent is gone."""
+    method = "{kind: gd, step_size: 0.05, n_steps: 40, n_checkpoints: 4}"
+    cell = _cell(tmp_path, CONFIG.format(name="shared", width=3, method=method, n=20, workers=1, shard_size=7))
+    init = tmp_path / "init.parquet"
+    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
+                   check=True, capture_output=True)
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    sched = tmp_path / "run" / "scheduler.json"
+    log = open(tmp_path / "cluster.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(sched),
+                               "--workers", "2", "--parent-pid", str(parent.pid)], stdout=log, stderr=log)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RELUFLOW_SCHEDULER_FILE"}
+        jobs = [subprocess.Popen(
+            [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
+             "--trajectories", str(tmp_path / f"t{i}.parquet"), "--curves", str(tmp_path / f"c{i}.parquet"),
+             "--shard-dir", str(tmp_path / f"shards{i}"), "--scheduler-file", str(sched), "--execution-json",
+             json.dumps({"shard_size": shard})], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for i, shard in enumerate((7, 3))]  # started before the cluster is up: they wait for it
+        for job in jobs:
+            _, err = job.communicate(timeout=300)
+            assert job.returncode == 0, err[-3000:]
+            assert "the run's shared LocalCluster at tcp://" in err and "(2 single-threaded workers)" in err
+            assert "LocalCluster with" not in err  # no cluster of its own
+        assert sched.is_file()
+        ref_traj, ref_curves = _reference(cell)
+        for i in range(2):
+            _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t{i}.parquet")), ref_traj)
+            _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c{i}.parquet")), ref_curves)
+        workers = psutil.Process(server.pid).children(recursive=True)
+        assert len(workers) >= 2
+    finally:
+        parent.kill()
+        parent.wait()
+    _wait_gone(server)  # its parent is gone: it shuts down by itself
+    for w in workers:
+        _wait_gone(w)
+    assert not sched.exists()
+    log.close()
+    text = (tmp_path / "cluster.log").read_text()
+    assert "shared LocalCluster with 2 single-threaded worker processes" in text
+    assert f"process {parent.pid} is gone" in text
+
+
+def test_integrate_reports_a_shared_cluster_that_failed_to_start(tmp_path):
+    """A client does not wait out its timeout when the cluster process recorded why it could not start."""
+    method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
+    cell = _cell(tmp_path, CONFIG.format(name="failed", width=2, method=method, n=3, workers=1, shard_size=7))
+    init = tmp_path / "init.parquet"
+    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
+                   check=True, capture_output=True)
+    sched = tmp_path / "scheduler.json"
+    (tmp_path / "scheduler.json.failed").write_text("OSError: no free port")
+    run = subprocess.run(
+        [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
+         "--trajectories", str(tmp_path / "t.parquet"), "--curves", str(tmp_path / "c.parquet"),
+         "--shard-dir", str(tmp_path / "shards"), "--scheduler-file", str(sched)],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "shared dask cluster" in run.stderr and "failed to start: OSError: no free port" in run.stderr
+    assert not (tmp_path / "t.parquet").exists()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -120,7 +121,13 @@ def test_layout_and_logs(e2e):
     for cid in study.cell_ids:
         log = (d / "logs" / "tiny" / "integrate" / f"{cid}.log").read_text()
         assert re.search(r"progress: 2/2 shards, [0-9.]+ trajectories/s", log), log
-        assert "LocalCluster with 1 single-threaded worker processes" in log
+        # both integrate jobs were clients of the run's one shared cluster (execution.shared_cluster)
+        assert "the run's shared LocalCluster at tcp://" in log and "(1 single-threaded workers)" in log
+    cluster_log = (d / "logs" / "dask-cluster.log").read_text()
+    assert "shared LocalCluster with 1 single-threaded worker processes" in cluster_log
+    pid = int(re.search(r"pid (\d+)\)", cluster_log).group(1))
+    assert not psutil.pid_exists(pid)  # stopped when the run ended
+    assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
 
 
 def test_tables_match_docs_and_carry_metadata(e2e):
@@ -194,6 +201,22 @@ def test_figures_are_png_and_pdf(e2e):
         assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
+def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
+    from reluflow.pipeline import write_figures
+
+    d, study = e2e
+    files = {}
+    for processes in (1, 3):
+        outs = [tmp_path / str(processes) / f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+        outs[0].parent.mkdir()
+        write_figures(study, d / "results" / "tiny", outs, processes=processes)
+        files[processes] = {p.name: p.read_bytes() for p in outs}
+    assert files[1] == files[3]
+    assert files[1] == {f.name: f.read_bytes() for f in (d / "results" / "tiny" / "figures").iterdir()}
+    with pytest.raises(ValueError, match="processes = 0 is not allowed"):
+        write_figures(study, d / "results" / "tiny", [tmp_path / "best_of_k.png"], processes=0)
+
+
 def test_load(e2e):
     from reluflow import load
 
@@ -245,3 +268,19 @@ def test_dry_run_of_the_default_study():
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert "Nothing to be done" in out or re.search(r"integrate\s+\d+", out)
+
+
+@pytest.mark.parametrize("extra, threads", [
+    ([], 1),  # a client of the run's shared cluster: one core, whatever --cores
+    (["--config", "execution={shared_cluster: false}"], 4),  # a LocalCluster per job: one worker per core
+    (["--config", "execution={shared_cluster: false, workers: 3}"], 3),
+])
+def test_integrate_threads_follow_the_cluster_mode(tmp_path, extra, threads):
+    (tmp_path / "config.yaml").write_text(TINY.replace("  workers: 1", "  workers: null"))
+    run = snakemake(tmp_path, "-n", "--cores", "4", *extra)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    jobs = [j for j in out.split("\n\n") if "rule integrate:" in j]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert re.search(rf"--workers {threads}\b", job), job

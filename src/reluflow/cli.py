@@ -22,6 +22,7 @@ from typing import Any
 __all__ = ["main"]
 
 EXECUTION_ENV = "RELUFLOW_EXECUTION"
+SCHEDULER_FILE_ENV = "RELUFLOW_SCHEDULER_FILE"  # = pipeline._cluster.SCHEDULER_FILE_ENV (not imported: start-up)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -81,14 +82,26 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     scheduler = ex.get("scheduler") or "local"
     # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
     workers = (ex.get("workers") if scheduler == "jobqueue" else args.workers or ex.get("workers")) or 1
+    # local: the LocalCluster the workflow runs for all its jobs, when it set one up (else the job's own)
+    scheduler_file = (args.scheduler_file or os.environ.get(SCHEDULER_FILE_ENV)) if scheduler == "local" else None
     counts = write_integrate(
         Cell.from_json(args.cell_json), args.init, args.trajectories, args.curves, args.shard_dir,
         scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
+        scheduler_file=scheduler_file,
         shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
         keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
     )
     logging.getLogger("reluflow.pipeline").info("integrate done: %d shard(s) reused, %d computed",
                                                 counts["reused"], counts["computed"])
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from .pipeline._cluster import serve_local_cluster
+
+    if args.workers < 1:
+        raise SystemExit(f"error: --workers = {args.workers} is not allowed: expected an integer >= 1")
+    serve_local_cluster(args.scheduler_file, workers=args.workers, parent_pid=args.parent_pid)
     return 0
 
 
@@ -104,7 +117,8 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .pipeline import Study, write_figures
 
-    write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output)
+    write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output,
+                  processes=max(1, args.processes))
     return 0
 
 
@@ -134,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--curves", required=True, help="output: curves table")
     c.add_argument("--shard-dir", required=True, help="where finished shards are kept for resuming")
     c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
+    c.add_argument("--scheduler-file", help="scheduler 'local': use the cluster `reluflow cluster` serves "
+                   f"with this file instead of starting one (default: ${SCHEDULER_FILE_ENV})")
     c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
     c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
     c.add_argument("--address")
@@ -142,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--progress-interval", type=float)
     c.add_argument("--keep-shards", action="store_true")
     c.set_defaults(func=_cmd_integrate)
+
+    c = sub.add_parser("cluster", help="run a LocalCluster that integrate jobs share (the workflow starts it)")
+    c.add_argument("--scheduler-file", required=True, help="written (JSON, atomically) once the workers are up")
+    c.add_argument("--workers", type=int, required=True, help="single-threaded worker processes")
+    c.add_argument("--parent-pid", type=int, help="shut down when this process is gone (the Snakemake run)")
+    c.set_defaults(func=_cmd_cluster)
 
     c = sub.add_parser("aggregate", help="write a study's summary.parquet")
     c.add_argument("--study-json", required=True)
@@ -153,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--study-json", required=True)
     c.add_argument("--study-dir", required=True, help="results/{study}")
     c.add_argument("--output", nargs="+", required=True, help="figure files to write (.png / .pdf)")
+    c.add_argument("--processes", type=int, default=1, help="draw the figures in this many processes (the job's "
+                   "threads; default 1)")
     c.set_defaults(func=_cmd_figures)
     return p
 

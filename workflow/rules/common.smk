@@ -1,14 +1,44 @@
 # Paths, settings and input functions shared by the rules (no rules here).
 from reluflow import __version__ as RELUFLOW_VERSION  # a param of every job: a new release reruns the
 from reluflow.pipeline import FIGURES  # studies (changes within a version are not tracked: use --forcerun)
+from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster
 
 RESULTS = "results"
 FIGURE_FORMATS = ("png", "pdf")
-# Local workers per integrate job (its Snakemake threads): execution.workers, else every core given with
-# --cores. An existing scheduler or a jobqueue cluster does the work elsewhere: the driver needs one thread.
-INTEGRATE_THREADS = (
-    (PLAN.execution["workers"] or workflow.cores or 1) if PLAN.execution["scheduler"] == "local" else 1
-)
+LOCAL_WORKERS = PLAN.execution["workers"] or workflow.cores or 1
+
+# scheduler 'local' with jobs running on this machine: one LocalCluster for the whole run (started with the
+# run, stopped when it ends), shared by every integrate job through a scheduler file. Jobs that Snakemake runs
+# elsewhere (SLURM executor: the Snakefile is read again there, in remote mode) start their own.
+SHARED_CLUSTER = None
+if (PLAN.execution["scheduler"] == "local" and PLAN.execution["shared_cluster"] and workflow.local_exec
+        and not workflow.remote_exec and not workflow.subprocess_exec):
+    SHARED_CLUSTER = SharedCluster(Path(".snakemake", "reluflow", f"dask-scheduler-{os.getpid()}.json"),
+                                   workers=LOCAL_WORKERS, log_path=Path("logs", "dask-cluster.log"))
+    os.environ[SCHEDULER_FILE_ENV] = str(SHARED_CLUSTER.scheduler_file)
+else:
+    os.environ.pop(SCHEDULER_FILE_ENV, None)
+
+# An integrate job's Snakemake threads: the workers of its own LocalCluster (execution.workers, else every
+# core given with --cores). A client of the run's shared cluster, of an existing scheduler or of a jobqueue
+# cluster only submits and joins tables, but still counts as one core: with N cores, N clients keep the N
+# shared workers busy, and --cores stays a true bound on what the run uses on this machine.
+INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution["scheduler"] == "local" and SHARED_CLUSTER is None else 1
+
+
+onstart:
+    if SHARED_CLUSTER is not None:
+        SHARED_CLUSTER.start()
+
+
+onsuccess:
+    if SHARED_CLUSTER is not None:
+        SHARED_CLUSTER.stop()
+
+
+onerror:
+    if SHARED_CLUSTER is not None:
+        SHARED_CLUSTER.stop()
 
 
 def cell_json(wildcards):

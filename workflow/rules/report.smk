@@ -41,7 +41,8 @@ rule figures:
         "logs/{study}/figures.log",
     benchmark:
         "benchmarks/{study}/figures.tsv"
-    threads: 1
+    # the figures are drawn in parallel processes: the serial tail of every study, with cores to spare
+    threads: min(len(FIGURES), workflow.cores or 1)
     resources:
         mem_mb=4000,
         runtime=30,
@@ -49,4 +50,4 @@ rule figures:
         "../envs/reluflow.yaml"
     shell:
         "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
-        " --output {output.figures:q} > {log:q} 2>&1"
+        " --output {output.figures:q} --processes {threads} > {log:q} 2>&1"

@@ -22,6 +22,9 @@ rule cells:
         "python -m reluflow cells --study-json {params.study:q} --output {output.cells:q} > {log:q} 2>&1"
 
 
+# Inits (about a second each) go before any integrate job: with the run's shared cluster, integrate jobs are
+# clients that hold a Snakemake core while they wait, so inits queued behind them would keep later cells'
+# shards from reaching the workers.
 rule init:
     output:
         init="results/{study}/init/{cell}.parquet",
@@ -32,6 +35,7 @@ rule init:
         "logs/{study}/init/{cell}.log",
     benchmark:
         "benchmarks/{study}/init/{cell}.tsv"
+    priority: 10
     threads: 1
     resources:
         mem_mb=2000,

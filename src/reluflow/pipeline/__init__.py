@@ -3,7 +3,7 @@
 The only layer that knows files, dask and provenance; the Snakemake rules call it through ``reluflow.cli``.
 """
 
-from ._cluster import dask_client, pin_blas_threads
+from ._cluster import SCHEDULER_FILE_ENV, SharedCluster, dask_client, pin_blas_threads
 from ._config import (
     DEFAULT_INIT,
     Cell,
@@ -35,7 +35,8 @@ from ._tables import provenance, read_metadata, write_table
 from ._yaml import DuplicateKeyError, load_yaml
 
 __all__ = [
-    "DEFAULT_INIT", "FIGURES", "Cell", "ConfigError", "DuplicateKeyError", "Plan", "Study", "check_config_files",
+    "DEFAULT_INIT", "FIGURES", "SCHEDULER_FILE_ENV", "Cell", "ConfigError", "DuplicateKeyError", "Plan",
+    "SharedCluster", "Study", "check_config_files",
     "dask_client", "default_k_list", "expand_study", "find_schema", "flatten_params", "load_config_files",
     "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
     "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",

@@ -2,18 +2,29 @@
 
 Always explicit: a ``LocalCluster`` we start (default), an existing scheduler by address, or a dask-jobqueue
 ``SLURMCluster``. Never a bare ``Client()``, which silently connects to ``DASK_SCHEDULER_ADDRESS`` when set.
+
+A ``LocalCluster`` is either the integrate job's own, or one that a whole Snakemake run shares
+(``serve_local_cluster``, started by the workflow when its jobs run on this machine): then every integrate job
+is a client of the same workers, which pays the cluster's start-up once per run instead of once per cell and
+lets the shards of several cells fill the workers together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client",
-           "pin_blas_threads"]
+__all__ = ["BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "SCHEDULER_FILE_ENV", "SharedCluster",
+           "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client", "local_cluster", "pin_blas_threads",
+           "serve_local_cluster"]
 
 log = logging.getLogger("reluflow.pipeline")
 
@@ -33,6 +44,11 @@ WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRE
 PROFILE_VAR = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 # Imported by each local worker as it starts, so the first shard does not pay for importing the stack (~1 s).
 WORKER_PRELOAD = ("reluflow.pipeline._stages", "reluflow._simulate", "reluflow.analysis")
+# The scheduler file of the LocalCluster a Snakemake run shares (set by the workflow, read by integrate jobs).
+SCHEDULER_FILE_ENV = "RELUFLOW_SCHEDULER_FILE"
+# How long an integrate job waits for the shared cluster to come up (it starts with the run, alongside the
+# first jobs; workers importing the stack take a few seconds on a loaded machine).
+SHARED_CLUSTER_WAIT_S = 300.0
 
 
 def pin_blas_threads() -> None:
@@ -50,26 +66,146 @@ def pin_blas_threads() -> None:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str, *, workers: int, address: str | None = None,
-                jobqueue: Mapping[str, Any] | None = None) -> Iterator[Any]:
-    """A ``distributed.Client`` on the chosen cluster, closed (with any cluster we started) on exit.
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``workers`` single-threaded worker processes set up for our kernels: BLAS pinned to
+    one thread, large malloc thresholds, no statistical profiler, the stack imported as each worker starts.
 
-    Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
+    A context manager; must run in a ``__main__``-guarded entry point (workers start with ``spawn``).
     """
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
-    if scheduler == "local":
-        pin_blas_threads()
-        settings = {"distributed.nanny.pre-spawn-environ": {
-            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}}
-        if PROFILE_VAR not in os.environ:
-            settings["distributed.worker.profile.enabled"] = False
-        # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
-        with dask.config.set(settings), \
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                             silence_logs=logging.WARNING, preload=list(WORKER_PRELOAD)) as cluster, \
-                Client(cluster) as client:
+    pin_blas_threads()
+    settings = {"distributed.nanny.pre-spawn-environ": {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}}
+    if PROFILE_VAR not in os.environ:
+        settings["distributed.worker.profile.enabled"] = False
+    # Held for the cluster's whole life: a nanny that restarts its worker reads the settings again.
+    # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
+    with dask.config.set(settings), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         silence_logs=logging.WARNING, preload=list(WORKER_PRELOAD)) as cluster:
+        yield cluster
+
+
+def _failed_path(scheduler_file: Path) -> Path:
+    return scheduler_file.with_name(scheduler_file.name + ".failed")
+
+
+def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid: int | None = None,
+                        poll_s: float = 0.5) -> None:
+    """Run a ``local_cluster(workers)`` for other processes until stopped (SIGTERM, Ctrl-C) or, when
+    ``parent_pid`` is given, until that process is gone (so a killed Snakemake run leaves no cluster behind).
+
+    ``scheduler_file`` (JSON with the scheduler's address) is written, atomically, once every worker is up, and
+    removed on exit; if the cluster cannot start, ``<scheduler_file>.failed`` holds the reason instead, so
+    clients stop waiting at once.
+    """
+    import psutil
+    from distributed import Client
+
+    path = Path(scheduler_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _failed_path(path).unlink(missing_ok=True)
+    try:
+        with local_cluster(workers) as cluster, Client(cluster) as client:
+            client.wait_for_workers(workers)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"address": cluster.scheduler_address, "workers": workers,
+                                       "pid": os.getpid()}))
+            os.replace(tmp, path)
+            log.info("dask: shared LocalCluster with %d single-threaded worker processes at %s (dashboard %s, "
+                     "pid %d)", workers, cluster.scheduler_address, client.dashboard_link, os.getpid())
+            try:
+                while parent_pid is None or psutil.pid_exists(parent_pid):
+                    time.sleep(poll_s)
+                log.info("dask: process %d is gone: shutting the shared cluster down", parent_pid)
+            finally:
+                path.unlink(missing_ok=True)
+    except Exception as exc:
+        _failed_path(path).write_text(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+class SharedCluster:
+    """The ``reluflow cluster`` process a Snakemake run starts for its integrate jobs (``workflow/rules``).
+
+    ``start()`` launches it in the background (the workers come up while the first jobs run) and returns at
+    once; ``stop()`` shuts it down. The process also shuts itself down when the process that started it is gone,
+    so a run killed with SIGKILL leaves no workers behind.
+    """
+
+    def __init__(self, scheduler_file: str | Path, *, workers: int, log_path: str | Path) -> None:
+        self.scheduler_file = Path(scheduler_file).absolute()
+        self.workers = int(workers)
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        for stale in (self.scheduler_file, _failed_path(self.scheduler_file)):
+            stale.unlink(missing_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(self.scheduler_file),
+                 "--workers", str(self.workers), "--parent-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: the CLI unwinds, closing the cluster and its workers
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for path in (self.scheduler_file, _failed_path(self.scheduler_file)):
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _shared_client(scheduler_file: Path, *, wait_s: float = SHARED_CLUSTER_WAIT_S) -> Iterator[Any]:
+    """A client of the cluster ``serve_local_cluster`` runs, waiting up to ``wait_s`` for it to come up."""
+    from distributed import Client
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        failed = _failed_path(scheduler_file)
+        if failed.is_file():
+            raise RuntimeError(f"the shared dask cluster ({scheduler_file}) failed to start: {failed.read_text()}")
+        try:
+            info = json.loads(scheduler_file.read_text())
+            break
+        except (FileNotFoundError, json.JSONDecodeError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no shared dask cluster came up within {wait_s:.0f} s (no {scheduler_file}): see the "
+                    "workflow's logs/dask-cluster.log, or run with --config 'execution={shared_cluster: false}'"
+                ) from None
+            time.sleep(0.2)
+    with Client(info["address"]) as client:
+        log.info("dask: the run's shared LocalCluster at %s (%d single-threaded workers)", info["address"],
+                 len(client.scheduler_info().get("workers", {})))
+        yield client
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str, *, workers: int, address: str | None = None,
+                jobqueue: Mapping[str, Any] | None = None, scheduler_file: str | Path | None = None,
+                ) -> Iterator[Any]:
+    """A ``distributed.Client`` on the chosen cluster, closed (with any cluster we started) on exit.
+
+    ``scheduler="local"`` starts a ``local_cluster(workers)``, or, with ``scheduler_file``, connects to the one
+    ``serve_local_cluster`` runs for the whole workflow (waiting for it to come up).
+    Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
+    """
+    from distributed import Client
+
+    if scheduler == "local" and scheduler_file:
+        with _shared_client(Path(scheduler_file)) as client:
+            yield client
+    elif scheduler == "local":
+        with local_cluster(workers) as cluster, Client(cluster) as client:
             log.info("dask: LocalCluster with %d single-threaded worker processes (dashboard %s)", workers,
                      client.dashboard_link)
             yield client

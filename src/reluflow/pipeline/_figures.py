@@ -1,14 +1,18 @@
 """Per-study figures (PNG and PDF), drawn from the study's tables.
 
 Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg rendering): safe in a batch job with
-no display. Every figure is written atomically, like the tables.
+no display. Every figure is written atomically, like the tables. The figures of a study can be drawn in parallel
+processes (``write_figures(processes=...)``, the job's Snakemake threads): drawing is the serial tail of a study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -172,21 +176,46 @@ DRAW: dict[str, Callable] = {
 }
 
 
-def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path]) -> None:
-    """Draw the figures named by ``outputs``' stems (``FIGURES``) in the formats of their suffixes."""
-    tables = load(study_dir, params="none")
+def _save(name: str, fig, paths: Sequence[Path]) -> None:
+    for path in paths:
+        fmt = path.suffix.lstrip(".")
+        with atomic_path(path) as tmp:
+            # No creation date in the PDF: the same tables give the same file.
+            fig.savefig(tmp, format=fmt, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        # The layout is solved once, on the first save; it was half of the drawing time.
+        fig.set_layout_engine("none")
+    log.info("figure %s -> %s", name, ", ".join(map(str, paths)))
+
+
+def _draw_in_child(study_json: str, study_dir: str, name: str, paths: list[str]) -> None:
+    """One figure in a spawned process (it reads the tables itself: nothing large crosses processes)."""
+    study = Study.from_json(study_json, check=False)
+    _save(name, DRAW[name](study, load(study_dir, params="none")), [Path(p) for p in paths])
+
+
+def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
+    """Draw the figures named by ``outputs``' stems (``FIGURES``) in the formats of their suffixes.
+
+    ``processes > 1`` draws them in parallel: this process draws the first figure while up to ``processes - 1``
+    spawned ones draw the others (each pays ~1.5 s to import matplotlib and read the tables, so this pays off
+    only with a core to spare). The files are the same whatever ``processes``.
+    """
     by_name: dict[str, list[Path]] = {}
     for out in map(Path, outputs):
         if out.stem not in DRAW:
             raise ValueError(f"unknown figure {out.name!r}: figures are {list(FIGURES)} (.png or .pdf)")
         by_name.setdefault(out.stem, []).append(out)
-    for name, paths in by_name.items():
-        fig = DRAW[name](study, tables)
-        for path in paths:
-            fmt = path.suffix.lstrip(".")
-            with atomic_path(path) as tmp:
-                # No creation date in the PDF: the same tables give the same file.
-                fig.savefig(tmp, format=fmt, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else None)
-            # The layout is solved once, on the first save; it was half of the drawing time.
-            fig.set_layout_engine("none")
-        log.info("figure %s -> %s", name, ", ".join(map(str, paths)))
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes = {processes!r} is not allowed: expected an integer >= 1")
+    names = list(by_name)
+    n_children = min(processes - 1, len(names) - 1)
+    pool = ProcessPoolExecutor(n_children, mp_context=multiprocessing.get_context("spawn")) if n_children > 0 \
+        else None
+    with pool or contextlib.nullcontext():
+        children = [pool.submit(_draw_in_child, study.to_json(), str(study_dir), name, [str(p) for p in by_name[name]])
+                    for name in names[1:]] if pool else []
+        tables = load(study_dir, params="none")
+        for name in names if pool is None else names[:1]:
+            _save(name, DRAW[name](study, tables), by_name[name])
+        for child in children:
+            child.result()  # a child's exception is raised here, with its traceback

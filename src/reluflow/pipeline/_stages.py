@@ -231,13 +231,17 @@ def write_integrate(
     workers: int = 1,
     address: str | None = None,
     jobqueue: Mapping[str, Any] | None = None,
+    scheduler_file: str | Path | None = None,
     shard_size: int = 128,
     retries: int = 2,
     keep_shards: bool = False,
     progress_interval: float = 10.0,
 ) -> dict[str, int]:
     """Integrate one cell: run its unfinished shards as dask tasks, then join every shard into the
-    trajectories and curves tables. Returns counts of shards ``reused`` and ``computed``."""
+    trajectories and curves tables. Returns counts of shards ``reused`` and ``computed``.
+
+    ``scheduler``, ``workers``, ``address``, ``jobqueue`` and ``scheduler_file`` choose the cluster
+    (``dask_client``); none of them changes a result."""
     from distributed import as_completed
 
     from ._cluster import dask_client
@@ -255,7 +259,8 @@ def write_integrate(
 
     if todo:
         cell_json = cell.to_json()
-        with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue) as client:
+        with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue,
+                         scheduler_file=scheduler_file) as client:
             # Explicit, distinct keys: Client.map is pure by default and would merge equal-looking tasks;
             # these name exactly what is computed, so a shared scheduler may share identical work.
             futures = client.map(
