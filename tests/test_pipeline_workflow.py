@@ -284,3 +284,12 @@ def test_integrate_threads_follow_the_cluster_mode(tmp_path, extra, threads):
     assert len(jobs) == 2
     for job in jobs:
         assert re.search(rf"--workers {threads}\b", job), job
+
+
+def test_figures_cli_rejects_a_process_count_below_one(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "reluflow", "figures", "--study-json", "{}", "--study-dir",
+                          str(tmp_path), "--output", str(tmp_path / "best_of_k.png"), "--processes", "0"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode != 0
+    assert "--processes = 0 is not allowed: expected an integer >= 1" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "best_of_k.png").exists()

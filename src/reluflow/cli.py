@@ -22,7 +22,6 @@ from typing import Any
 __all__ = ["main"]
 
 EXECUTION_ENV = "RELUFLOW_EXECUTION"
-SCHEDULER_FILE_ENV = "RELUFLOW_SCHEDULER_FILE"  # = pipeline._cluster.SCHEDULER_FILE_ENV (not imported: start-up)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -76,7 +75,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_integrate(args: argparse.Namespace) -> int:
-    from .pipeline import Cell, write_integrate
+    from .pipeline import SCHEDULER_FILE_ENV, Cell, write_integrate
 
     ex = _execution(args)
     scheduler = ex.get("scheduler") or "local"
@@ -117,8 +116,10 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .pipeline import Study, write_figures
 
+    if args.processes < 1:
+        raise SystemExit(f"error: --processes = {args.processes} is not allowed: expected an integer >= 1")
     write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output,
-                  processes=max(1, args.processes))
+                  processes=args.processes)
     return 0
 
 
@@ -149,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--shard-dir", required=True, help="where finished shards are kept for resuming")
     c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
     c.add_argument("--scheduler-file", help="scheduler 'local': use the cluster `reluflow cluster` serves "
-                   f"with this file instead of starting one (default: ${SCHEDULER_FILE_ENV})")
+                   "with this file instead of starting one (default: $RELUFLOW_SCHEDULER_FILE, set by the workflow)")
     c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
     c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
     c.add_argument("--address")
