@@ -2,7 +2,8 @@
 
 A run that stops at a ``critical`` or ``budget`` endpoint sits *near* a critical point, with ``|G|`` at the
 solver's tolerance. To classify that point (Hessian spectrum, risk) it is pinned down first: solve ``G = 0``
-from the endpoint with Newton steps whose Jacobian is the central-difference Hessian ``H`` (``_hessian``).
+from the endpoint with Newton steps whose Jacobian is the Hessian ``H`` (``_hessian``: closed form for ``exact1d``,
+central differences of ``G`` otherwise).
 
 Step. With ``H = Q diag(lambda) Q^T`` (symmetric), the step is the Levenberg–Marquardt / Tikhonov-filtered
 Newton step
@@ -84,7 +85,8 @@ def refine_critical_points(
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        # plain central differences suffice for a Newton Jacobian (Richardson matters for spectra only)
+        # where the Hessian is taken by finite differences, plain central ones suffice for a Newton Jacobian
+        # (Richardson matters for spectra only)
         hess = hessian(problem, x[idx], richardson=False)
         good = np.all(np.isfinite(hess.reshape(len(idx), -1)), axis=1)
         active[idx[~good]] = False

@@ -1,7 +1,8 @@
-"""Hessians of the risk by central differences of the generalized gradient ``G``, and their spectra.
+"""Hessians of the risk, and their spectra: closed form where the backend has one, else central differences of ``G``.
 
-The risk backends return ``G`` but no second derivatives, so the Hessian is built column by column from
-central differences of ``G``:
+``exact1d`` has a closed-form Hessian (``risk/_hessian1d.py``: exact up to rounding, ``O(P^2)`` work per
+trajectory), which ``hessian`` uses by default. The other backends return ``G`` but no second derivatives, so
+there the Hessian is built column by column from central differences of ``G``:
 
     H[:, :, j] = (G(theta + h_j e_j) - G(theta - h_j e_j)) / (2 h_j),      then  H <- (H + H^T) / 2.
 
@@ -85,10 +86,18 @@ def _central_differences(problem: Any, base: np.ndarray, step: np.ndarray) -> np
     return np.swapaxes(g[0] - g[1], 1, 2) / divisor[:, None, :]
 
 
+HESSIAN_METHODS = ("auto", "fd")
+
+
 def hessian(
-    problem: Any, theta: np.ndarray, *, fd_step: float | None = None, richardson: bool = True
+    problem: Any, theta: np.ndarray, *, fd_step: float | None = None, richardson: bool = True,
+    method: str = "auto",
 ) -> np.ndarray:
-    """Symmetrized central-difference Hessian ``(T, P, P)`` of the risk at ``theta`` ``(T, P)``.
+    """Hessian ``(T, P, P)`` of the risk at ``theta`` ``(T, P)``: closed form or symmetrized central differences.
+
+    ``method="auto"`` (default) takes the problem's closed-form Hessian where its backend has one
+    (``problem.has_hessian``: ``exact1d``, ``risk/_hessian1d.py``; ``fd_step`` and ``richardson`` are then
+    unused) and central differences of ``G`` otherwise; ``method="fd"`` always takes central differences.
 
     ``fd_step`` is the relative step: ``h_j = fd_step * max(1, |theta_j|)``; ``None`` takes ``cbrt(eps)`` of
     the problem's dtype (module docstring). With ``richardson`` (default) the result is ``2 D(h/2) - D(h)``
@@ -102,6 +111,8 @@ def hessian(
     Rows with a non-finite entry in ``theta`` (or whose perturbed gradients are not finite) come back as NaN;
     the other rows are unaffected, each row depends only on its own ``theta``.
     """
+    if method not in HESSIAN_METHODS:
+        raise ValueError(f"method = {method!r} is not allowed: expected one of {list(HESSIAN_METHODS)}")
     theta = _as_theta(theta, getattr(problem, "n_params", None))
     n_traj, p = theta.shape
     out = np.full((n_traj, p, p), np.nan)
@@ -109,6 +120,9 @@ def hessian(
     if finite.size == 0 or p == 0:
         return out
     th = theta[finite]
+    if method == "auto" and getattr(problem, "has_hessian", False):
+        out[finite] = problem.hessian(th)
+        return out
     rel = np.cbrt(_working_eps(problem, th)) if fd_step is None else float(fd_step)
     if not (np.isfinite(rel) and rel > 0):
         raise ValueError(f"fd_step = {fd_step!r} is not allowed: expected a positive finite relative step")
@@ -150,9 +164,10 @@ def spectrum_from_hessian(hess: np.ndarray, *, zero_rtol: float = 1e-8) -> dict[
 
 
 def hessian_spectrum(
-    problem: Any, theta: np.ndarray, *, fd_step: float | None = None, zero_rtol: float = 1e-8
+    problem: Any, theta: np.ndarray, *, fd_step: float | None = None, zero_rtol: float = 1e-8,
+    method: str = "auto",
 ) -> dict[str, np.ndarray]:
-    """Spectrum statistics of the central-difference Hessian at ``theta`` ``(T, P)``.
+    """Spectrum statistics of the Hessian (``hessian``: closed form where the backend has one) at ``theta``.
 
     Returns a dict of ``(T,)`` float arrays (NaN where the Hessian could not be formed):
 
@@ -163,4 +178,4 @@ def hessian_spectrum(
     - ``lambda_min_positive``: the smallest eigenvalue above the zero band (NaN if none);
     - ``hessian_rank``: ``P - n_zero``.
     """
-    return spectrum_from_hessian(hessian(problem, theta, fd_step=fd_step), zero_rtol=zero_rtol)
+    return spectrum_from_hessian(hessian(problem, theta, fd_step=fd_step, method=method), zero_rtol=zero_rtol)

@@ -122,6 +122,15 @@ class Problem:
         """Number of hidden units with a measure-zero active region, ``(T,)`` int64."""
         return self.backend.dead_neurons(theta)
 
+    @property
+    def has_hessian(self) -> bool:
+        """Whether the backend has a closed-form Hessian (``reluflow.analysis.hessian`` then uses it)."""
+        return self.backend.has_hessian
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """Closed-form Hessian of the risk ``(T, P, P)`` float64 for ``theta`` ``(T, P)``, where ``has_hessian``."""
+        return self.backend.hessian(theta)
+
     def unflatten(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Zero-copy per-layer views ``[(W (T, out, in), b (T, out) or None), ...]``."""
         return self.architecture.unflatten(theta)

@@ -5,7 +5,8 @@ A backend evaluates, for a batch of parameter vectors ``theta`` ``(T, P)``:
 - ``risk_and_grad(theta) -> (risk (T,), grad (T, P))``: ``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)`` and the
   generalized gradient ``G`` of SCIENCE.md §3 (backpropagation with ``relu'(0) := 0``);
 - ``risk(theta) -> (T,)``;
-- ``dead_neurons(theta) -> (T,)`` int64: hidden units whose active region has input-measure zero.
+- ``dead_neurons(theta) -> (T,)`` int64: hidden units whose active region has input-measure zero;
+- optionally ``hessian(theta) -> (T, P, P)``: a closed-form Hessian of ``L`` (``has_hessian``).
 
 Rows never interact: row ``i`` of every output depends only on row ``i`` of ``theta`` and is bitwise the same
 whatever batch it is evaluated in. Kernels are pure numpy: no files, no global random state.
@@ -75,6 +76,13 @@ class RiskBackend:
 
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    #: whether ``hessian`` is implemented (a closed form; otherwise callers take finite differences of ``G``)
+    has_hessian: ClassVar[bool] = False
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """Hessian of ``L`` ``(T, P, P)`` float64 at ``theta`` ``(T, P)``, where ``has_hessian``."""
+        raise NotImplementedError(f"the {self.name!r} backend has no closed-form Hessian")
 
     def describe(self) -> dict[str, Any]:
         """What the backend is, for provenance metadata."""

@@ -74,6 +74,7 @@ class Exact1DRisk(RiskBackend):
     """Closed-form ``L`` and ``G`` for a shallow 1D ReLU net, piecewise polynomial density and target."""
 
     name = "exact1d"
+    has_hessian = True
 
     def __init__(self, arch, measure, target, *, dtype=np.float64, n_points=1024, rng=None) -> None:
         super().__init__(arch, measure, target, dtype=dtype, n_points=n_points, rng=rng)
@@ -161,10 +162,28 @@ class Exact1DRisk(RiskBackend):
 
     # ------------------------------------------------------------------ kernel
     def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        risk, grad, _ = self._evaluate_f64(theta, need_grad, need_moments=False)
+        if self.dtype != np.float64:
+            risk = risk.astype(self.dtype)
+            grad = None if grad is None else grad.astype(self.dtype)
+        return risk, grad
+
+    def _evaluate_f64(
+        self, theta: np.ndarray, need_grad: bool, need_moments: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(risk (T,), G (T, P) or None, moments (T, 2, kv, H) or None)``, all float64.
+
+        ``moments[:, 0, o, j] = int_{A_j} r_o p`` and ``moments[:, 1, o, j] = int_{A_j} (x - x0) r_o p`` over
+        unit ``j``'s active set ``A_j`` (``r_o = N_o - f_o``; with a fixed output layer and ``k > 1``, ``kv = 1``
+        and ``r_0`` stands for the sum over outputs): the residual moments a closed-form Hessian needs.
+        """
         theta = self._check(theta).astype(np.float64, copy=False)
         n = theta.shape[0]
         risk = np.empty(n, dtype=np.float64)
+        need_grad = need_grad or need_moments
         grad = np.empty((n, self.arch.n_params), dtype=np.float64) if need_grad else None
+        kv = 1 if self._fixed is not None else self._k
+        moments = np.empty((n, 2, kv, self._H), dtype=np.float64) if need_moments else None
         rows = max(1, CHUNK_ELEMENTS // (self._H + len(self._slots_static)))
         ws = scratch()
         # "invalid" arises only in rows with non-finite parameters, which come out NaN (other rows are unaffected)
@@ -172,13 +191,18 @@ class Exact1DRisk(RiskBackend):
             for start in range(0, n, rows):
                 sl = slice(start, min(n, start + rows))
                 ws.reset()
-                risk[sl] = self._chunk(theta[sl], None if grad is None else grad[sl], ws)
-        if self.dtype != np.float64:
-            risk = risk.astype(self.dtype)
-            grad = None if grad is None else grad.astype(self.dtype)
-        return risk, grad
+                risk[sl] = self._chunk(theta[sl], None if grad is None else grad[sl], ws,
+                                       None if moments is None else moments[sl])
+        return risk, grad, moments
 
-    def _chunk(self, th: np.ndarray, grad: np.ndarray | None, ws: Scratch) -> np.ndarray:
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """Closed-form Hessian of ``L`` ``(T, P, P)`` float64 at ``theta`` ``(T, P)`` (``_hessian1d``)."""
+        from ._hessian1d import exact1d_hessian
+
+        return exact1d_hessian(self, theta)
+
+    def _chunk(self, th: np.ndarray, grad: np.ndarray | None, ws: Scratch,
+               moments: np.ndarray | None = None) -> np.ndarray:
         """Risk ``(T,)`` of a chunk ``th`` ``(T, P)`` float64; writes ``G`` into ``grad`` ``(T, P)`` if given.
 
         Internal arrays are slot-major, ``(channels, slots or pieces, T)``, and live in the scratch arena ``ws``;
@@ -398,6 +422,8 @@ class Exact1DRisk(RiskBackend):
         sel = ws((2 * kv, H, T))
         np.take(Z.reshape(2 * kv, 2 * E * T), idx, axis=1, out=sel)
         s0, s1 = sel[:kv], sel[kv:]
+        if moments is not None:
+            moments[...] = sel.reshape(2, kv, H, T).transpose(3, 0, 1, 2)
 
         gT = ws((self.arch.n_params, T))  # parameter-major, transposed into grad at the end
         vs0, vs1, prod = ws((H, T)), ws((H, T)), ws((H, T))
