@@ -115,3 +115,27 @@ def test_empty_batches():
         z = np.zeros(shape)
         out = rate_fits(z, z, np.ones(shape, bool), bounded=np.ones(shape[0], bool))
         assert all(v.shape == (shape[0],) for v in out.values())
+
+
+def test_eigh_deflated_matches_the_full_decomposition(rng):
+    """Zero rows/columns (dead units) are split off before the eigendecomposition: same spectrum, same matrix."""
+    from reluflow.analysis._critical import eigh_deflated
+
+    n, p = 7, 9
+    a = rng.standard_normal((n, p, p))
+    hess = a + np.swapaxes(a, 1, 2)
+    # rows with 0, 1, 3 and all coordinates dead, and two rows sharing a count but not the coordinates
+    dead = {1: [4], 2: [0, 5, 8], 3: [2, 3, 6], 4: list(range(p)), 5: [8]}
+    for i, coords in dead.items():
+        hess[i, coords, :] = 0.0
+        hess[i, :, coords] = 0.0
+    lam, q = eigh_deflated(hess)
+    assert lam.shape == (n, p) and q.shape == (n, p, p)
+    np.testing.assert_allclose(np.sort(lam, axis=1), np.linalg.eigvalsh(hess), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("nij,nkj->nik", q, q), np.broadcast_to(np.eye(p), (n, p, p)), atol=1e-12)
+    np.testing.assert_allclose(np.einsum("nij,nj,nkj->nik", q, lam, q), hess, rtol=0, atol=1e-12)
+    for i, coords in dead.items():  # the dead coordinates are exact unit eigenvectors with eigenvalue 0
+        assert np.sum(lam[i] == 0.0) >= len(coords)
+    # rows without dead coordinates take the plain batched decomposition
+    lam_full, _ = np.linalg.eigh(hess[[0, 6]])
+    np.testing.assert_array_equal(eigh_deflated(hess[[0, 6]])[0], lam_full)

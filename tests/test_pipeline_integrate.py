@@ -355,3 +355,22 @@ def test_integrate_reports_a_shared_cluster_that_failed_to_start(tmp_path):
     assert run.returncode != 0
     assert "shared dask cluster" in run.stderr and "failed to start: OSError: no free port" in run.stderr
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_client_stops_waiting_when_the_shared_cluster_process_died(tmp_path):
+    """A cluster process killed before its workers were up (SIGKILL: it writes nothing) is noticed through the
+    pid that SharedCluster records: the client reports it instead of waiting out its timeout."""
+    from reluflow.pipeline import SharedCluster
+    from reluflow.pipeline._cluster import _shared_client
+
+    shared = SharedCluster(tmp_path / "run" / "scheduler.json", workers=1, log_path=tmp_path / "cluster.log")
+    shared.start()
+    try:
+        assert (tmp_path / "run" / "scheduler.json.pid").read_text() == str(shared.process.pid)
+        shared.process.kill()  # not reaped yet: a zombie, which counts as gone
+        with pytest.raises(RuntimeError, match=r"exited before its workers came up"):
+            with _shared_client(shared.scheduler_file, wait_s=120):
+                pass
+    finally:
+        shared.stop()
+    assert not (tmp_path / "run" / "scheduler.json.pid").exists()

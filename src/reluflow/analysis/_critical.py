@@ -36,7 +36,7 @@ import numpy as np
 
 from ._hessian import _as_theta, gradients, hessian
 
-__all__ = ["refine_critical_points"]
+__all__ = ["eigh_deflated", "refine_critical_points"]
 
 NU_START = 1e-3  # initial damping factor
 NU_MIN, NU_MAX = 1e-12, 1e12
@@ -47,6 +47,38 @@ RCOND = 1e-10  # eigenvalues below RCOND * max|lambda| are treated as zero (fini
 
 def _norm(g: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", g, g))
+
+
+def eigh_deflated(hess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eigh`` of symmetric ``hess`` ``(n, P, P)``, with exactly-zero rows split off first.
+
+    A coordinate whose Hessian row is exactly zero (every parameter of a dead unit: its active set has measure
+    zero, so neither ``G`` nor ``H`` depends on it) is an eigenvector with eigenvalue 0, and the rest of the
+    spectrum is that of the matrix without it. The eigendecomposition, the costly part of a Newton iteration
+    (``O(P^3)``), then runs on the live block only; rows with the same number of live coordinates are stacked.
+    Returns ``(lam (n, P), q (n, P, P))`` with ``hess[i] = q[i] diag(lam[i]) q[i]^T``; eigenvalues are not sorted.
+    """
+    n, p, _ = hess.shape
+    live = np.any(hess != 0, axis=2)  # (n, P)
+    n_live = live.sum(axis=1)
+    if np.all(n_live == p):
+        return np.linalg.eigh(hess)
+    lam = np.zeros((n, p))
+    q = np.zeros((n, p, p))
+    # per row: live coordinates first (in index order), then the dead ones
+    order = np.argsort(~live, axis=1, kind="stable")
+    for m in np.unique(n_live):
+        rows = np.flatnonzero(n_live == m)
+        idx = order[rows]  # (r, P)
+        alive, dead = idx[:, :m], idx[:, m:]
+        r = rows[:, None]
+        if m:
+            sub = hess[rows[:, None, None], alive[:, :, None], alive[:, None, :]]  # (r, m, m)
+            lam_sub, q_sub = np.linalg.eigh(sub)
+            lam[r, np.arange(m)[None, :]] = lam_sub
+            q[rows[:, None, None], alive[:, :, None], np.arange(m)[None, None, :]] = q_sub
+        q[r, dead, np.arange(m, p)[None, :]] = 1.0  # unit vectors, eigenvalue 0
+    return lam, q
 
 
 def refine_critical_points(
@@ -93,7 +125,7 @@ def refine_critical_points(
         idx, hess = idx[good], hess[good]
         if idx.size == 0:
             break
-        lam, q = np.linalg.eigh(hess)  # (n, P), (n, P, P)
+        lam, q = eigh_deflated(hess)  # (n, P), (n, P, P)
         lam_max = np.max(np.abs(lam), axis=1)
         scale[idx] = lam_max * np.max(np.abs(x[idx]), axis=1)
         keep = lam_max > 0  # an all-zero Hessian gives no Newton direction

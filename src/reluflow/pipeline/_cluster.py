@@ -92,6 +92,21 @@ def _failed_path(scheduler_file: Path) -> Path:
     return scheduler_file.with_name(scheduler_file.name + ".failed")
 
 
+def _pid_path(scheduler_file: Path) -> Path:
+    """Where ``SharedCluster.start`` records the cluster process's pid, for clients waiting on it."""
+    return scheduler_file.with_name(scheduler_file.name + ".pid")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie, not yet reaped by its parent, counts as exited)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid: int | None = None,
                         poll_s: float = 0.5) -> None:
     """Run a ``local_cluster(workers)`` for other processes until stopped (SIGTERM, Ctrl-C) or, when
@@ -142,7 +157,7 @@ class SharedCluster:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        for stale in (self.scheduler_file, _failed_path(self.scheduler_file)):
+        for stale in (self.scheduler_file, _failed_path(self.scheduler_file), _pid_path(self.scheduler_file)):
             stale.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log_file:
@@ -150,6 +165,9 @@ class SharedCluster:
                 [sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(self.scheduler_file),
                  "--workers", str(self.workers), "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        # clients that wait for the workers give up at once if this process dies before writing its file
+        self.scheduler_file.parent.mkdir(parents=True, exist_ok=True)
+        _pid_path(self.scheduler_file).write_text(str(self.process.pid))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -159,13 +177,17 @@ class SharedCluster:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for path in (self.scheduler_file, _failed_path(self.scheduler_file)):
+        for path in (self.scheduler_file, _failed_path(self.scheduler_file), _pid_path(self.scheduler_file)):
             path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def _shared_client(scheduler_file: Path, *, wait_s: float = SHARED_CLUSTER_WAIT_S) -> Iterator[Any]:
-    """A client of the cluster ``serve_local_cluster`` runs, waiting up to ``wait_s`` for it to come up."""
+    """A client of the cluster ``serve_local_cluster`` runs, waiting up to ``wait_s`` for it to come up.
+
+    Stops waiting at once when the cluster recorded that it failed, or when the process ``SharedCluster``
+    started (its pid in ``<scheduler_file>.pid``) has exited without writing the scheduler file.
+    """
     from distributed import Client
 
     deadline = time.monotonic() + wait_s
@@ -177,6 +199,12 @@ def _shared_client(scheduler_file: Path, *, wait_s: float = SHARED_CLUSTER_WAIT_
             info = json.loads(scheduler_file.read_text())
             break
         except (FileNotFoundError, json.JSONDecodeError):
+            pid = _read_pid(_pid_path(scheduler_file))
+            if pid is not None and _process_gone(pid) and not scheduler_file.is_file():
+                raise RuntimeError(
+                    f"the shared dask cluster process (pid {pid}) exited before its workers came up (no "
+                    f"{scheduler_file}): see the workflow's logs/dask-cluster.log, or run with --config "
+                    "'execution={shared_cluster: false}'") from None
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"no shared dask cluster came up within {wait_s:.0f} s (no {scheduler_file}): see the "
@@ -187,6 +215,13 @@ def _shared_client(scheduler_file: Path, *, wait_s: float = SHARED_CLUSTER_WAIT_
         log.info("dask: the run's shared LocalCluster at %s (%d single-threaded workers)", info["address"],
                  len(client.scheduler_info().get("workers", {})))
         yield client
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
