@@ -22,6 +22,9 @@ def main() -> None:
                         help="pipeline suite: also run the snakemake suite (the whole quickstart through Snakemake, "
                         "1 vs 2 cores, shared cluster vs one per job)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=3, help="snakemake suite: rounds (default 3; 1 with --quick)")
+    parser.add_argument("--modes", nargs="+", default=["shared", "per_job"], choices=["shared", "per_job"],
+                        help="snakemake suite: cluster modes to compare (default both)")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
     unknown = sorted(set(suites) - set(SUITES) - set(OPTIONAL_SUITES))
@@ -56,7 +59,9 @@ def main() -> None:
     if "snakemake" in suites:
         from . import pipeline
 
-        out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else 3)
+        if args.rounds < 1:
+            parser.error(f"--rounds {args.rounds} is not allowed: expected at least 1")
+        out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else args.rounds, modes=tuple(args.modes))
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     header = {k: out.pop(k) for k in ("machine", "python")}

@@ -163,10 +163,63 @@ SNAKEMAKE_MODES = {
 }
 
 
+def _study_on_cluster(cells, inits: dict, workdir: Path, workers: int) -> float:
+    """Seconds for the integrate stage of every cell at once (one client thread per cell, as Snakemake's
+    integrate jobs are) on a ``LocalCluster`` of ``workers`` that is already up, as the run's shared one is
+    while the inits run. Excludes the cluster's start-up and the clients' process start-up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with dask_client("local", workers=workers) as client:
+        client.wait_for_workers(workers)
+        client.run(abs, 1)  # every worker has run something
+
+        def one(cell):
+            out = workdir / f"w{workers}" / cell.id
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            write_integrate(cell, inits[cell.id], out / "traj.parquet", out / "curves.parquet", out / "shards",
+                            workers=workers, progress_interval=1e9, scheduler="address",
+                            address=client.scheduler.address)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(cells)) as pool:
+            list(pool.map(one, cells))
+        return time.perf_counter() - t0
+
+
+def run_study_dask(repeats: int = 3) -> dict:
+    """The quickstart study's integrate stage (every cell, every shard) on one running ``LocalCluster`` with one
+    and with two workers, rounds in turn: the dask part of the study alone, without Snakemake's jobs, the inits,
+    the cluster's start-up or the figures."""
+    spec = load_config_files([ROOT / "config.yaml"])["studies"]["quickstart"]
+    cells = list(expand_study("quickstart", spec).cells.values())
+    times: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="reluflow-bench-study-") as tmp:
+        inits = {}
+        for cell in cells:
+            inits[cell.id] = Path(tmp) / f"init-{cell.id}.parquet"
+            write_init(cell, inits[cell.id])
+        for _ in range(repeats):
+            for workers in (1, 2):
+                times[workers].append(_study_on_cluster(cells, inits, Path(tmp), workers))
+    med = {w: statistics.median(ts) for w, ts in times.items()}
+    ratios = [a / b for a, b in zip(times[1], times[2], strict=True)]
+    print(f"quickstart integrate stage on one running LocalCluster ({len(cells)} cells at once), medians of "
+          f"{repeats} rounds: 1 worker {med[1]:.1f} s, 2 workers {med[2]:.1f} s, speedup {med[1] / med[2]:.2f}x "
+          f"(runs: 1 worker {[round(t, 1) for t in times[1]]}, 2 workers {[round(t, 1) for t in times[2]]}; "
+          f"per round {[round(r, 2) for r in ratios]})")
+    return {"repeats": repeats, "workers_1_s": med[1], "workers_2_s": med[2], "speedup": med[1] / med[2],
+            "runs": times, "speedup_per_round": ratios}
+
+
 def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MODES)) -> dict:
     """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2``, with the run's shared
     cluster and with a cluster per integrate job: every combination in turn, ``repeats`` rounds, each run in a
-    fresh copy. Medians, every run's time, and the time per rule of each combination's last run (jobs summed)."""
+    fresh copy. Medians, every run's time, and the time per rule of each combination's last run (jobs summed).
+    Then, for comparison, the study's integrate stage alone on one running cluster (``run_study_dask``)."""
+    unknown = sorted(set(modes) - set(SNAKEMAKE_MODES))
+    if unknown:
+        raise ValueError(f"snakemake modes {unknown} are not known: choose from {list(SNAKEMAKE_MODES)}")
     combos = [(mode, cores) for mode in modes for cores in (1, 2)]
     times: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
     per_rule: dict[tuple[str, int], dict[str, float]] = {}
@@ -190,10 +243,12 @@ def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MOD
         print(f"  {mode:8s} --cores 1 {med[mode, 1]:6.1f} s, --cores 2 {med[mode, 2]:6.1f} s, speedup "
               f"{speedup:.2f}x (runs: 1 core {[round(t, 1) for t in times[mode, 1]]}, "
               f"2 cores {[round(t, 1) for t in times[mode, 2]]})")
+        ratios = [a / b for a, b in zip(times[mode, 1], times[mode, 2], strict=True)]
         out["modes"][mode] = {"cores_1_s": med[mode, 1], "cores_2_s": med[mode, 2], "speedup": speedup,
-                              "runs": {1: times[mode, 1], 2: times[mode, 2]},
+                              "runs": {1: times[mode, 1], 2: times[mode, 2]}, "speedup_per_round": ratios,
                               "per_rule_s": {c: per_rule[mode, c] for c in (1, 2)}}
     for (mode, cores), rules in per_rule.items():
         print(f"  {mode}, --cores {cores}, seconds per rule (jobs summed): "
               + ", ".join(f"{r} {v:.1f}" for r, v in rules.items()))
+    out["study_dask"] = run_study_dask(repeats)
     return out
