@@ -53,21 +53,32 @@ def _time_integrate(cell, workdir: Path, workers: int, shard_size: int, **cluste
     return time.perf_counter() - t0
 
 
-def _on_running_worker(cell, workdir: Path, shard_size: int) -> tuple[float, float]:
-    """The integrate stage on a one-worker ``LocalCluster`` that is already running (and has run a task):
-    ``(wall seconds, seconds its tasks computed)``, the latter from dask's task stream. The difference is what
-    dask and the stage add to the shards' own work: scheduling, transfers, shard files and the final join."""
+def _on_running_worker(cell, workdir: Path, shard_size: int) -> dict[str, float]:
+    """The integrate stage on a one-worker ``LocalCluster`` that is already running (and has run a task).
+
+    From dask's task stream (worker clock; the same machine's clock as the stage's): ``wall`` the stage's
+    seconds, ``compute`` its tasks' compute seconds, and how the difference splits: ``lead`` from the stage's
+    start to its first task (reading the inits, planning, submitting), ``gaps`` the idle time between consecutive
+    tasks on the worker (dask's scheduling and the transfers of results between tasks: what a shard costs the
+    scheduler), ``tail`` from the last task's end to the stage's end (the last shard's transfer and files, then
+    the final join of all shard files into the cell's tables, which grows with the trajectories, not the shards).
+    """
     from distributed import get_task_stream
 
     with dask_client("local", workers=1) as client:
         client.wait_for_workers(1)
         client.submit(abs, 1).result()
         with get_task_stream(client) as stream:
+            t_start = time.time()
             wall = _time_integrate(cell, workdir, 1, shard_size, scheduler="address",
                                    address=client.scheduler.address)
-        compute = sum(ss["stop"] - ss["start"] for task in stream.data for ss in task["startstops"]
-                      if ss["action"] == "compute")
-    return wall, compute
+            t_end = time.time()
+        spans = sorted((ss["start"], ss["stop"]) for task in stream.data for ss in task["startstops"]
+                       if ss["action"] == "compute")
+    compute = sum(b - a for a, b in spans)
+    gaps = sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
+    return {"wall": wall, "compute": compute, "lead": spans[0][0] - t_start, "gaps": gaps,
+            "tail": t_end - spans[-1][1]}
 
 
 def _cluster_startup(workers: int) -> float:
@@ -120,7 +131,8 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
             t2 = med(_time_integrate(cell, Path(tmp), 2, shard) for _ in range(repeats))
             overhead = (t1 - startup[1] - t_shards) / n_shards
             warm = [_on_running_worker(cell, Path(tmp), shard) for _ in range(repeats)]
-            t_warm, t_tasks = med(w for w, _ in warm), med(c for _, c in warm)
+            t_warm, t_tasks = med(w["wall"] for w in warm), med(w["compute"] for w in warm)
+            gaps, lead, tail = (med(w[k] for w in warm) for k in ("gaps", "lead", "tail"))
             rows.append({
                 "shard_size": shard, "n_shards": n_shards, "t_simulate_s": t_sim, "t_shards_s": t_shards,
                 "t_1worker_s": t1, "t_2workers_s": t2, "speedup_2_over_1": t1 / t2,
@@ -130,6 +142,9 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
                 "t_running_1worker_s": t_warm, "t_tasks_s": t_tasks,
                 "stage_overhead_per_shard_ms": 1e3 * (t_warm - t_tasks) / n_shards,
                 "stage_overhead_pct_of_tasks": 100 * (t_warm - t_tasks) / t_tasks,
+                "lead_s": lead, "tail_s": tail,
+                "scheduling_gap_per_shard_ms": 1e3 * gaps / max(n_shards - 1, 1),
+                "scheduling_gap_pct_of_shard": 100 * (gaps / max(n_shards - 1, 1)) / (t_tasks / n_shards),
             })
     print(f"pipeline overhead, cell quickstart/{cell_id} with {cell.n_trajectories} trajectories, medians of "
           f"{repeats} runs (LocalCluster start-up with imports: 1 worker {startup[1]:.2f} s, "
@@ -140,6 +155,10 @@ def run(cell_id: str = "w16-gd", n_trajectories: int = 256, shard_sizes: tuple[i
     print("the same stage on an already running worker: wall time against its tasks' compute time (task stream):")
     print_table(rows, ["shard_size", "n_shards", "t_running_1worker_s", "t_tasks_s", "stage_overhead_per_shard_ms",
                        "stage_overhead_pct_of_tasks"])
+    print("where that goes: before the first task (inits, submission), between tasks on the worker (scheduling; "
+          "per shard after the first), after the last task (its files, the final join of all shards):")
+    print_table(rows, ["shard_size", "n_shards", "lead_s", "scheduling_gap_per_shard_ms",
+                       "scheduling_gap_pct_of_shard", "tail_s"])
     out = {"cell": cell_id, "repeats": repeats, "startup_s": startup, "rows": rows}
     if snakemake:
         out["snakemake"] = run_snakemake(repeats)

@@ -56,7 +56,9 @@ def eigh_deflated(hess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     zero, so neither ``G`` nor ``H`` depends on it) is an eigenvector with eigenvalue 0, and the rest of the
     spectrum is that of the matrix without it. The eigendecomposition, the costly part of a Newton iteration
     (``O(P^3)``), then runs on the live block only; rows with the same number of live coordinates are stacked.
-    Returns ``(lam (n, P), q (n, P, P))`` with ``hess[i] = q[i] diag(lam[i]) q[i]^T``; eigenvalues are not sorted.
+    Returns ``(lam (n, P), q (n, P, P))`` with ``hess[i] = q[i] diag(lam[i]) q[i]^T``; unlike ``np.linalg.eigh``
+    the eigenvalues are not sorted. ``hess`` must be exactly symmetric (only rows are tested for zeros), as the
+    closed-form and the symmetrized difference Hessians are.
     """
     n, p, _ = hess.shape
     live = np.any(hess != 0, axis=2)  # (n, P)

@@ -105,6 +105,8 @@ def _process_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+    except psutil.Error:  # e.g. access denied: it exists
+        return False
 
 
 def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid: int | None = None,
@@ -137,6 +139,7 @@ def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid:
                 log.info("dask: process %d is gone: shutting the shared cluster down", parent_pid)
             finally:
                 path.unlink(missing_ok=True)
+                _pid_path(path).unlink(missing_ok=True)  # SharedCluster.stop does not run after a SIGKILL
     except Exception as exc:
         _failed_path(path).write_text(f"{type(exc).__name__}: {exc}")
         raise
@@ -166,8 +169,11 @@ class SharedCluster:
                  "--workers", str(self.workers), "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
         # clients that wait for the workers give up at once if this process dies before writing its file
-        self.scheduler_file.parent.mkdir(parents=True, exist_ok=True)
-        _pid_path(self.scheduler_file).write_text(str(self.process.pid))
+        pid_path = _pid_path(self.scheduler_file)
+        pid_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pid_path.with_name(f".{pid_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(str(self.process.pid))
+        os.replace(tmp, pid_path)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -201,6 +207,8 @@ def _shared_client(scheduler_file: Path, *, wait_s: float = SHARED_CLUSTER_WAIT_
         except (FileNotFoundError, json.JSONDecodeError):
             pid = _read_pid(_pid_path(scheduler_file))
             if pid is not None and _process_gone(pid) and not scheduler_file.is_file():
+                if failed.is_file():  # it wrote why just before exiting
+                    continue
                 raise RuntimeError(
                     f"the shared dask cluster process (pid {pid}) exited before its workers came up (no "
                     f"{scheduler_file}): see the workflow's logs/dask-cluster.log, or run with --config "

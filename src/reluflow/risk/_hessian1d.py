@@ -19,9 +19,16 @@ because ``1_{A_j}`` moves with ``(w_j, b_j)``, a point mass at the kink ``t_j = 
   block when ``t_j`` lies inside ``(alpha, beta)``.
 
 It is the derivative of ``G`` wherever ``G`` is differentiable: no kink on a knot of the target or density, no
-unit with ``w_j = 0`` and ``b_j = 0``. At a kink on a density knot the density of the piece to its right is used;
-at a zero-risk point with kinks on target knots (``G`` is ``C^1`` there) the residual part vanishes and the result
-is the derivative of ``G``. Moments are taken in coordinates centred at the interval midpoint ``x0``.
+unit with ``w_j = 0`` and ``b_j = 0``. At a kink on a density knot the density on the unit's active side is used
+(so a unit active only where ``p = 0`` keeps exactly zero rows, as every dead unit does); at a zero-risk point
+with kinks on target knots (``G`` is ``C^1`` there) the residual part vanishes and the result is the derivative
+of ``G``. Moments and the target are taken in coordinates centred at the interval midpoint ``x0``.
+
+Accuracy. Each pair's moments are differences ``C_m(hi) - C_m(lo)`` of cumulative moments, and the ``v``-blocks
+combine them with the units' slopes and intercepts, so an entry's error is about ``eps`` times the scale of the
+whole interval's moments (``~eps |w|^2 (beta - alpha)^3``), not relative to the entry itself: entries of units
+active on a short stretch lose relative accuracy, the matrix as a whole does not (spectra are relative to the
+spectral radius). Central differences of ``G`` err by ``~eps^(2/3)`` relative, far more.
 
 Cost per trajectory ``O(H^2 k)`` elementwise work on ``(T, H, H)`` arrays, plus one ``exact1d`` gradient
 evaluation, against ``2P`` gradient evaluations for a central-difference Hessian. Rows never interact (no
@@ -82,15 +89,38 @@ class _Density:
         return self.start[m, a] + (self._antiderivative(m, a, x - self.x0)
                                    - self._antiderivative(m, a, self.knots[a] - self.x0))
 
+    def __call__(self, x: np.ndarray, left: np.ndarray | bool = False) -> np.ndarray:
+        """``p(x)`` for ``x`` in ``[alpha, beta]``; on a knot, the piece to its left where ``left``, else to its
+        right."""
+        right_piece = self.piece(x)
+        left_piece = np.clip(np.searchsorted(self.knots, x, side="left") - 1, 0, len(self.knots) - 2)
+        a = np.where(left, left_piece, right_piece)
+        return _horner(self.coefs_u[a], x - self.x0)
+
+
+class _Target:
+    """The target's pieces expanded about ``x0`` (exact conversion, rounded once), evaluated in ``u = x - x0``: no
+    powers of absolute ``x``, as in the ``exact1d`` kernel, so that intervals far from the origin lose nothing."""
+
+    def __init__(self, breakpoints: np.ndarray, coefs: np.ndarray, x0: float) -> None:
+        from ._exact1d import _shift_exact
+
+        self.breakpoints = np.asarray(breakpoints, dtype=float)
+        self.x0 = x0
+        self.coefs_u = _shift_exact(np.asarray(coefs, dtype=float), np.full(len(coefs), x0))  # (K, k, n+1)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``p(x)`` for ``x`` in ``[alpha, beta]``."""
-        a = self.piece(x)
-        c = self.coefs_u[a]
-        u = x - self.x0
-        out = np.zeros_like(u)
-        for q in range(self.coefs_u.shape[1] - 1, -1, -1):  # Horner
-            out = out * u + c[..., q]
-        return out
+        """``f(x)`` ``(..., k)`` for ``x`` of any shape."""
+        piece = np.searchsorted(self.breakpoints, x, side="right")
+        return _horner(self.coefs_u[piece], (x - self.x0)[..., None])
+
+
+def _horner(coefs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``sum_q coefs[..., q] u^q`` (ascending powers on the last axis of ``coefs``)."""
+    out = np.zeros(np.broadcast_shapes(coefs.shape[:-1], np.shape(u)))
+    for q in range(coefs.shape[-1] - 1, -1, -1):
+        out = out * u + coefs[..., q]
+    return out
 
 
 def _density(backend: Exact1DRisk) -> _Density:
@@ -99,6 +129,14 @@ def _density(backend: Exact1DRisk) -> _Density:
         knots, coefs = backend.measure.density_pieces()
         dens = backend._hessian_density = _Density(knots, coefs, backend.x0)
     return dens
+
+
+def _target(backend: Exact1DRisk) -> _Target:
+    target = getattr(backend, "_hessian_target", None)
+    if target is None:
+        pp = backend.target.piecewise_polynomial()
+        target = backend._hessian_target = _Target(pp.breakpoints, pp.coefficients, backend.x0)
+    return target
 
 
 def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray) -> np.ndarray:
@@ -234,11 +272,12 @@ def _kink_weight(backend: Exact1DRisk, th: np.ndarray, w: np.ndarray, z0: np.nda
     # N_o(t_j) = c_o + sum_i v_oi relu(w_i (t_j - x0) + z0_i), summed over the last axis of each row
     pre = w[:, None, :] * (tt - x0)[:, :, None] + z0[:, None, :]  # [j, i]
     act = np.maximum(pre, 0.0)
-    f = backend.target.piecewise_polynomial()(tt.reshape(-1)).reshape(T, H, k)
+    f = _target(backend)(tt)  # (T, H, k)
     acc = np.zeros((T, H))
     for o in range(k):
         n_o = (act * v[:, o, None, :]).sum(axis=-1)
         if backend._c_sl is not None:
             n_o = n_o + th[:, backend._c_sl][:, o, None]
         acc = acc + (n_o - f[:, :, o]) * v[:, o]
-    return np.where(inside, 2.0 * acc * dens(tt) / np.abs(w), 0.0)
+    # on a density knot, the density on the unit's active side: a unit active only where p = 0 stays dead
+    return np.where(inside, 2.0 * acc * dens(tt, left=w < 0) / np.abs(w), 0.0)
