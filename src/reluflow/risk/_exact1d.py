@@ -84,6 +84,7 @@ class Exact1DRisk(RiskBackend):
         self._w_sl, self._b_sl = hidden.weight, hidden.bias
         self._v_sl, self._c_sl = output.weight, output.bias
         self._fixed = None if arch.fixed_output is None else float(arch.fixed_output)
+        self._hessian_parts = None  # (density, target) in the Hessian's centred form, see hessian()
 
         dknots, dcoefs = measure.density_pieces()
         dknots = np.asarray(dknots, dtype=float)
@@ -197,9 +198,11 @@ class Exact1DRisk(RiskBackend):
 
     def hessian(self, theta: np.ndarray) -> np.ndarray:
         """Closed-form Hessian of ``L`` ``(T, P, P)`` float64 at ``theta`` ``(T, P)`` (``_hessian1d``)."""
-        from ._hessian1d import exact1d_hessian
+        from ._hessian1d import exact1d_hessian, hessian_parts
 
-        return exact1d_hessian(self, theta)
+        if self._hessian_parts is None:  # built on first use: most backends never take a Hessian
+            self._hessian_parts = hessian_parts(self)
+        return exact1d_hessian(self, theta, *self._hessian_parts)
 
     def _chunk(self, th: np.ndarray, grad: np.ndarray | None, ws: Scratch,
                moments: np.ndarray | None = None) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ._exact1d import Exact1DRisk
 
-__all__ = ["exact1d_hessian"]
+__all__ = ["exact1d_hessian", "hessian_parts"]
 
 # Upper bound on the elements of one (T, H, H) temporary: bounds a chunk's memory (~25 such arrays live at once).
 PAIR_CHUNK_ELEMENTS = 1 << 18
@@ -123,24 +123,16 @@ def _horner(coefs: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def _density(backend: Exact1DRisk) -> _Density:
-    dens = getattr(backend, "_hessian_density", None)
-    if dens is None:
-        knots, coefs = backend.measure.density_pieces()
-        dens = backend._hessian_density = _Density(knots, coefs, backend.x0)
-    return dens
+def hessian_parts(backend: Exact1DRisk) -> tuple[_Density, _Target]:
+    """The density and target of ``backend``'s problem in the centred form the Hessian evaluates (built once)."""
+    knots, coefs = backend.measure.density_pieces()
+    pp = backend.target.piecewise_polynomial()
+    return _Density(knots, coefs, backend.x0), _Target(pp.breakpoints, pp.coefficients, backend.x0)
 
 
-def _target(backend: Exact1DRisk) -> _Target:
-    target = getattr(backend, "_hessian_target", None)
-    if target is None:
-        pp = backend.target.piecewise_polynomial()
-        target = backend._hessian_target = _Target(pp.breakpoints, pp.coefficients, backend.x0)
-    return target
-
-
-def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray) -> np.ndarray:
-    """Hessian ``(T, P, P)`` float64 of the risk at ``theta`` ``(T, P)`` (module docstring).
+def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray, dens: _Density, target: _Target) -> np.ndarray:
+    """Hessian ``(T, P, P)`` float64 of the risk at ``theta`` ``(T, P)`` (module docstring); ``dens`` and
+    ``target`` from ``hessian_parts(backend)``.
 
     Non-finite rows come back non-finite (NaN); other rows are unaffected.
     """
@@ -155,19 +147,19 @@ def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray) -> np.ndarray:
         _, _, moments = backend._evaluate_f64(theta, need_grad=True, need_moments=True)
         for start in range(0, n, rows):
             sl = slice(start, min(n, start + rows))
-            _chunk(backend, theta[sl], moments[sl], out[sl])
+            _chunk(backend, theta[sl], moments[sl], out[sl], dens, target)
     bad = ~np.all(np.isfinite(theta), axis=1)
     out[bad] = np.nan
     return out
 
 
-def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.ndarray) -> None:
+def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.ndarray, dens: _Density,
+           target: _Target) -> None:
     """Fill ``out`` ``(T, P, P)`` (zeros on entry) with the Hessians of the rows ``th`` ``(T, P)``."""
     T = th.shape[0]
     H, k = backend._H, backend._k
     fixed = backend._fixed
     x0, alpha, beta = backend.x0, backend.alpha, backend.beta
-    dens = _density(backend)
     w_sl, b_sl, v_sl, c_sl = backend._w_sl, backend._b_sl, backend._v_sl, backend._c_sl
 
     w = th[:, w_sl]  # (T, H)
@@ -214,7 +206,7 @@ def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.nd
     # residual moments (from the gradient kernel) and the kink term
     s0, s1 = moments[:, 0], moments[:, 1]  # (T, kv, H)
     inside = (t > alpha) & (t < beta) & (w != 0)
-    kink = _kink_weight(backend, th, w, z0, v, t, inside, dens)  # (T, H): 2 sum_o r_o(t) v_o p(t) / |w|
+    kink = _kink_weight(backend, th, w, z0, v, t, inside, dens, target)  # (T, H): 2 sum_o r_o(t) v_o p(t) / |w|
     diag = np.arange(H)
     tk = np.where(inside, t, 0.0)
     hww[:, diag, diag] += kink * tk * tk
@@ -264,7 +256,7 @@ def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.nd
 
 
 def _kink_weight(backend: Exact1DRisk, th: np.ndarray, w: np.ndarray, z0: np.ndarray, v: np.ndarray,
-                 t: np.ndarray, inside: np.ndarray, dens: _Density) -> np.ndarray:
+                 t: np.ndarray, inside: np.ndarray, dens: _Density, target: _Target) -> np.ndarray:
     """``2 sum_o r_o(t_j) v_oj p(t_j) / |w_j|`` ``(T, H)`` for units whose kink is inside ``(alpha, beta)``."""
     T, H = w.shape
     k, x0 = backend._k, backend.x0
@@ -272,7 +264,7 @@ def _kink_weight(backend: Exact1DRisk, th: np.ndarray, w: np.ndarray, z0: np.nda
     # N_o(t_j) = c_o + sum_i v_oi relu(w_i (t_j - x0) + z0_i), summed over the last axis of each row
     pre = w[:, None, :] * (tt - x0)[:, :, None] + z0[:, None, :]  # [j, i]
     act = np.maximum(pre, 0.0)
-    f = _target(backend)(tt)  # (T, H, k)
+    f = target(tt)  # (T, H, k)
     acc = np.zeros((T, H))
     for o in range(k):
         n_o = (act * v[:, o, None, :]).sum(axis=-1)
