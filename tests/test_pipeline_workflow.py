@@ -240,6 +240,20 @@ def test_rerun_does_nothing_even_with_other_execution_settings(e2e):
     assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr, run.stderr[-2000:]
 
 
+def test_redrawing_a_figure_starts_no_cluster(e2e):
+    d, _ = e2e
+    figure = d / "results" / "tiny" / "figures" / "risk_curves.png"
+    cluster_log = d / "logs" / "dask-cluster.log"
+    drawn, started = figure.read_bytes(), cluster_log.stat().st_mtime_ns  # the first run started the cluster
+    figure.unlink()
+    run = snakemake(d, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert figure.read_bytes() == drawn
+    assert re.search(r"figures\s+1\b", run.stdout + run.stderr) and "integrate" not in run.stdout + run.stderr
+    assert cluster_log.stat().st_mtime_ns == started  # SharedCluster.start rewrites it
+    assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
+
+
 def test_parameter_change_reruns_only_that_cell(e2e):
     d, _ = e2e
     (d / "changed.yaml").write_text(TINY.replace("step_size: 0.05", "step_size: 0.04"))

@@ -26,9 +26,21 @@ else:
 INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution["scheduler"] == "local" and SHARED_CLUSTER is None else 1
 
 
+def integrate_jobs_to_run():
+    """Whether this run will run an integrate job: True, False, or None where Snakemake does not say."""
+    try:
+        return any(job.rule.name == "integrate" for job in workflow.dag.needrun_jobs())
+    except Exception:  # workflow.dag is Snakemake's, not a documented API: when in doubt, start the cluster
+        return None
+
+
 onstart:
+    # A run that only redraws figures or redoes the summary needs no workers (2-3 s of CPU to start them)
     if SHARED_CLUSTER is not None:
-        SHARED_CLUSTER.start()
+        if integrate_jobs_to_run() is False:
+            os.environ.pop(SCHEDULER_FILE_ENV, None)
+        else:
+            SHARED_CLUSTER.start()
 
 
 onsuccess:
