@@ -65,6 +65,8 @@ def _figure(n_panels: int = 1, panel: tuple[float, float] = (4.2, 3.2)):
 
 
 def _risk_curves(study: Study, t: StudyTables):
+    from matplotlib.ticker import LogLocator
+
     cells = list(study.cells.values())
     fig, axes = _figure(len(cells))
     style = _style(study)
@@ -73,6 +75,8 @@ def _risk_curves(study: Study, t: StudyTables):
         c = curves[curves["cell"] == cell.id] if len(curves) else curves
         ax.set_title(cell.id, fontsize=9)
         ax.set_yscale("log")
+        # minor ticks at 2 and 5 only: matplotlib's default 8 per decade were ~40 % of this figure's drawing time
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
         ax.set_xlabel("t (GF time; GD: sum of step sizes)")
         ax.set_ylabel("risk")
         if c.empty:
