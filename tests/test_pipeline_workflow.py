@@ -217,6 +217,24 @@ def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
         write_figures(study, d / "results" / "tiny", [tmp_path / "best_of_k.png"], processes=0)
 
 
+def test_cell_figures_need_no_summary(e2e, tmp_path):
+    # the workflow draws them while aggregate writes summary.parquet: they must not read it
+    import shutil
+
+    from reluflow.pipeline import FIGURE_TABLES, write_figures
+
+    d, study = e2e
+    study_dir = tmp_path / "tiny"
+    shutil.copytree(d / "results" / "tiny", study_dir, ignore=shutil.ignore_patterns("summary.parquet", "figures"))
+    names = [n for n in FIGURES if "summary" not in FIGURE_TABLES[n]]
+    assert names and len(names) < len(FIGURES)
+    outs = [study_dir / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
+    outs[0].parent.mkdir()
+    write_figures(study, study_dir, outs)
+    assert {p.name: p.read_bytes() for p in outs} == {
+        p.name: (d / "results" / "tiny" / "figures" / p.name).read_bytes() for p in outs}
+
+
 def test_load(e2e):
     from reluflow import load
 
@@ -231,6 +249,8 @@ def test_load(e2e):
     assert "problem.network.widths" not in params
     assert set(t.curves["method.kind"]) == {"gd", "gf"}
     assert t.metadata["reluflow.study"] == "tiny"
+    lean = load(d / "results" / "tiny", curves=False, summary=False)
+    assert lean.curves is None and lean.summary is None and lean.trajectories.equals(t.trajectories)
 
 
 def test_rerun_does_nothing_even_with_other_execution_settings(e2e):
@@ -249,7 +269,7 @@ def test_redrawing_a_figure_starts_no_cluster(e2e):
     run = snakemake(d, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
     assert figure.read_bytes() == drawn
-    assert re.search(r"figures\s+1\b", run.stdout + run.stderr) and "integrate" not in run.stdout + run.stderr
+    assert re.search(r"cell_figures\s+1\b", run.stdout + run.stderr) and "integrate" not in run.stdout + run.stderr
     assert cluster_log.stat().st_mtime_ns == started  # SharedCluster.start rewrites it
     assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
 

@@ -63,9 +63,10 @@ def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def load(study_dir: str | Path, *, curves: bool = True,
+def load(study_dir: str | Path, *, curves: bool = True, summary: bool = True,
          params: Literal["varying", "all", "none"] = "varying") -> StudyTables:
-    """Read ``results/{study}``: cells, trajectories, curves (unless ``curves=False``) and summary.
+    """Read ``results/{study}``: cells, trajectories, curves (unless ``curves=False``) and summary (unless
+    ``summary=False``; None while it is not written).
 
     ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
@@ -92,5 +93,5 @@ def load(study_dir: str | Path, *, curves: bool = True,
     trajectories = with_params(_read_cells(study_dir, "trajectories", cell_ids))
     curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
     summary_path = study_dir / "summary.parquet"
-    summary = pd.read_parquet(summary_path) if summary_path.is_file() else None
-    return StudyTables(study_dir, cells, trajectories, curve_df, summary, meta)
+    summary_df = pd.read_parquet(summary_path) if summary and summary_path.is_file() else None
+    return StudyTables(study_dir, cells, trajectories, curve_df, summary_df, meta)

@@ -1,6 +1,8 @@
 # Paths, settings and input functions shared by the rules (no rules here).
-from reluflow import __version__ as RELUFLOW_VERSION  # a param of every job: a new release reruns the
-from reluflow.pipeline import FIGURES  # studies (changes within a version are not tracked: use --forcerun)
+# RELUFLOW_VERSION is a param of every job: a new release reruns the studies (changes within a version are not
+# tracked: use --forcerun)
+from reluflow import __version__ as RELUFLOW_VERSION
+from reluflow.pipeline import FIGURE_TABLES, FIGURES
 from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster
 
 RESULTS = "results"
@@ -72,8 +74,14 @@ def study_tables(table):
     return files
 
 
-def figure_files(study):
-    return [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in FIGURES for ext in FIGURE_FORMATS]
+# The figures drawn from the per-cell tables alone, and those drawn from the summary (rules cell_figures and
+# summary_figures)
+FIGURES_FROM_CELLS = [name for name in FIGURES if "summary" not in FIGURE_TABLES[name]]
+FIGURES_FROM_SUMMARY = [name for name in FIGURES if "summary" in FIGURE_TABLES[name]]
+
+
+def figure_files(study, names=FIGURES):
+    return [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in names for ext in FIGURE_FORMATS]
 
 
 def study_targets(studies):

@@ -25,24 +25,25 @@ rule aggregate:
         " --trajectories {input.trajectories:q} --output {output.summary:q} > {log:q} 2>&1"
 
 
-rule figures:
+# Two figure jobs, split by the tables they are drawn from (FIGURE_TABLES): those of the per-cell tables are drawn
+# while aggregate writes the summary, and those of the summary once it exists. One process each: a study's
+# serial tail is then aggregate alongside the first figures (measured: bench/README.md, `snakemake`).
+rule cell_figures:
     input:
         cells="results/{study}/cells.parquet",
-        summary="results/{study}/summary.parquet",
         trajectories=study_tables("trajectories"),
         curves=study_tables("curves"),
     output:
-        figures=[f"results/{{study}}/figures/{name}.{ext}" for name in FIGURES for ext in FIGURE_FORMATS],
+        figures=figure_files("{study}", FIGURES_FROM_CELLS),
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
         study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
     log:
-        "logs/{study}/figures.log",
+        "logs/{study}/cell_figures.log",
     benchmark:
-        "benchmarks/{study}/figures.tsv"
-    # the figures are drawn in parallel processes: the serial tail of every study, with cores to spare
-    threads: min(len(FIGURES), workflow.cores or 1)
+        "benchmarks/{study}/cell_figures.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -50,4 +51,30 @@ rule figures:
         "../envs/reluflow.yaml"
     shell:
         "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
-        " --output {output.figures:q} --processes {threads} > {log:q} 2>&1"
+        " --output {output.figures:q} > {log:q} 2>&1"
+
+
+rule summary_figures:
+    input:
+        cells="results/{study}/cells.parquet",
+        summary="results/{study}/summary.parquet",
+        trajectories=study_tables("trajectories"),  # read along with the summary (reluflow.load)
+    output:
+        figures=figure_files("{study}", FIGURES_FROM_SUMMARY),
+    params:
+        study=study_json,
+        version=RELUFLOW_VERSION,
+        study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
+    log:
+        "logs/{study}/summary_figures.log",
+    benchmark:
+        "benchmarks/{study}/summary_figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
+        " --output {output.figures:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ from ._config import (
     validate_cell,
     validate_schema,
 )
-from ._figures import FIGURES, write_figures
+from ._figures import FIGURE_TABLES, FIGURES, write_figures
 from ._stages import (
     flatten_params,
     plan_shards,
@@ -35,8 +35,8 @@ from ._tables import provenance, read_metadata, write_table
 from ._yaml import DuplicateKeyError, load_yaml
 
 __all__ = [
-    "DEFAULT_INIT", "FIGURES", "SCHEDULER_FILE_ENV", "Cell", "ConfigError", "DuplicateKeyError", "Plan",
-    "SharedCluster", "Study", "check_config_files",
+    "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SCHEDULER_FILE_ENV", "Cell", "ConfigError", "DuplicateKeyError",
+    "Plan", "SharedCluster", "Study", "check_config_files",
     "dask_client", "default_k_list", "expand_study", "find_schema", "flatten_params", "load_config_files",
     "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
     "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",

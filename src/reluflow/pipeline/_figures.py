@@ -1,8 +1,9 @@
 """Per-study figures (PNG and PDF), drawn from the study's tables.
 
 Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg rendering): safe in a batch job with
-no display. Every figure is written atomically, like the tables. The figures of a study can be drawn in parallel
-processes (``write_figures(processes=...)``, the job's Snakemake threads): drawing is the serial tail of a study.
+no display. Every figure is written atomically, like the tables. Each figure reads only the tables named in
+``FIGURE_TABLES``: the workflow draws those of the per-cell tables while ``aggregate`` writes the summary, and the
+summary's once it is there. ``write_figures(processes=...)`` draws several figures in parallel processes.
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ from .._load import StudyTables, load
 from ._config import Cell, Study
 from ._tables import atomic_path
 
-__all__ = ["FIGURES", "write_figures"]
+__all__ = ["FIGURES", "FIGURE_TABLES", "write_figures"]
 
 log = logging.getLogger("reluflow.pipeline")
 
-FIGURES = ("risk_curves", "final_risk_hist", "status_fractions", "best_of_k")
+# The tables each figure is drawn from, besides cells.parquet (docs/tables.md)
+FIGURE_TABLES: dict[str, tuple[str, ...]] = {
+    "risk_curves": ("curves",),
+    "final_risk_hist": ("trajectories",),
+    "status_fractions": ("summary",),
+    "best_of_k": ("summary",),
+}
+FIGURES = tuple(FIGURE_TABLES)
 RISK_FLOOR = 1e-300  # zero risks are drawn at this floor on log axes
 
 
@@ -194,7 +202,13 @@ def _save(name: str, fig, paths: Sequence[Path]) -> None:
 def _draw_in_child(study_json: str, study_dir: str, name: str, paths: list[str]) -> None:
     """One figure in a spawned process (it reads the tables itself: nothing large crosses processes)."""
     study = Study.from_json(study_json, check=False)
-    _save(name, DRAW[name](study, load(study_dir, params="none")), [Path(p) for p in paths])
+    _save(name, DRAW[name](study, _load_for(study_dir, [name])), [Path(p) for p in paths])
+
+
+def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
+    """The study's tables that the figures ``names`` are drawn from (no others: the summary may not exist yet)."""
+    needed = {table for name in names for table in FIGURE_TABLES[name]}
+    return load(study_dir, params="none", curves="curves" in needed, summary="summary" in needed)
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
@@ -218,7 +232,7 @@ def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | P
     with pool or contextlib.nullcontext():
         children = [pool.submit(_draw_in_child, study.to_json(), str(study_dir), name, [str(p) for p in by_name[name]])
                     for name in names[1:]] if pool else []
-        tables = load(study_dir, params="none")
+        tables = _load_for(study_dir, names if pool is None else names[:1])
         for name in names if pool is None else names[:1]:
             _save(name, DRAW[name](study, tables), by_name[name])
         for child in children:
