@@ -296,6 +296,19 @@ def test_lint():
     assert "Congratulations" in run.stdout + run.stderr
 
 
+def test_slurm_profile_names_only_rules_that_exist():
+    import yaml
+
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=ROOT, capture_output=True,
+                         text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rules = set(run.stdout.split())
+    assert {"integrate", "cell_figures", "summary_figures"} <= rules
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    named = set(profile["set-resources"]) | set(profile["set-threads"])
+    assert named <= rules, f"profiles/slurm names rules that do not exist: {sorted(named - rules)}"
+
+
 def test_dry_run_of_the_default_study():
     run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
