@@ -218,21 +218,29 @@ def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
 
 
 def test_cell_figures_need_no_summary(e2e, tmp_path):
-    # the workflow draws them while aggregate writes summary.parquet: they must not read it
+    # the workflow draws them while aggregate writes summary.parquet: drawn without it, they are the same files
+    # as drawn from every table
     import shutil
 
+    from reluflow import load
     from reluflow.pipeline import FIGURE_TABLES, write_figures
+    from reluflow.pipeline._figures import DRAW, _save
 
     d, study = e2e
-    study_dir = tmp_path / "tiny"
-    shutil.copytree(d / "results" / "tiny", study_dir, ignore=shutil.ignore_patterns("summary.parquet", "figures"))
     names = [n for n in FIGURES if "summary" not in FIGURE_TABLES[n]]
     assert names and len(names) < len(FIGURES)
-    outs = [study_dir / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
-    outs[0].parent.mkdir()
-    write_figures(study, study_dir, outs)
-    assert {p.name: p.read_bytes() for p in outs} == {
-        p.name: (d / "results" / "tiny" / "figures" / p.name).read_bytes() for p in outs}
+    full = load(d / "results" / "tiny", params="none")
+    assert full.summary is not None and full.curves is not None
+    lean_dir = tmp_path / "tiny"
+    shutil.copytree(d / "results" / "tiny", lean_dir, ignore=shutil.ignore_patterns("summary.parquet", "figures"))
+    (lean_dir / "figures").mkdir()
+    (tmp_path / "full").mkdir()
+    for name in names:
+        outs = [lean_dir / "figures" / f"{name}.{ext}" for ext in ("png", "pdf")]
+        write_figures(study, lean_dir, outs)
+        refs = [tmp_path / "full" / p.name for p in outs]
+        _save(name, DRAW[name](study, full), refs)
+        assert [p.read_bytes() for p in outs] == [r.read_bytes() for r in refs]
 
 
 def test_load(e2e):
@@ -272,6 +280,16 @@ def test_redrawing_a_figure_starts_no_cluster(e2e):
     assert re.search(r"cell_figures\s+1\b", run.stdout + run.stderr) and "integrate" not in run.stdout + run.stderr
     assert cluster_log.stat().st_mtime_ns == started  # SharedCluster.start rewrites it
     assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
+
+
+def test_without_hooks_integrate_jobs_start_their_own_cluster(tmp_path):
+    # --no-hooks skips onstart, which starts the shared cluster: jobs must not wait for a cluster that never comes
+    (tmp_path / "config.yaml").write_text(TINY)
+    run = snakemake(tmp_path, "--cores", "2", "--no-hooks", "results/tiny/trajectories/w3-gd.parquet")
+    assert run.returncode == 0, run.stderr[-4000:]
+    log = (tmp_path / "logs" / "tiny" / "integrate" / "w3-gd.log").read_text()
+    assert "dask: LocalCluster with 1 single-threaded worker processes" in log, log[-2000:]
+    assert not (tmp_path / "logs" / "dask-cluster.log").exists()
 
 
 def test_parameter_change_reruns_only_that_cell(e2e):

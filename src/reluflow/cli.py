@@ -176,8 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--study-json", required=True)
     c.add_argument("--study-dir", required=True, help="results/{study}")
     c.add_argument("--output", nargs="+", required=True, help="figure files to write (.png / .pdf)")
-    c.add_argument("--processes", type=int, default=1, help="draw the figures in this many processes (the job's "
-                   "threads; default 1)")
+    c.add_argument("--processes", type=int, default=1, help="draw the figures in this many processes (default 1; "
+                   "the files are the same whatever the number)")
     c.set_defaults(func=_cmd_figures)
     return p
 

@@ -9,17 +9,17 @@ RESULTS = "results"
 FIGURE_FORMATS = ("png", "pdf")
 LOCAL_WORKERS = PLAN.execution["workers"] or workflow.cores or 1
 
-# scheduler 'local' with jobs running on this machine: one LocalCluster for the whole run (started with the
-# run, stopped when it ends), shared by every integrate job through a scheduler file. Jobs that Snakemake runs
-# elsewhere (SLURM executor: the Snakefile is read again there, in remote mode) start their own.
+# scheduler 'local' with jobs running on this machine: one LocalCluster for the whole run (started by onstart when
+# the run has integrate jobs to run, stopped when it ends), shared by every integrate job through a scheduler
+# file. Jobs that Snakemake runs elsewhere (SLURM executor: the Snakefile is read again there, in remote mode)
+# start their own, and so do integrate jobs when onstart did not run (--no-hooks): the jobs learn of the file
+# from onstart only, as it starts the cluster.
+os.environ.pop(SCHEDULER_FILE_ENV, None)
 SHARED_CLUSTER = None
 if (PLAN.execution["scheduler"] == "local" and PLAN.execution["shared_cluster"] and workflow.local_exec
         and not workflow.remote_exec and not workflow.subprocess_exec):
     SHARED_CLUSTER = SharedCluster(Path(".snakemake", "reluflow", f"dask-scheduler-{os.getpid()}.json"),
                                    workers=LOCAL_WORKERS, log_path=Path("logs", "dask-cluster.log"))
-    os.environ[SCHEDULER_FILE_ENV] = str(SHARED_CLUSTER.scheduler_file)
-else:
-    os.environ.pop(SCHEDULER_FILE_ENV, None)
 
 # An integrate job's Snakemake threads: the workers of its own LocalCluster (execution.workers, else every
 # core given with --cores). A client of the run's shared cluster, of an existing scheduler or of a jobqueue
@@ -29,20 +29,20 @@ INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution["scheduler"] == "local" and 
 
 
 def integrate_jobs_to_run():
-    """Whether this run will run an integrate job: True, False, or None where Snakemake does not say."""
+    """Whether this run may run an integrate job: True, False, or None where Snakemake does not say."""
     try:
-        return any(job.rule.name == "integrate" for job in workflow.dag.needrun_jobs())
+        dag = workflow.dag
+        # jobs a checkpoint adds are not in the DAG yet
+        return any(dag.checkpoint_jobs) or any(job.rule.name == "integrate" for job in dag.needrun_jobs())
     except Exception:  # workflow.dag is Snakemake's, not a documented API: when in doubt, start the cluster
         return None
 
 
 onstart:
     # A run that only redraws figures or redoes the summary needs no workers (2-3 s of CPU to start them)
-    if SHARED_CLUSTER is not None:
-        if integrate_jobs_to_run() is False:
-            os.environ.pop(SCHEDULER_FILE_ENV, None)
-        else:
-            SHARED_CLUSTER.start()
+    if SHARED_CLUSTER is not None and integrate_jobs_to_run() is not False:
+        SHARED_CLUSTER.start()
+        os.environ[SCHEDULER_FILE_ENV] = str(SHARED_CLUSTER.scheduler_file)
 
 
 onsuccess:
