@@ -205,7 +205,11 @@ class MachineCPU:
 SNAKEMAKE_MODES = {
     "shared": [],  # the default: one LocalCluster for the whole run
     "per_job": ["--config", "execution={shared_cluster: false}"],  # a LocalCluster per integrate job
+    # the shared cluster with one worker, on two cores: against shared --cores 2, two dask workers against one
+    # with the same two cores for everything else (Snakemake, inits, clients, figures)
+    "one_worker": ["--config", "execution={workers: 1}"],
 }
+MODE_CORES = {"one_worker": (2,)}  # the --cores each mode runs with (default 1 and 2)
 
 
 def _study_on_cluster(cells, inits: dict, workdir: Path, workers: int) -> float:
@@ -259,13 +263,14 @@ def run_study_dask(repeats: int = 3) -> dict:
 
 def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MODES)) -> dict:
     """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2``, with the run's shared
-    cluster and with a cluster per integrate job: every combination in turn, ``repeats`` rounds, each run in a
-    fresh copy. Medians, every run's time, and the time per rule of each combination's last run (jobs summed).
-    Then, for comparison, the study's integrate stage alone on one running cluster (``run_study_dask``)."""
+    cluster and with a cluster per integrate job, and (``one_worker``) ``--cores 2`` with a shared cluster of one
+    worker: every combination in turn, ``repeats`` rounds, each run in a fresh copy. Medians, every run's time,
+    and the time per rule of each combination's last run (jobs summed). Then, for comparison, the study's
+    integrate stage alone on one running cluster (``run_study_dask``)."""
     unknown = sorted(set(modes) - set(SNAKEMAKE_MODES))
     if unknown:
         raise ValueError(f"snakemake modes {unknown} are not known: choose from {list(SNAKEMAKE_MODES)}")
-    combos = [(mode, cores) for mode in modes for cores in (1, 2)]
+    combos = [(mode, cores) for mode in modes for cores in MODE_CORES.get(mode, (1, 2))]
     times: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
     idle: dict[tuple[str, int], list[float | None]] = {c: [] for c in combos}
     per_rule: dict[tuple[str, int], dict[str, float]] = {}
@@ -287,6 +292,18 @@ def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MOD
     out: dict = {"repeats": repeats, "modes": {}}
     print(f"quickstart through Snakemake, medians of {repeats} rounds (every combination once per round):")
     for mode in modes:
+        if mode == "one_worker":
+            out["modes"][mode] = {"cores_2_s": med[mode, 2], "runs": {2: times[mode, 2]},
+                                  "per_rule_s": {2: per_rule[mode, 2]}}
+            print(f"  {mode:8s} --cores 2 with one dask worker {med[mode, 2]:6.1f} s (runs: "
+                  f"{[round(t, 1) for t in times[mode, 2]]})")
+            if "shared" in modes:  # two workers against one, everything else on the same two cores
+                ratios = [a / b for a, b in zip(times[mode, 2], times["shared", 2], strict=True)]
+                out["modes"][mode]["two_workers_speedup"] = med[mode, 2] / med["shared", 2]
+                out["modes"][mode]["two_workers_speedup_per_round"] = ratios
+                print(f"  two dask workers against one, --cores 2 both: speedup of the medians "
+                      f"{med[mode, 2] / med['shared', 2]:.2f}x (per round {[round(r, 2) for r in ratios]})")
+            continue
         speedup = med[mode, 1] / med[mode, 2]
         print(f"  {mode:8s} --cores 1 {med[mode, 1]:6.1f} s, --cores 2 {med[mode, 2]:6.1f} s, speedup "
               f"{speedup:.2f}x (runs: 1 core {[round(t, 1) for t in times[mode, 1]]}, "
