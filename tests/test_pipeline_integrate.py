@@ -246,41 +246,60 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
 
 _WORKER_PROBE = """
 import os, sys
-from reluflow.pipeline._cluster import dask_client
+import dask
+from reluflow.pipeline._cluster import BACKGROUND_INTERVALS, dask_client
 
 def probe():
     import dask
     return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")},
-            "reluflow._simulate" in sys.modules, dask.config.get("distributed.worker.profile.enabled"))
+            "reluflow._simulate" in sys.modules, dask.config.get("distributed.worker.profile.enabled"),
+            [dask.config.get(k) for k in BACKGROUND_INTERVALS])
 
 if __name__ == "__main__":
     with dask_client("local", workers=1) as client:
-        print(repr(list(client.run(probe).values())[0]))
+        worker = list(client.run(probe).values())[0]
+        here = [dask.config.get(k) for k in BACKGROUND_INTERVALS]
+        print(repr((*worker, client.run_on_scheduler(probe)[3], here)))
+    # leaving the client restores the config, and keeps distributed's defaults (imported inside it)
+    print(repr(dask.config.get("distributed.scheduler.allowed-failures")))
 """
 
 
 @pytest.mark.parametrize("user_set", [False, True])
 def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(tmp_path, user_set):
     """dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 made workers ~1.5x slower, its profiler ~20 % on small
-    shards (bench/README.md); ours replace both unless the user set them."""
-    from reluflow.pipeline._cluster import PROFILE_VAR, WORKER_MALLOC_ENV
+    shards, its 20 ms event-loop ticks and 100 ms memory polls ~7 % of a core per idle cluster
+    (bench/README.md); ours replace them unless the user set them."""
+    import dask
+    import distributed  # noqa: F401  (its defaults, to compare with)
+
+    from reluflow.pipeline._cluster import BACKGROUND_INTERVALS, PROFILE_VAR, WORKER_MALLOC_ENV
 
     script = tmp_path / "probe.py"
     script.write_text(_WORKER_PROBE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != PROFILE_VAR}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != PROFILE_VAR and not k.startswith("DASK_DISTRIBUTED__")}
     user_trim = "1048576" if user_set else None
     if user_set:
         env["MALLOC_TRIM_THRESHOLD_"] = user_trim
         env[PROFILE_VAR] = "True"
+        env["DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL"] = "7ms"
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    worker_env, preloaded, profile = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    *_, probed, after = out.stdout.strip().splitlines()
+    worker_env, preloaded, profile, worker_intervals, scheduler_intervals, client_intervals = ast.literal_eval(probed)
     assert preloaded
     assert profile is user_set
     assert worker_env["OMP_NUM_THREADS"] == "1"
     assert worker_env["MALLOC_MMAP_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     expected_trim = user_trim if user_trim is not None else WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
     assert worker_env["MALLOC_TRIM_THRESHOLD_"] == expected_trim
+    expected = dict(BACKGROUND_INTERVALS)
+    if user_set:
+        expected["distributed.admin.tick.interval"] = "7ms"
+    assert all(dask.config.get(k) != v for k, v in BACKGROUND_INTERVALS.items())  # not dask's defaults
+    assert worker_intervals == scheduler_intervals == client_intervals == list(expected.values())
+    assert ast.literal_eval(after) == dask.config.get("distributed.scheduler.allowed-failures")
 
 
 def _wait_gone(proc: psutil.Process | subprocess.Popen, timeout: float = 60.0) -> None:

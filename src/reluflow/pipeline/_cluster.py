@@ -22,9 +22,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "SCHEDULER_FILE_ENV", "SharedCluster",
-           "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client", "local_cluster", "pin_blas_threads",
-           "serve_local_cluster"]
+__all__ = ["BACKGROUND_INTERVALS", "BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "SCHEDULER_FILE_ENV",
+           "SharedCluster", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client", "local_cluster",
+           "pin_blas_threads", "serve_local_cluster"]
 
 log = logging.getLogger("reluflow.pipeline")
 
@@ -42,6 +42,15 @@ WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRE
 # dask's statistical profiler samples a worker's task thread every 10 ms; that cost ~20 % of the compute of
 # 32-trajectory shards (bench/README.md, pipeline). Off for our workers unless the environment sets it.
 PROFILE_VAR = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+# dask's background timers, coarser. Every dask process's event loop wakes every 20 ms to check that it is not
+# blocked (tick), and workers and nannies sample memory every 100 ms and system metrics every 500 ms: an idle
+# one-worker LocalCluster spent ~7 % of a core on them (2.05 core-s per 30 s; 0.30 with these). On a machine
+# whose every core runs a worker, that work competes with the shards (bench/README.md, snakemake). Blocked-loop
+# warnings still come (ticks 1 s apart, warned after 3 s), memory limits are still enforced (every 0.5 s), the
+# dashboard's system plots update every 2 s. A value set in the environment (DASK_DISTRIBUTED__...) wins.
+BACKGROUND_INTERVALS = {"distributed.admin.tick.interval": "1s",
+                        "distributed.admin.system-monitor.interval": "2s",
+                        "distributed.worker.memory.monitor-interval": "500ms"}
 # Imported by each local worker as it starts, so the first shard does not pay for importing the stack (~1 s).
 WORKER_PRELOAD = ("reluflow.pipeline._stages", "reluflow._simulate", "reluflow.analysis")
 # The scheduler file of the LocalCluster a Snakemake run shares (set by the workflow, read by integrate jobs).
@@ -49,6 +58,17 @@ SCHEDULER_FILE_ENV = "RELUFLOW_SCHEDULER_FILE"
 # How long an integrate job waits for the shared cluster to come up (it starts with the run, alongside the
 # first jobs; workers importing the stack take a few seconds on a loaded machine).
 SHARED_CLUSTER_WAIT_S = 300.0
+
+
+def _dask_env_var(key: str) -> str:
+    """The environment variable dask reads ``key`` from: ``distributed.admin.tick.interval`` ->
+    ``DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL``."""
+    return "DASK_" + key.upper().replace(".", "__").replace("-", "_")
+
+
+def _background_intervals() -> dict[str, str]:
+    """``BACKGROUND_INTERVALS`` less those the environment sets."""
+    return {k: v for k, v in BACKGROUND_INTERVALS.items() if _dask_env_var(k) not in os.environ}
 
 
 def pin_blas_threads() -> None:
@@ -68,7 +88,8 @@ def pin_blas_threads() -> None:
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
     """A ``LocalCluster`` of ``workers`` single-threaded worker processes set up for our kernels: BLAS pinned to
-    one thread, large malloc thresholds, no statistical profiler, the stack imported as each worker starts.
+    one thread, large malloc thresholds, no statistical profiler, coarser background timers
+    (``BACKGROUND_INTERVALS``), the stack imported as each worker starts.
 
     A context manager; must run in a ``__main__``-guarded entry point (workers start with ``spawn``).
     """
@@ -77,10 +98,12 @@ def local_cluster(workers: int) -> Iterator[Any]:
 
     pin_blas_threads()
     settings = {"distributed.nanny.pre-spawn-environ": {
-        **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}}
+        **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV},
+        **_background_intervals()}
     if PROFILE_VAR not in os.environ:
         settings["distributed.worker.profile.enabled"] = False
-    # Held for the cluster's whole life: a nanny that restarts its worker reads the settings again.
+    # Held for the cluster's whole life: a nanny that restarts its worker reads the settings again (nannies hand
+    # their config to the worker processes they start).
     # dashboard_address=":0" (any free port): concurrent integrate jobs would otherwise fight over 8787.
     with dask.config.set(settings), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -241,7 +264,20 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
     ``scheduler="local"`` starts a ``local_cluster(workers)``, or, with ``scheduler_file``, connects to the one
     ``serve_local_cluster`` runs for the whole workflow (waiting for it to come up).
     Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
+    This process (the client, and a scheduler it starts) runs with ``BACKGROUND_INTERVALS``.
     """
+    import dask
+    import distributed  # noqa: F401  its config defaults first: leaving dask.config.set would otherwise drop them
+
+    with dask.config.set(_background_intervals()):
+        with _client_on(scheduler, workers=workers, address=address, jobqueue=jobqueue,
+                        scheduler_file=scheduler_file) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _client_on(scheduler: str, *, workers: int, address: str | None, jobqueue: Mapping[str, Any] | None,
+               scheduler_file: str | Path | None) -> Iterator[Any]:
     from distributed import Client
 
     if scheduler == "local" and scheduler_file:
@@ -271,8 +307,9 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
         # Pin BLAS in the SLURM job before the worker starts, for the same reason as pin_blas_threads().
         prologue = list(kwargs.pop("job_script_prologue", []))
         prologue += [f"export {var}=1" for var in BLAS_THREAD_VARS]
-        prologue += [f"export {var}=${{{var}:-{value}}}" for var, value in
-                     {**WORKER_MALLOC_ENV, PROFILE_VAR: "False"}.items()]
+        worker_env = {**WORKER_MALLOC_ENV, PROFILE_VAR: "False",
+                      **{_dask_env_var(k): v for k, v in BACKGROUND_INTERVALS.items()}}
+        prologue += [f"export {var}=${{{var}:-{value}}}" for var, value in worker_env.items()]
         with SLURMCluster(job_script_prologue=prologue, **kwargs) as cluster, Client(cluster) as client:
             cluster.scale(jobs=workers)
             log.info("dask: SLURMCluster, %d job(s) requested", workers)
