@@ -6,14 +6,16 @@ The tables' columns and dtypes are documented in ``docs/methods.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ._keys import cell_key
 from .dynamics import init_from_dict, initialize, integrate, method_from_dict
 from .problem import Problem
+
+if TYPE_CHECKING:  # imported where the tables are built: `import reluflow` stays free of pandas (see _load)
+    import pandas as pd
 
 __all__ = ["CURVE_COLUMNS", "TRAJECTORY_COLUMNS", "simulate"]
 
@@ -66,6 +68,8 @@ def simulate(
 def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, theta0, key, progress,
               analysis: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``simulate``; ``analysis=False`` leaves out the analysis columns (for tests while that API is missing)."""
+    import pandas as pd
+
     if isinstance(problem, Problem):
         prob = problem
         problem_dict = problem.spec if problem.spec is not None else problem.to_dict()

@@ -3,7 +3,7 @@
 # tracked: use --forcerun)
 from reluflow import __version__ as RELUFLOW_VERSION
 from reluflow.pipeline import FIGURE_TABLES, FIGURES
-from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster
+from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster, cancel_pending_timers
 
 RESULTS = "results"
 FIGURE_FORMATS = ("png", "pdf")
@@ -45,14 +45,17 @@ onstart:
         os.environ[SCHEDULER_FILE_ENV] = str(SHARED_CLUSTER.scheduler_file)
 
 
+# Both end the run: Snakemake's rate-limiter timers (1 s, not daemons) would otherwise hold its exit up to 1 s
 onsuccess:
     if SHARED_CLUSTER is not None:
         SHARED_CLUSTER.stop()
+    cancel_pending_timers()
 
 
 onerror:
     if SHARED_CLUSTER is not None:
         SHARED_CLUSTER.stop()
+    cancel_pending_timers()
 
 
 def cell_json(wildcards):

@@ -17,11 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .._load import StudyTables, load
 from ._config import Cell, Study
-from ._tables import atomic_path
+
+# pandas and the table writers are imported where figures are drawn, like matplotlib: the Snakefile imports
+# this module for FIGURE_TABLES, and Snakemake starts no job until it has read the Snakefile
 
 __all__ = ["FIGURES", "FIGURE_TABLES", "write_figures"]
 
@@ -73,6 +74,7 @@ def _figure(n_panels: int = 1, panel: tuple[float, float] = (4.2, 3.2)):
 
 
 def _risk_curves(study: Study, t: StudyTables):
+    import pandas as pd
     from matplotlib.ticker import LogLocator
 
     cells = list(study.cells.values())
@@ -107,6 +109,7 @@ def _risk_curves(study: Study, t: StudyTables):
 
 
 def _final_risk_hist(study: Study, t: StudyTables):
+    import pandas as pd
     fig, (ax,) = _figure(1, (7.5, 4.2))
     style = _style(study)
     risk_all = pd.to_numeric(t.trajectories.get("risk_final", pd.Series(dtype=float)), errors="coerce")
@@ -128,6 +131,7 @@ def _final_risk_hist(study: Study, t: StudyTables):
 
 
 def _status_fractions(study: Study, t: StudyTables):
+    import pandas as pd
     """Stacked bars per cell: the fractions of each stopping status and of each endpoint class."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -154,6 +158,8 @@ def _status_fractions(study: Study, t: StudyTables):
 
 
 def _best_of_k(study: Study, t: StudyTables):
+    import pandas as pd
+
     from ..analysis import best_of_k_column
 
     eps_list = study.eps_list
@@ -189,6 +195,8 @@ DRAW: dict[str, Callable] = {
 
 
 def _save(name: str, fig, paths: Sequence[Path]) -> None:
+    from ._tables import atomic_path
+
     for path in paths:
         fmt = path.suffix.lstrip(".")
         with atomic_path(path) as tmp:
