@@ -6,30 +6,46 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import reluflow.pipeline
 from reluflow.pipeline import cancel_pending_timers
 
 
-def test_cancel_pending_timers_cancels_waiting_timers_and_leaves_other_threads():
+def test_cancel_pending_timers_cancels_snakemakes_timers_only():
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    # the timer Snakemake's scheduler leaves after each pass, made by Snakemake's own code
+    scheduler = SimpleNamespace(_open_jobs=threading.Semaphore(0))
+    JobScheduler._schedule_reevalutation(scheduler, 600)
     fired = threading.Event()
-    timers = [threading.Timer(600.0, fired.set) for _ in range(2)]
+
+    def release() -> None:
+        fired.set()
+
+    release.__module__ = "snakemake.scheduling.job_scheduler"
+    ours = threading.Timer(600.0, release)
+    not_snakemakes = threading.Timer(600.0, fired.set)
     stop_other = threading.Event()
     other = threading.Thread(target=stop_other.wait)
-    for t in (*timers, other):
+    for t in (ours, not_snakemakes, other):
         t.start()
+    snakemake_timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t is not ours
+                        and t is not not_snakemakes]
     try:
-        assert cancel_pending_timers() >= 2
-        for t in timers:
+        assert len(snakemake_timers) >= 1
+        assert cancel_pending_timers() == len(snakemake_timers) + 1
+        for t in (ours, *snakemake_timers):
             t.join(60.0)  # a cancelled timer's thread ends at once; an uncancelled one would wait 600 s
             assert not t.is_alive()
-        assert not fired.is_set()
-        assert other.is_alive()  # not a timer: untouched
+        assert not fired.is_set() and not scheduler._open_jobs.acquire(blocking=False)
+        assert not_snakemakes.is_alive() and other.is_alive()  # not Snakemake's: untouched
         assert cancel_pending_timers() == 0
     finally:
         stop_other.set()
         other.join()
-        for t in timers:
+        not_snakemakes.cancel()
+        for t in snakemake_timers:
             t.cancel()
 
 
@@ -44,10 +60,11 @@ def test_what_the_snakefile_imports_leaves_pandas_and_pyarrow_unimported():
     assert ast.literal_eval(out.stdout.strip()) == []
 
 
-def test_lazy_pipeline_names_resolve_and_are_listed():
-    for name in reluflow.pipeline._LAZY:
-        assert name in reluflow.pipeline.__all__ and name in dir(reluflow.pipeline)
-        assert callable(getattr(reluflow.pipeline, name))
+def test_every_pipeline_name_resolves_lazy_ones_included():
+    assert set(reluflow.pipeline._LAZY) <= set(reluflow.pipeline.__all__)
+    for name in reluflow.pipeline.__all__:
+        assert getattr(reluflow.pipeline, name) is not None
+    assert reluflow.pipeline.write_table is reluflow.pipeline._tables.write_table
     try:
         reluflow.pipeline.no_such_name  # noqa: B018
     except AttributeError as exc:

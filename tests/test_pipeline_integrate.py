@@ -297,9 +297,30 @@ def test_local_workers_get_malloc_settings_blas_pinning_and_the_stack_preloaded(
     expected = dict(BACKGROUND_INTERVALS)
     if user_set:
         expected["distributed.admin.tick.interval"] = "7ms"
-    assert all(dask.config.get(k) != v for k, v in BACKGROUND_INTERVALS.items())  # not dask's defaults
+    defaults = dask.config.merge(*dask.config.defaults)
+    assert all(dask.config.get(k, config=defaults) != v for k, v in BACKGROUND_INTERVALS.items())  # not dask's
     assert worker_intervals == scheduler_intervals == client_intervals == list(expected.values())
-    assert ast.literal_eval(after) == dask.config.get("distributed.scheduler.allowed-failures")
+    assert ast.literal_eval(after) == dask.config.get("distributed.scheduler.allowed-failures", config=defaults)
+
+
+def test_background_intervals_keep_what_the_user_set_and_name_the_env_vars_dask_reads(monkeypatch):
+    import dask
+    import distributed  # noqa: F401  (its defaults)
+
+    from reluflow.pipeline._cluster import BACKGROUND_INTERVALS, _background_intervals, _dask_env_var
+
+    for key in BACKGROUND_INTERVALS:  # the SLURM prologue exports these names: dask must read them back
+        assert dask.config.get(key, config=dask.config.collect_env({_dask_env_var(key): "9s"})) == "9s"
+    for key in BACKGROUND_INTERVALS:
+        monkeypatch.delenv(_dask_env_var(key), raising=False)
+    with dask.config.set({k: dask.config.get(k, config=dask.config.merge(*dask.config.defaults))
+                          for k in BACKGROUND_INTERVALS}):
+        assert _background_intervals() == BACKGROUND_INTERVALS
+        with dask.config.set({"distributed.admin.tick.interval": "250ms"}):  # e.g. from a dask YAML file
+            assert "distributed.admin.tick.interval" not in _background_intervals()
+        monkeypatch.setenv(_dask_env_var("distributed.worker.memory.monitor-interval"), "100ms")
+        assert "distributed.worker.memory.monitor-interval" not in _background_intervals()
+
 
 
 def _wait_gone(proc: psutil.Process | subprocess.Popen, timeout: float = 60.0) -> None:

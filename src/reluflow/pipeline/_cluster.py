@@ -42,12 +42,13 @@ WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRE
 # dask's statistical profiler samples a worker's task thread every 10 ms; that cost ~20 % of the compute of
 # 32-trajectory shards (bench/README.md, pipeline). Off for our workers unless the environment sets it.
 PROFILE_VAR = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
-# dask's background timers, coarser. Every dask process's event loop wakes every 20 ms to check that it is not
-# blocked (tick), and workers and nannies sample memory every 100 ms and system metrics every 500 ms: an idle
-# one-worker LocalCluster spent ~7 % of a core on them (2.05 core-s per 30 s; 0.30 with these). On a machine
-# whose every core runs a worker, that work competes with the shards (bench/README.md, snakemake). Blocked-loop
-# warnings still come (ticks 1 s apart, warned after 3 s), memory limits are still enforced (every 0.5 s), the
-# dashboard's system plots update every 2 s. A value set in the environment (DASK_DISTRIBUTED__...) wins.
+# dask's background timers, coarser. Every dask server (scheduler, nanny, worker) wakes every 20 ms to check
+# that its event loop is not blocked (tick) and samples system metrics every 500 ms; workers and nannies check
+# memory every 100 ms. An idle one-worker LocalCluster spent ~7 % of a core on them (2.05 core-s per 30 s; 0.30
+# with these). On a machine whose every core runs a worker, that work competes with the shards (bench/README.md,
+# snakemake). Blocked-loop warnings still come (ticks 1 s apart, warned after 3 s), memory limits are still
+# enforced (every 0.5 s), the dashboard's system plots update every 2 s. A value the user set, in the
+# environment (DASK_DISTRIBUTED__...) or in dask's YAML config, wins.
 BACKGROUND_INTERVALS = {"distributed.admin.tick.interval": "1s",
                         "distributed.admin.system-monitor.interval": "2s",
                         "distributed.worker.memory.monitor-interval": "500ms"}
@@ -67,8 +68,13 @@ def _dask_env_var(key: str) -> str:
 
 
 def _background_intervals() -> dict[str, str]:
-    """``BACKGROUND_INTERVALS`` less those the environment sets."""
-    return {k: v for k, v in BACKGROUND_INTERVALS.items() if _dask_env_var(k) not in os.environ}
+    """``BACKGROUND_INTERVALS`` less those the user set: in the environment, or to anything but distributed's
+    default (a dask YAML file). Call after ``import distributed``, which registers those defaults."""
+    import dask
+
+    defaults = dask.config.merge(*dask.config.defaults)
+    return {k: v for k, v in BACKGROUND_INTERVALS.items()
+            if _dask_env_var(k) not in os.environ and dask.config.get(k) == dask.config.get(k, config=defaults)}
 
 
 def pin_blas_threads() -> None:
@@ -264,7 +270,8 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
     ``scheduler="local"`` starts a ``local_cluster(workers)``, or, with ``scheduler_file``, connects to the one
     ``serve_local_cluster`` runs for the whole workflow (waiting for it to come up).
     Must run in a ``__main__``-guarded entry point (the CLI): local workers are started with ``spawn``.
-    This process (the client, and a scheduler it starts) runs with ``BACKGROUND_INTERVALS``.
+    A scheduler and workers this process starts (``local``, ``jobqueue``) run with ``BACKGROUND_INTERVALS``; a
+    bare client has no such timers.
     """
     import dask
     import distributed  # noqa: F401  its config defaults first: leaving dask.config.set would otherwise drop them

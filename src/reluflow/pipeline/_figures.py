@@ -110,6 +110,7 @@ def _risk_curves(study: Study, t: StudyTables):
 
 def _final_risk_hist(study: Study, t: StudyTables):
     import pandas as pd
+
     fig, (ax,) = _figure(1, (7.5, 4.2))
     style = _style(study)
     risk_all = pd.to_numeric(t.trajectories.get("risk_final", pd.Series(dtype=float)), errors="coerce")
@@ -131,8 +132,8 @@ def _final_risk_hist(study: Study, t: StudyTables):
 
 
 def _status_fractions(study: Study, t: StudyTables):
-    import pandas as pd
     """Stacked bars per cell: the fractions of each stopping status and of each endpoint class."""
+    import pandas as pd
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
