@@ -44,11 +44,11 @@ WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRE
 PROFILE_VAR = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 # dask's background timers, coarser. Every dask server (scheduler, nanny, worker) wakes every 20 ms to check
 # that its event loop is not blocked (tick) and samples system metrics every 500 ms; workers and nannies check
-# memory every 100 ms. An idle one-worker LocalCluster spent ~7 % of a core on them (2.05 core-s per 30 s; 0.30
-# with these). On a machine whose every core runs a worker, that work competes with the shards (bench/README.md,
-# snakemake). Blocked-loop warnings still come (ticks 1 s apart, warned after 3 s), memory limits are still
-# enforced (every 0.5 s), the dashboard's system plots update every 2 s. A value the user set, in the
-# environment (DASK_DISTRIBUTED__...) or in dask's YAML config, wins.
+# memory every 100 ms. An idle one-worker LocalCluster spent ~7 % of a core on them (2.05-2.29 core-s per 30 s;
+# 0.30-0.34 with these). On a machine whose every core runs a worker, that work competes with the shards
+# (bench/README.md, snakemake). Blocked-loop warnings still come (ticks 1 s apart, warned after 3 s), memory
+# limits are still enforced (every 0.5 s), the dashboard's system plots update every 2 s. A value the user set,
+# in the environment (DASK_DISTRIBUTED__...) or in dask's YAML config, wins.
 BACKGROUND_INTERVALS = {"distributed.admin.tick.interval": "1s",
                         "distributed.admin.system-monitor.interval": "2s",
                         "distributed.worker.memory.monitor-interval": "500ms"}
