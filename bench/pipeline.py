@@ -208,8 +208,26 @@ SNAKEMAKE_MODES = {
     # the shared cluster with one worker, on two cores: against shared --cores 2, two dask workers against one
     # with the same two cores for everything else (Snakemake, inits, clients, figures)
     "one_worker": ["--config", "execution={workers: 1}"],
+    # the default, with each run held to as many CPUs as its --cores (CPU affinity, inherited by every process the
+    # run starts): one CPU against two. Unpinned, a --cores 1 run still has the machine's other CPUs for the work
+    # outside its one job (Snakemake itself, the cluster's scheduler and nanny, the worker's start-up), which a
+    # --cores 2 run on two CPUs must fit beside its two workers.
+    "pinned": [],
 }
 MODE_CORES = {"one_worker": (2,)}  # the --cores each mode runs with (default 1 and 2)
+PINNED_MODES = ("pinned",)
+
+
+def pinned_cpus(cores: int) -> set[int]:
+    """The first ``cores`` CPUs this process may run on, for a run held to ``cores`` CPUs (Linux only)."""
+    if not hasattr(os, "sched_getaffinity"):
+        raise RuntimeError("snakemake mode 'pinned' needs CPU affinity (os.sched_setaffinity), which this platform "
+                           "lacks: choose the other modes")
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < cores:
+        raise RuntimeError(f"snakemake mode 'pinned' needs {cores} CPUs for --cores {cores}, but this process may run "
+                           f"on {len(allowed)} ({allowed})")
+    return set(allowed[:cores])
 
 
 def _study_on_cluster(cells, inits: dict, workdir: Path, workers: int) -> float:
@@ -266,10 +284,14 @@ def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MOD
     cluster and with a cluster per integrate job, and (``one_worker``) ``--cores 2`` with a shared cluster of one
     worker: every combination in turn, ``repeats`` rounds, each run in a fresh copy. Medians, every run's time,
     and the time per rule of each combination's last run (jobs summed). Then, for comparison, the study's
-    integrate stage alone on one running cluster (``run_study_dask``)."""
+    integrate stage alone on one running cluster (``run_study_dask``). Mode ``pinned`` is ``shared`` with each
+    run held to as many CPUs as its ``--cores`` (CPU affinity): one CPU against two, where the other modes leave
+    every run the whole machine."""
     unknown = sorted(set(modes) - set(SNAKEMAKE_MODES))
     if unknown:
         raise ValueError(f"snakemake modes {unknown} are not known: choose from {list(SNAKEMAKE_MODES)}")
+    for mode in set(modes) & set(PINNED_MODES):  # before any round: it fails here or not at all
+        pinned_cpus(max(MODE_CORES.get(mode, (1, 2))))
     combos = [(mode, cores) for mode in modes for cores in MODE_CORES.get(mode, (1, 2))]
     times: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
     idle: dict[tuple[str, int], list[float | None]] = {c: [] for c in combos}
@@ -280,11 +302,13 @@ def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MOD
                 for item in ("Snakefile", "workflow", "config.yaml", "profiles"):
                     src = ROOT / item
                     (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
+                cpus = pinned_cpus(cores) if mode in PINNED_MODES else None
                 t0 = time.perf_counter()
                 with MachineCPU() as cpu:
                     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet",
                                     *SNAKEMAKE_MODES[mode]], cwd=tmp, check=True, env={**os.environ},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=None if cpus is None else lambda cpus=cpus: os.sched_setaffinity(0, cpus))
                 times[mode, cores].append(time.perf_counter() - t0)
                 idle[mode, cores].append(cpu.idle)
                 per_rule[mode, cores] = _rule_seconds(Path(tmp))
