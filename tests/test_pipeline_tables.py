@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,7 @@ def test_load_warns_about_missing_cells(tmp_path):
     with pytest.warns(UserWarning, match="no trajectories table yet"):
         t = load(Path(tmp_path), curves=False)
     assert t.trajectories.empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tables not asked for are not looked for
+        lean = load(Path(tmp_path), trajectories=False, curves=False)
+    assert lean.trajectories is None and lean.curves is None and list(lean.cells["cell"]) == ["a"]

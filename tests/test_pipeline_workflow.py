@@ -217,9 +217,10 @@ def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
         write_figures(study, d / "results" / "tiny", [tmp_path / "best_of_k.png"], processes=0)
 
 
-def test_cell_figures_need_no_summary(e2e, tmp_path):
-    # the workflow draws them while aggregate writes summary.parquet: drawn without it, they are the same files
-    # as drawn from every table
+def _figures_without(e2e, tmp_path, table: str) -> None:
+    """The figures not drawn from ``table`` ("summary" or "trajectories"), drawn from a copy of the study without
+    that table: the same files as drawn from every table. The workflow relies on it: the cell figures are drawn
+    while aggregate writes summary.parquet, and the summary figures do not wait for (or read) the trajectories."""
     import shutil
 
     from reluflow import load
@@ -227,12 +228,14 @@ def test_cell_figures_need_no_summary(e2e, tmp_path):
     from reluflow.pipeline._figures import DRAW, _save
 
     d, study = e2e
-    names = [n for n in FIGURES if "summary" not in FIGURE_TABLES[n]]
+    names = [n for n in FIGURES if table not in FIGURE_TABLES[n]]
     assert names and len(names) < len(FIGURES)
     full = load(d / "results" / "tiny", params="none")
-    assert full.summary is not None and full.curves is not None
+    assert full.summary is not None and full.curves is not None and full.trajectories is not None
     lean_dir = tmp_path / "tiny"
-    shutil.copytree(d / "results" / "tiny", lean_dir, ignore=shutil.ignore_patterns("summary.parquet", "figures"))
+    gone = "summary.parquet" if table == "summary" else table
+    shutil.copytree(d / "results" / "tiny", lean_dir, ignore=shutil.ignore_patterns(gone, "figures"))
+    assert not (lean_dir / gone).exists()
     (lean_dir / "figures").mkdir()
     (tmp_path / "full").mkdir()
     for name in names:
@@ -241,6 +244,18 @@ def test_cell_figures_need_no_summary(e2e, tmp_path):
         refs = [tmp_path / "full" / p.name for p in outs]
         _save(name, DRAW[name](study, full), refs)
         assert [p.read_bytes() for p in outs] == [r.read_bytes() for r in refs]
+
+
+def test_cell_figures_need_no_summary(e2e, tmp_path):
+    _figures_without(e2e, tmp_path, "summary")
+
+
+def test_summary_figures_need_no_trajectories(e2e, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a figure that asked for the missing trajectories would warn about them
+        _figures_without(e2e, tmp_path, "trajectories")
 
 
 def test_load(e2e):
@@ -259,6 +274,8 @@ def test_load(e2e):
     assert t.metadata["reluflow.study"] == "tiny"
     lean = load(d / "results" / "tiny", curves=False, summary=False)
     assert lean.curves is None and lean.summary is None and lean.trajectories.equals(t.trajectories)
+    no_traj = load(d / "results" / "tiny", trajectories=False)
+    assert no_traj.trajectories is None and no_traj.curves.equals(t.curves) and no_traj.summary.equals(t.summary)
 
 
 def test_rerun_does_nothing_even_with_other_execution_settings(e2e):

@@ -23,12 +23,12 @@ class StudyTables:
     """The tables of ``results/{study}`` (see docs/tables.md).
 
     ``cells`` and ``summary`` have every cell parameter as a column; ``trajectories`` and ``curves`` have the
-    ``cell`` id plus the parameter columns chosen by ``load(params=...)``.
+    ``cell`` id plus the parameter columns chosen by ``load(params=...)``. A table not asked for is None.
     """
 
     study_dir: Path
     cells: pd.DataFrame
-    trajectories: pd.DataFrame
+    trajectories: pd.DataFrame | None
     curves: pd.DataFrame | None
     summary: pd.DataFrame | None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -67,10 +67,11 @@ def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def load(study_dir: str | Path, *, curves: bool = True, summary: bool = True,
+def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = True, summary: bool = True,
          params: Literal["varying", "all", "none"] = "varying") -> StudyTables:
-    """Read ``results/{study}``: cells, trajectories, curves (unless ``curves=False``) and summary (unless
-    ``summary=False``; None while it is not written).
+    """Read ``results/{study}``: cells, trajectories (unless ``trajectories=False``), curves (unless
+    ``curves=False``) and summary (unless ``summary=False``; None while it is not written). A table not asked
+    for is not read, and is None.
 
     ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
@@ -97,8 +98,8 @@ def load(study_dir: str | Path, *, curves: bool = True, summary: bool = True,
         rest = [c for c in df.columns if c != "cell"]
         return df.merge(join, on="cell", how="left", sort=False)[["cell", *chosen, *rest]]
 
-    trajectories = with_params(_read_cells(study_dir, "trajectories", cell_ids))
+    traj_df = with_params(_read_cells(study_dir, "trajectories", cell_ids)) if trajectories else None
     curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
     summary_path = study_dir / "summary.parquet"
     summary_df = pd.read_parquet(summary_path) if summary and summary_path.is_file() else None
-    return StudyTables(study_dir, cells, trajectories, curve_df, summary_df, meta)
+    return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta)

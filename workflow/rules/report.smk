@@ -58,7 +58,6 @@ rule summary_figures:
     input:
         cells="results/{study}/cells.parquet",
         summary="results/{study}/summary.parquet",
-        trajectories=study_tables("trajectories"),  # read along with the summary (reluflow.load)
     output:
         figures=figure_files("{study}", FIGURES_FROM_SUMMARY),
     params:

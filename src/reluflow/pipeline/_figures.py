@@ -217,7 +217,8 @@ def _draw_in_child(study_json: str, study_dir: str, name: str, paths: list[str])
 def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
     """The study's tables that the figures ``names`` are drawn from (no others: the summary may not exist yet)."""
     needed = {table for name in names for table in FIGURE_TABLES[name]}
-    return load(study_dir, params="none", curves="curves" in needed, summary="summary" in needed)
+    return load(study_dir, params="none", trajectories="trajectories" in needed, curves="curves" in needed,
+                summary="summary" in needed)
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
