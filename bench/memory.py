@@ -19,7 +19,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 threadpool_limits(1)
 import scipy.special, scipy.stats  # imported by the first shard that builds a quadrature rule; count it as baseline
+import importlib
 import reluflow
+from reluflow.pipeline._cluster import WORKER_PRELOAD
+for module in WORKER_PRELOAD:  # what a local worker imports as it starts (pandas and pyarrow among them)
+    importlib.import_module(module)
 from bench.workloads import WORKLOADS, build
 name, shard = sys.argv[1], int(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
