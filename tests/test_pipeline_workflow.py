@@ -220,7 +220,7 @@ def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
 def _figures_without(e2e, tmp_path, table: str) -> None:
     """The figures not drawn from ``table`` ("summary" or "trajectories"), drawn from a copy of the study without
     that table: the same files as drawn from every table. The workflow relies on it: the cell figures are drawn
-    while aggregate writes summary.parquet, and the summary figures do not wait for (or read) the trajectories."""
+    while aggregate writes summary.parquet, and the summary figures do not read the trajectories."""
     import shutil
 
     from reluflow import load
@@ -254,8 +254,33 @@ def test_summary_figures_need_no_trajectories(e2e, tmp_path):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a figure that asked for the missing trajectories would warn about them
+        # a figure that asked for the missing trajectories would warn about them
+        warnings.filterwarnings("error", message=".*no trajectories table yet")
         _figures_without(e2e, tmp_path, "trajectories")
+
+
+def test_figure_rules_declare_the_tables_their_figures_are_drawn_from():
+    # each figure rule's inputs are the tables FIGURE_TABLES names for its figures, no more (summary_figures
+    # would wait for tables it never reads) and no fewer (a figure drawn from a table Snakemake did not wait for)
+    from reluflow.pipeline import FIGURE_TABLES
+
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n    input: (.*)\n    output: (.*)$", out, flags=re.MULTILINE)
+    n_cells = sum(rule == "integrate" for rule, _, _ in jobs)
+    figure_jobs = {rule: (inputs, outputs) for rule, inputs, outputs in jobs if rule.endswith("_figures")}
+    assert set(figure_jobs) == {"cell_figures", "summary_figures"} and n_cells > 1
+    for rule, (inputs, outputs) in figure_jobs.items():
+        names = {Path(f).stem for f in outputs.split(", ")}
+        wanted = {"cells", *(table for name in names for table in FIGURE_TABLES[name])}
+        kinds: dict[str, int] = {}
+        for f in inputs.split(", "):
+            kind = Path(f).stem if Path(f).parent.name == "quickstart" else Path(f).parent.name
+            kinds[kind] = kinds.get(kind, 0) + 1
+        assert set(kinds) == wanted, (rule, kinds)
+        assert all(kinds[k] == (1 if k in ("cells", "summary") else n_cells) for k in kinds), (rule, kinds)
 
 
 def test_load(e2e):

@@ -23,7 +23,8 @@ class StudyTables:
     """The tables of ``results/{study}`` (see docs/tables.md).
 
     ``cells`` and ``summary`` have every cell parameter as a column; ``trajectories`` and ``curves`` have the
-    ``cell`` id plus the parameter columns chosen by ``load(params=...)``. A table not asked for is None.
+    ``cell`` id plus the parameter columns chosen by ``load(params=...)``. A table not asked for is None, and so
+    is ``summary`` while it is not written.
     """
 
     study_dir: Path

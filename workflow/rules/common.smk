@@ -83,6 +83,22 @@ FIGURES_FROM_CELLS = [name for name in FIGURES if "summary" not in FIGURE_TABLES
 FIGURES_FROM_SUMMARY = [name for name in FIGURES if "summary" in FIGURE_TABLES[name]]
 
 
+def figure_inputs(names):
+    """Input function of a figure rule: cells.parquet and the tables FIGURE_TABLES names for the figures ``names``."""
+    tables = sorted({table for name in names for table in FIGURE_TABLES[name]})
+
+    def files(wildcards):
+        inputs = [f"{RESULTS}/{wildcards.study}/cells.parquet"]
+        for table in tables:
+            if table == "summary":
+                inputs.append(f"{RESULTS}/{wildcards.study}/summary.parquet")
+            else:  # per-cell tables
+                inputs += study_tables(table)(wildcards)
+        return inputs
+
+    return files
+
+
 def figure_files(study, names=FIGURES):
     return [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in names for ext in FIGURE_FORMATS]
 

@@ -25,14 +25,13 @@ rule aggregate:
         " --trajectories {input.trajectories:q} --output {output.summary:q} > {log:q} 2>&1"
 
 
-# Two figure jobs, split by the tables they are drawn from (FIGURE_TABLES): those of the per-cell tables are drawn
-# while aggregate writes the summary, and those of the summary once it exists. One process each: a study's
-# serial tail is then aggregate alongside the first figures (measured: bench/README.md, `snakemake`).
+# Two figure jobs, split by the tables they are drawn from (FIGURE_TABLES, which also gives each job's inputs): those
+# of the per-cell tables are drawn while aggregate writes the summary, and those of the summary once it exists. One
+# process each: a study's serial tail is then aggregate alongside the first figures (measured: bench/README.md,
+# `snakemake`).
 rule cell_figures:
     input:
-        cells="results/{study}/cells.parquet",
-        trajectories=study_tables("trajectories"),
-        curves=study_tables("curves"),
+        figure_inputs(FIGURES_FROM_CELLS),
     output:
         figures=figure_files("{study}", FIGURES_FROM_CELLS),
     params:
@@ -56,8 +55,7 @@ rule cell_figures:
 
 rule summary_figures:
     input:
-        cells="results/{study}/cells.parquet",
-        summary="results/{study}/summary.parquet",
+        figure_inputs(FIGURES_FROM_SUMMARY),
     output:
         figures=figure_files("{study}", FIGURES_FROM_SUMMARY),
     params:

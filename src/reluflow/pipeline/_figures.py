@@ -113,13 +113,16 @@ def _final_risk_hist(study: Study, t: StudyTables):
 
     fig, (ax,) = _figure(1, (7.5, 4.2))
     style = _style(study)
-    risk_all = pd.to_numeric(t.trajectories.get("risk_final", pd.Series(dtype=float)), errors="coerce")
+    traj = t.trajectories
+    if traj is None or "risk_final" not in traj.columns:  # not read, or no cell's table written yet: empty axes
+        traj = pd.DataFrame({"cell": pd.Series([], dtype=str), "risk_final": pd.Series([], dtype=float)})
+    risk_all = pd.to_numeric(traj["risk_final"], errors="coerce")
     finite = risk_all[np.isfinite(risk_all)]
     lo = max(float(np.clip(finite, RISK_FLOOR, None).min()) if len(finite) else 1e-12, 1e-30)
     hi = max(float(finite.max()) if len(finite) else 1.0, lo * 10)
     bins = np.logspace(math.floor(math.log10(lo)), math.ceil(math.log10(hi * 1.001)), 41)
     for cid in study.cells:
-        r = pd.to_numeric(t.trajectories.loc[t.trajectories["cell"] == cid, "risk_final"], errors="coerce")
+        r = pd.to_numeric(traj.loc[traj["cell"] == cid, "risk_final"], errors="coerce")
         r = np.clip(r[np.isfinite(r)].to_numpy(dtype=float), bins[0], bins[-1])
         color, dash = style[cid]
         ax.hist(r, bins=bins, histtype="step", color=color, ls=dash, lw=1.3, label=cid)
