@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reluflow.pipeline._cluster import pin_blas_threads
 
-from .pipeline import SNAKEMAKE_MODES
+from .pipeline import SNAKEMAKE_MODES, default_modes
 
 SUITES = ("risk", "kernels", "dynamics", "memory", "pipeline")
 # run only when named (about 10 minutes per round): the whole quickstart through Snakemake, 1 vs 2 cores
@@ -25,8 +25,9 @@ def main() -> None:
                         "1 vs 2 cores, shared cluster vs one per job)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--rounds", type=int, default=3, help="snakemake suite: rounds (default 3; 1 with --quick)")
-    parser.add_argument("--modes", nargs="+", default=list(SNAKEMAKE_MODES), choices=list(SNAKEMAKE_MODES),
-                        help="snakemake suite: cluster modes to compare (default all)")
+    parser.add_argument("--modes", nargs="+", default=list(default_modes()), choices=list(SNAKEMAKE_MODES),
+                        help="snakemake suite: cluster modes to compare (default all; 'pinned' only where CPU "
+                        "affinity can be set for two CPUs)")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
     unknown = sorted(set(suites) - set(SUITES) - set(OPTIONAL_SUITES))

@@ -14,6 +14,7 @@ the sum of its tasks' compute time from dask's task stream: what dask and the st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -218,6 +219,33 @@ MODE_CORES = {"one_worker": (2,)}  # the --cores each mode runs with (default 1 
 PINNED_MODES = ("pinned",)
 
 
+def default_modes() -> tuple[str, ...]:
+    """Every mode this machine can run: all of ``SNAKEMAKE_MODES``, less ``pinned`` where CPU affinity cannot be
+    set or fewer than two CPUs are allowed."""
+    try:
+        pinned_cpus(2)
+    except RuntimeError:
+        return tuple(m for m in SNAKEMAKE_MODES if m not in PINNED_MODES)
+    return tuple(SNAKEMAKE_MODES)
+
+
+@contextlib.contextmanager
+def held_to(cpus: set[int] | None):
+    """Run the block with this thread held to ``cpus`` (None: unchanged); processes it starts inherit that.
+
+    Set in the parent around the child's start rather than in ``preexec_fn``, which is unsafe when the parent has
+    threads (an earlier suite's dask cluster leaves some)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def pinned_cpus(cores: int) -> set[int]:
     """The first ``cores`` CPUs this process may run on, for a run held to ``cores`` CPUs (Linux only)."""
     if not hasattr(os, "sched_getaffinity"):
@@ -279,14 +307,15 @@ def run_study_dask(repeats: int = 3) -> dict:
             "runs": times, "speedup_per_round": ratios}
 
 
-def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MODES)) -> dict:
+def run_snakemake(repeats: int = 3, modes: tuple[str, ...] | None = None) -> dict:
     """The whole quickstart study through Snakemake, ``--cores 1`` and ``--cores 2``, with the run's shared
     cluster and with a cluster per integrate job, and (``one_worker``) ``--cores 2`` with a shared cluster of one
     worker: every combination in turn, ``repeats`` rounds, each run in a fresh copy. Medians, every run's time,
     and the time per rule of each combination's last run (jobs summed). Then, for comparison, the study's
     integrate stage alone on one running cluster (``run_study_dask``). Mode ``pinned`` is ``shared`` with each
     run held to as many CPUs as its ``--cores`` (CPU affinity): one CPU against two, where the other modes leave
-    every run the whole machine."""
+    every run the whole machine. ``modes`` None: ``default_modes()``."""
+    modes = default_modes() if modes is None else modes
     unknown = sorted(set(modes) - set(SNAKEMAKE_MODES))
     if unknown:
         raise ValueError(f"snakemake modes {unknown} are not known: choose from {list(SNAKEMAKE_MODES)}")
@@ -304,11 +333,10 @@ def run_snakemake(repeats: int = 3, modes: tuple[str, ...] = tuple(SNAKEMAKE_MOD
                     (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / item)
                 cpus = pinned_cpus(cores) if mode in PINNED_MODES else None
                 t0 = time.perf_counter()
-                with MachineCPU() as cpu:
+                with MachineCPU() as cpu, held_to(cpus):
                     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet",
                                     *SNAKEMAKE_MODES[mode]], cwd=tmp, check=True, env={**os.environ},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   preexec_fn=None if cpus is None else lambda cpus=cpus: os.sched_setaffinity(0, cpus))
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times[mode, cores].append(time.perf_counter() - t0)
                 idle[mode, cores].append(cpu.idle)
                 per_rule[mode, cores] = _rule_seconds(Path(tmp))
