@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pyarrow as pa
@@ -257,6 +258,25 @@ def test_summary_figures_need_no_trajectories(e2e, tmp_path):
         # a figure that asked for the missing trajectories would warn about them
         warnings.filterwarnings("error", message=".*no trajectories table yet")
         _figures_without(e2e, tmp_path, "trajectories")
+
+
+def test_figures_drawn_without_their_tables_are_empty_axes(e2e):
+    # drawn from tables that were not read (None) the per-cell figures have empty panels rather than failing
+    from reluflow import load
+    from reluflow.pipeline._figures import DRAW
+
+    d, study = e2e
+    full = load(d / "results" / "tiny", params="none")
+    bare = load(d / "results" / "tiny", params="none", trajectories=False, curves=False)
+
+    def ink(fig) -> int:  # plotted points, filled areas and histogram steps above zero
+        return sum(sum(len(line.get_ydata()) for line in ax.lines) + len(ax.collections)
+                   + sum(int(np.max(p.get_path().vertices[:, 1], initial=0.0) > 0) for p in ax.patches)
+                   for ax in fig.axes)
+
+    for name in ("final_risk_hist", "risk_curves"):
+        drawn = [ink(DRAW[name](study, t)) for t in (full, bare)]
+        assert drawn[0] > 0 and drawn[1] == 0, (name, drawn)
 
 
 def test_figure_rules_declare_the_tables_their_figures_are_drawn_from():
