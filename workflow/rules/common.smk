@@ -84,19 +84,11 @@ FIGURES_FROM_SUMMARY = [name for name in FIGURES if "summary" in FIGURE_TABLES[n
 
 
 def figure_inputs(names):
-    """Input function of a figure rule: cells.parquet and the tables FIGURE_TABLES names for the figures ``names``."""
+    """A figure rule's named inputs besides cells.parquet: by name, the tables FIGURE_TABLES gives for the figures
+    ``names`` (``summary``: its file; per-cell tables: an input function for one file per cell)."""
     tables = sorted({table for name in names for table in FIGURE_TABLES[name]})
-
-    def files(wildcards):
-        inputs = [f"{RESULTS}/{wildcards.study}/cells.parquet"]
-        for table in tables:
-            if table == "summary":
-                inputs.append(f"{RESULTS}/{wildcards.study}/summary.parquet")
-            else:  # per-cell tables
-                inputs += study_tables(table)(wildcards)
-        return inputs
-
-    return files
+    return {table: f"{RESULTS}/{{study}}/summary.parquet" if table == "summary" else study_tables(table)
+            for table in tables}
 
 
 def figure_files(study, names=FIGURES):

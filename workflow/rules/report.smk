@@ -31,7 +31,8 @@ rule aggregate:
 # `snakemake`).
 rule cell_figures:
     input:
-        figure_inputs(FIGURES_FROM_CELLS),
+        cells="results/{study}/cells.parquet",
+        **figure_inputs(FIGURES_FROM_CELLS),
     output:
         figures=figure_files("{study}", FIGURES_FROM_CELLS),
     params:
@@ -55,7 +56,8 @@ rule cell_figures:
 
 rule summary_figures:
     input:
-        figure_inputs(FIGURES_FROM_SUMMARY),
+        cells="results/{study}/cells.parquet",
+        **figure_inputs(FIGURES_FROM_SUMMARY),
     output:
         figures=figure_files("{study}", FIGURES_FROM_SUMMARY),
     params:
