@@ -2,7 +2,7 @@
 # RELUFLOW_VERSION is a param of every job: a new release reruns the studies (changes within a version are not
 # tracked: use --forcerun)
 from reluflow import __version__ as RELUFLOW_VERSION
-from reluflow.pipeline import FIGURE_TABLES, FIGURES
+from reluflow.pipeline import FIGURE_TABLES, FIGURES, figure_tables
 from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster, cancel_pending_timers
 
 RESULTS = "results"
@@ -86,9 +86,8 @@ FIGURES_FROM_SUMMARY = [name for name in FIGURES if "summary" in FIGURE_TABLES[n
 def figure_inputs(names):
     """A figure rule's named inputs besides cells.parquet: by name, the tables FIGURE_TABLES gives for the figures
     ``names`` (``summary``: its file; per-cell tables: an input function for one file per cell)."""
-    tables = sorted({table for name in names for table in FIGURE_TABLES[name]})
     return {table: f"{RESULTS}/{{study}}/summary.parquet" if table == "summary" else study_tables(table)
-            for table in tables}
+            for table in figure_tables(names)}
 
 
 def figure_files(study, names=FIGURES):

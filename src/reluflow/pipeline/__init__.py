@@ -23,7 +23,7 @@ from ._config import (
     validate_cell,
     validate_schema,
 )
-from ._figures import FIGURE_TABLES, FIGURES, write_figures
+from ._figures import FIGURE_TABLES, FIGURES, figure_tables, write_figures
 from ._hooks import cancel_pending_timers
 from ._yaml import DuplicateKeyError, load_yaml
 
@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SCHEDULER_FILE_ENV", "Cell", "ConfigError", "DuplicateKeyError",
-    "Plan", "SharedCluster", "Study", "cancel_pending_timers", "check_config_files",
-    "dask_client", "default_k_list", "expand_study", "find_schema", "flatten_params", "load_config_files",
+    "Plan", "SharedCluster", "Study", "cancel_pending_timers", "check_config_files", "dask_client",
+    "default_k_list", "expand_study", "figure_tables", "find_schema", "flatten_params", "load_config_files",
     "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
     "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",
     "write_cells", "write_figures", "write_init", "write_integrate", "write_table",

@@ -24,7 +24,7 @@ from ._config import Cell, Study
 # pandas and the table writers are imported where figures are drawn, like matplotlib: the Snakefile imports
 # this module for FIGURE_TABLES, and Snakemake starts no job until it has read the Snakefile
 
-__all__ = ["FIGURES", "FIGURE_TABLES", "write_figures"]
+__all__ = ["FIGURES", "FIGURE_TABLES", "figure_tables", "write_figures"]
 
 log = logging.getLogger("reluflow.pipeline")
 
@@ -217,9 +217,15 @@ def _draw_in_child(study_json: str, study_dir: str, name: str, paths: list[str])
     _save(name, DRAW[name](study, _load_for(study_dir, [name])), [Path(p) for p in paths])
 
 
+def figure_tables(names: Sequence[str]) -> list[str]:
+    """The tables (besides cells.parquet) that the figures ``names`` are drawn from, sorted: what ``write_figures``
+    reads for them, and what the workflow's figure rules take as inputs."""
+    return sorted({table for name in names for table in FIGURE_TABLES[name]})
+
+
 def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
     """The study's tables that the figures ``names`` are drawn from (no others: the summary may not exist yet)."""
-    needed = {table for name in names for table in FIGURE_TABLES[name]}
+    needed = figure_tables(names)
     return load(study_dir, params="none", trajectories="trajectories" in needed, curves="curves" in needed,
                 summary="summary" in needed)
 
