@@ -20,6 +20,7 @@ from reluflow import Problem
 from reluflow.network import forward
 from reluflow.risk import Exact1DRisk
 from reluflow.risk import _exact1d as exact1d_module
+from reluflow.risk import _exact1d_numba as exact1d_numba_module
 
 UNIFORM01 = {"kind": "uniform", "low": 0.0, "high": 1.0}
 PW_AFFINE = {"kind": "piecewise_affine", "knots": [0.0, 0.3, 0.7, 1.0], "values": [0.0, 1.0, -0.5, 0.2]}
@@ -60,12 +61,20 @@ PROBLEMS = {
 }
 
 
-def make_problem(name: str, backend: str = "exact1d", **risk) -> Problem:
+# exact1d's kernels here: the tests below run on the default one (compiled where numba is installed), except
+# those about batching and chunking, which run on each; test_exact1d_numba.py holds the two to the same bytes
+KERNELS = ["numpy", "numba"] if exact1d_numba_module.available() else ["numpy"]
+
+
+def make_problem(name: str, backend: str = "exact1d", kernel: str | None = None, **risk) -> Problem:
     net, measure, target = PROBLEMS[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # un-normalized densities are divided by their mass, with a note
-        return Problem.from_dict({"network": {"input_dim": 1, **net}, "measure": measure, "target": target,
-                                  "risk": {"backend": backend, **risk}})
+        problem = Problem.from_dict({"network": {"input_dim": 1, **net}, "measure": measure, "target": target,
+                                     "risk": {"backend": backend, **risk}})
+    if kernel is not None:
+        problem.backend.kernel = kernel
+    return problem
 
 
 def unpack(problem: Problem, theta: np.ndarray):
@@ -320,10 +329,11 @@ def test_matches_quadrature_within_its_error_for_generic_kinks():
 
 
 # ---------------------------------------------------------------------------------------------- (4) batch invariance
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", ["uniform_pw_affine", "vector_k2", "quad_density_pp_target", "fixed_output_k2"])
-def test_bitwise_batch_invariance(name, dtype):
-    problem = make_problem(name, dtype=dtype)
+def test_bitwise_batch_invariance(name, dtype, kernel):
+    problem = make_problem(name, dtype=dtype, kernel=kernel)
     rng = np.random.default_rng(3)
     special = special_rows(problem, rng)
     theta = np.concatenate([special, random_rows(problem, rng, 1000 - len(special))])
@@ -353,25 +363,28 @@ def test_float32_is_the_float64_result_rounded_once():
     np.testing.assert_array_equal(G32, G64.astype(np.float32))
 
 
-def test_chunking_and_threads_do_not_change_a_bit(monkeypatch):
-    problem = make_problem("pp_target_k2")
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_chunking_and_threads_do_not_change_a_bit(monkeypatch, kernel):
+    problem = make_problem("pp_target_k2", kernel=kernel)
     rng = np.random.default_rng(4)
     theta = np.concatenate([special_rows(problem, rng), random_rows(problem, rng, 300)])
     L, G = problem.risk_and_grad(theta)
-    # many small chunks, the last one shorter: the scratch arena is reused and regrown
+    # many small chunks (of the numpy kernel), the last one shorter: the scratch arena is reused and regrown
     monkeypatch.setattr(exact1d_module, "CHUNK_ELEMENTS", 7 * 40)
     Ls, Gs = problem.risk_and_grad(theta)
     assert Ls.tobytes() == L.tobytes() and Gs.tobytes() == G.tobytes()
     monkeypatch.undo()
-    # one backend used from several threads at once: each thread has its own scratch arena
+    # one backend used from several threads at once: each thread has its own scratch arena (numpy), or the
+    # compiled kernel its own per-call buffers (it releases the GIL)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(problem.risk_and_grad, [theta] * 8))
     for Lt, Gt in results:
         assert Lt.tobytes() == L.tobytes() and Gt.tobytes() == G.tobytes()
 
 
-def test_non_finite_rows_stay_in_their_row():
-    problem = make_problem("vector_k2")
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_non_finite_rows_stay_in_their_row(kernel):
+    problem = make_problem("vector_k2", kernel=kernel)
     theta = random_rows(problem, np.random.default_rng(8), 6)
     L, G = problem.risk_and_grad(theta)
     bad = theta.copy()

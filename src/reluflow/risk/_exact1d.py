@@ -39,6 +39,11 @@ arithmetic, a blocked prefix sum along the slot axis) with long inner loops. Per
 argsort of ``H + S + 1`` positions plus ``O((H + S) k)`` work; there is no Python loop over trajectories or
 units, only over polynomial degrees, outputs and the fixed block structure of the prefix sums.
 
+Kernels (``Exact1DRisk.kernel``, the first that applies, chosen at construction): ``numba``, the same algorithm
+compiled into one loop per trajectory (``_exact1d_numba.py``; needs the optional numba, ``reluflow[fast]``), and
+``numpy``, the whole-array version below. They give the same bits, so a table does not depend on which one ran;
+the compiled one is about three times faster (bench/README.md).
+
 Batch invariance. Every reduction (prefix sums, sums over pieces and outputs) is written as elementwise
 operations in a fixed order that depends on ``H`` and the knots only, never numpy's or BLAS's choice of
 reduction order for a given shape; so row ``i``'s result is bitwise the same in any batch and any chunking.
@@ -61,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _exact1d_numba
 from ._base import RiskBackend
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
@@ -123,6 +129,21 @@ class Exact1DRisk(RiskBackend):
         # the smallest interval carrying all of mu's mass: a unit active only outside it is dead
         massive = np.flatnonzero(np.any(dcoefs != 0, axis=1))
         self._support = (float(dknots[massive[0]]), float(dknots[massive[-1] + 1]))
+        # Kernels, the first one the default: both give the same bits (module docstring of _exact1d_numba); the
+        # other stays available (bench/ compares them)
+        self.kernels = ["numpy"]
+        if _exact1d_numba.available():
+            self.kernels.insert(0, "numba")
+            start = [-1 if sl is None else sl.start for sl in (self._w_sl, self._b_sl, self._v_sl, self._c_sl)]
+            self._compiled_kernel = _exact1d_numba.compiled_kernel(self._k, tc.shape[-1] - 1)
+            self._compiled_args = (
+                self._H, self._k, *start, np.nan if self._fixed is None else self._fixed,
+                np.ascontiguousarray(self._slots_static, dtype=float), np.ascontiguousarray(centers, dtype=float),
+                np.ascontiguousarray(static[1:-1], dtype=float), np.ascontiguousarray(tc.transpose(2, 1, 0)),
+                np.ascontiguousarray(dc.T), 0.0 if self._dconst is None else self._dconst, self._dconst is not None,
+                self.x0, alpha, beta,
+            )
+        self.kernel = self.kernels[0]
 
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
@@ -159,11 +180,17 @@ class Exact1DRisk(RiskBackend):
         return dead.sum(axis=1, dtype=np.int64)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "compute_dtype": "float64"}
+        return {**super().describe(), "compute_dtype": "float64", "kernel": self.kernel}
 
     # ------------------------------------------------------------------ kernel
     def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        risk, grad, _ = self._evaluate_f64(theta, need_grad, need_moments=False)
+        if self.kernel not in self.kernels:
+            raise ValueError(f"Exact1DRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
+        if self.kernel == "numba":
+            risk, grad = _exact1d_numba.exact1d_rows(self._compiled_kernel, self._compiled_args,
+                                                     self._check(theta).astype(np.float64, copy=False), need_grad)
+        else:
+            risk, grad, _ = self._evaluate_f64(theta, need_grad, need_moments=False)
         if self.dtype != np.float64:
             risk = risk.astype(self.dtype)
             grad = None if grad is None else grad.astype(self.dtype)
