@@ -25,13 +25,16 @@ def dopri5(t_end: float) -> dict:
 # and fewer trajectories. W4 is the canonical long run.
 CASES = (
     ("gd", "exact1d", GD, 1),
+    ("gd", "exact1d-numpy", GD, 1),
     ("dopri5 t<=2", "exact1d", dopri5(2.0), 4),
     ("gd", "quadrature", GD, 1),
     ("gd", "quadrature-mask", GD, 1),
     ("dopri5 t<=0.5", "quadrature", dopri5(0.5), 64),
     ("W4: dopri5 t<=100", "exact1d", dopri5(100.0), 32),
 )
-KERNEL = {"quadrature": "points1d", "quadrature-mask": "mask_gemm"}  # the quadrature backend's kernel per label
+# label -> (backend, kernel); exact1d runs the kernel it picks (the compiled one where numba is installed)
+BACKEND_KERNEL = {"exact1d": ("exact1d", None), "exact1d-numpy": ("exact1d", "numpy"),
+                  "quadrature": ("quadrature", "points1d"), "quadrature-mask": ("quadrature", "mask_gemm")}
 
 
 def _run(problem: reluflow.Problem, method: dict, theta0: np.ndarray):
@@ -43,7 +46,8 @@ def _run(problem: reluflow.Problem, method: dict, theta0: np.ndarray):
 def run(T: int = 4096, loop_trajectories: int = 32, repeats: int = 5) -> list[dict]:
     rows = []
     for name, backend, method, fraction in CASES:
-        problem = build(w1_problem(backend.removesuffix("-mask")), KERNEL.get(backend))
+        backend_name, kernel = BACKEND_KERNEL[backend]
+        problem = build(w1_problem(backend_name), kernel)
         n = max(1, T // fraction)
         theta0 = reluflow_init(problem, n)
         steps = int(_run(problem, method, theta0).steps.sum())
@@ -58,10 +62,11 @@ def run(T: int = 4096, loop_trajectories: int = 32, repeats: int = 5) -> list[di
 
         loop_seconds = median_seconds(loop, repeats=max(3, repeats // 2))
         rate, loop_rate = steps / seconds, loop_steps / loop_seconds
-        rows.append({"backend": backend, "method": name, "T": n, "accepted_steps": steps,
+        rows.append({"backend": backend, "kernel": problem.backend.kernel, "method": name, "T": n,
+                     "accepted_steps": steps,
                      "traj_steps_per_s": rate, "loop_traj_steps_per_s": loop_rate,
                      "batched_over_loop": rate / loop_rate})
     print("integrate loop throughput (d = 1, H = 32, float64, one core; dopri5 counts accepted steps):")
-    print_table(rows, ["backend", "method", "T", "accepted_steps", "traj_steps_per_s", "loop_traj_steps_per_s",
-                       "batched_over_loop"])
+    print_table(rows, ["backend", "kernel", "method", "T", "accepted_steps", "traj_steps_per_s",
+                       "loop_traj_steps_per_s", "batched_over_loop"])
     return rows

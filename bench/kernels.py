@@ -50,9 +50,9 @@ def gd_steps(problem: reluflow.Problem, theta: np.ndarray, n_steps: int, step_si
     return theta
 
 
-def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W2", "W3"), steps: int = 5,
-        repeats: int = 5,
-        loop_trajectories: int = 64, scale: float = 1.0) -> dict:
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W1-exact1d-numpy", "W2",
+                                  "W3"),
+        steps: int = 5, repeats: int = 5, loop_trajectories: int = 64, scale: float = 1.0) -> dict:
     peak = matmul_peak_gflops()
     rows = []
     for name in names:
@@ -89,12 +89,19 @@ def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exa
                        "loop_traj_steps_per_s", "batched_over_loop", "note"])
     by_name = {r["workload"]: r for r in rows}
     ratios = {}
-    exact = by_name.get("W1-exact1d", {}).get("traj_steps_per_s")
-    for quad in ("W1-quadrature", "W1-quadrature-mask"):
-        rate = by_name.get(quad, {}).get("traj_steps_per_s")
-        if exact is not None and rate is not None:
-            ratios[f"W1_exact1d_over_{quad[3:].replace('-', '_')}"] = exact / rate
-            print(f"W1 exact1d / {quad[3:]} ({by_name[quad]['kernel']} kernel): {exact / rate:.1f}x")
+    for exact_name in ("W1-exact1d", "W1-exact1d-numpy"):
+        exact = by_name.get(exact_name, {}).get("traj_steps_per_s")
+        for quad in ("W1-quadrature", "W1-quadrature-mask"):
+            rate = by_name.get(quad, {}).get("traj_steps_per_s")
+            if exact is not None and rate is not None:
+                key = f"{exact_name[3:]}_over_{quad[3:]}".replace("-", "_")
+                ratios[key] = exact / rate
+                print(f"W1 {exact_name[3:]} ({by_name[exact_name]['kernel']} kernel) / {quad[3:]} "
+                      f"({by_name[quad]['kernel']} kernel): {exact / rate:.1f}x")
+    compiled, numpy_rate = (by_name.get(n, {}).get("traj_steps_per_s") for n in ("W1-exact1d", "W1-exact1d-numpy"))
+    if compiled is not None and numpy_rate is not None and by_name["W1-exact1d"]["kernel"] != "numpy":
+        ratios["exact1d_compiled_over_numpy"] = compiled / numpy_rate
+        print(f"W1 exact1d, compiled kernel / numpy kernel: {compiled / numpy_rate:.2f}x")
     return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios}
 
 

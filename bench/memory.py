@@ -36,7 +36,8 @@ print(json.dumps({"baseline_mb": before / 1024, "peak_mb": after / 1024}))
 """
 
 
-def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W2", "W3"),
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W1-exact1d-numpy", "W2",
+                                  "W3"),
         shards: tuple[int, ...] = (256, 1024)) -> list[dict]:
     rows = []
     env = {**os.environ, **WORKER_MALLOC_ENV, **dict.fromkeys(BLAS_THREAD_VARS, "1")}

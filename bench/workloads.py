@@ -42,7 +42,8 @@ def w3_problem() -> dict:
 
 
 def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
-    """The problem, with the quadrature backend's kernel forced to ``kernel`` (default: the one it picks)."""
+    """The problem, with its backend's kernel forced to ``kernel`` (default: the one it picks): ``points1d``,
+    ``mask_gemm`` or ``backprop`` for quadrature, ``numba`` or ``numpy`` for exact1d."""
     prob = reluflow.Problem.from_dict(problem)
     if kernel is not None:
         if kernel not in getattr(prob.backend, "kernels", ()):
@@ -52,7 +53,8 @@ def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
 
 
 # W1-quadrature runs the kernel the backend picks in 1D (sorted points, "points1d"); W1-quadrature-mask forces the
-# mask-GEMM kernel that does the H x M work the issue's figures (and any d > 1) are about.
+# mask-GEMM kernel that does the H x M work the issue's figures (and any d > 1) are about. W1-exact1d runs the
+# kernel exact1d picks (the compiled one where numba is installed); W1-exact1d-numpy forces the numpy kernel.
 WORKLOADS: dict[str, dict[str, Any]] = {
     "W1-quadrature": {"problem": w1_problem("quadrature"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
                                                                                "n_steps": 200}},
@@ -60,6 +62,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                            "method": {"kind": "gd", "step_size": 0.01, "n_steps": 200}},
     "W1-exact1d": {"problem": w1_problem("exact1d"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
                                                                          "n_steps": 200}},
+    "W1-exact1d-numpy": {"problem": w1_problem("exact1d"), "kernel": "numpy", "T": 4096,
+                         "method": {"kind": "gd", "step_size": 0.01, "n_steps": 200}},
     "W2": {"problem": w2_problem(), "T": 512, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 100}},
     "W3": {"problem": w3_problem(), "T": 1000, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 1000}},
     "W4": {"problem": w1_problem("exact1d"), "T": 4096,

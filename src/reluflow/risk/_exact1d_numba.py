@@ -163,8 +163,8 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
 
     pos = np.empty(E)
     slot = np.empty(E, dtype=np.intp)  # unit or static knot -> its slot in sorted order
-    below = np.empty(n_static, dtype=np.intp)
     seen = np.empty(H, dtype=np.bool_)
+    mark = np.empty(H + 1, dtype=np.intp)
     units = np.empty(H, dtype=np.intp)
     q = np.empty(E)
     w = np.empty(H)
@@ -182,6 +182,8 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
     mu = np.zeros(n_mu + 1)
     nu = np.zeros(2 * nr + 1)
     J = np.empty((k, nr + 1))
+    has_c = c0 >= 0
+    cv = np.zeros(k)  # the output bias
 
     for t_row in range(T):
         # ---- positions: a unit's kink -b/w, -inf where w = 0 (0 everywhere without hidden bias)
@@ -203,8 +205,6 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
         # before a static slot at the same position, and NaN last
         if finite_order:
             # by counting: O(H^2) branchless comparisons beat a mispredicted sort at these widths
-            # unit j precedes static slot s iff pos[j] <= slots_static[s] iff fewer than s + 1 static slots lie
-            # below it (they are sorted and distinct), so static ranks follow from a histogram of those counts
             # Ranks among the units by counting smaller positions: O(H^2) branchless comparisons beat a
             # mispredicted sort at these widths. Tied positions get equal counts; only then (rarely) are they
             # counted again with the index tie-break.
@@ -226,22 +226,23 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
                     for i in range(H):
                         c += np.intp(pos[i] < pj) + np.intp((pos[i] == pj) & (i < j))
                     slot[j] = c
-            # unit j precedes static slot s iff pos[j] <= slots_static[s] iff fewer than s + 1 static slots lie
-            # below it (they are sorted and distinct), so the static ranks follow from a histogram of those counts
+            # then the static slots, a unit first at a shared position (the lower index): with c_s units at or
+            # below static slot s, the unit of rank n lies above exactly the static slots with c_s <= n
+            for n in range(H + 1):
+                mark[n] = 0
             for s in range(n_static):
-                below[s] = 0
-            for j in range(H):
-                pj = pos[j]
-                cs = 0
-                for s in range(n_static):
-                    cs += np.intp(slots_static[s] < pj)
-                slot[j] += cs
-                if cs < n_static:
-                    below[cs] += 1
-            c = 0
-            for s in range(n_static):
-                c += below[s]
+                ps = slots_static[s]
+                c = 0
+                for i in range(H):
+                    c += np.intp(pos[i] <= ps)
                 slot[H + s] = s + c
+                mark[c] += 1
+            c = 0
+            for n in range(H):
+                c += mark[n]
+                mark[n] = c
+            for j in range(H):
+                slot[j] += mark[slot[j]]
         else:
             # insertion sort of the units, then a merge with the (sorted, finite) static slots
             for j in range(H):
@@ -304,6 +305,9 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
                 icpt[kk, p] = Us[3 * kv + kk, p] + Us[kv + kk, p + 1]
 
         # ---- pieces: residual moments; per-piece m0 and m1 go straight into Z's forward and reverse halves
+        if has_c:
+            for kk in range(k):
+                cv[kk] = theta[t_row, c0 + kk]
         for p in range(P1):
             h = q[p + 1] - q[p]
             mid = (q[p + 1] + q[p]) * 0.5
@@ -332,8 +336,8 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
                     f0 = tc[0, kk, si] + f1 * delta
                     n0 = slope[ch, p] * xm
                     n0 += icpt[ch, p]
-                    if c0 >= 0:
-                        n0 += theta[t_row, c0 + kk]
+                    if has_c:
+                        n0 += cv[kk]
                     r0 = n0 - f0
                     r1 = slope[ch, p] - f1
                     J0 = r0 * nu0
@@ -353,8 +357,8 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
                     _taylor_shift(f, nf, delta)
                     n0 = slope[ch, p] * xm
                     n0 += icpt[ch, p]
-                    if c0 >= 0:
-                        n0 += theta[t_row, c0 + kk]
+                    if has_c:
+                        n0 += cv[kk]
                     r[kk, 0] = n0 - f[0]
                     r[kk, 1] = slope[ch, p] - f[1]
                     for d in range(2, nf + 1):
