@@ -9,7 +9,8 @@ A backend evaluates, for a batch of parameter vectors ``theta`` ``(T, P)``:
 - optionally ``hessian(theta) -> (T, P, P)``: a closed-form Hessian of ``L`` (``has_hessian``).
 
 Rows never interact: row ``i`` of every output depends only on row ``i`` of ``theta`` and is bitwise the same
-whatever batch it is evaluated in. Kernels are pure numpy: no files, no global random state.
+whatever batch it is evaluated in. Kernels are pure numpy (exact1d's optional compiled kernel aside, which gives
+the numpy kernel's bits): no files, no global random state.
 """
 
 from __future__ import annotations
