@@ -102,8 +102,16 @@ def test_compiled_kernel_gives_the_numpy_kernels_bytes(name, dtype):
         assert_same_bytes(problem, theta)
 
 
-# widths that are and are not multiples of the prefix sums' block, around the static knots' padding
-@pytest.mark.parametrize("width", [1, 2, 7, 8, 9, 31, 64])
+# widths that are and are not multiples of the prefix sums' block, around the static knots' padding, and beyond
+# RANK_BY_COUNTING_MAX, where the units are ranked by a merge sort instead of by counting
+WIDTHS = [1, 2, 7, 8, 9, 31, 64, 97, 1030]
+
+
+def test_widths_reach_both_ranking_paths():
+    assert min(WIDTHS) <= exact1d_numba_module.RANK_BY_COUNTING_MAX < max(WIDTHS)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 def test_widths(width):
     problem = Problem.from_dict({"network": {"input_dim": 1, "widths": [width]},
                                  "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
