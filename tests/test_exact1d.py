@@ -20,7 +20,6 @@ from reluflow import Problem
 from reluflow.network import forward
 from reluflow.risk import Exact1DRisk
 from reluflow.risk import _exact1d as exact1d_module
-from reluflow.risk import _exact1d_numba as exact1d_numba_module
 
 UNIFORM01 = {"kind": "uniform", "low": 0.0, "high": 1.0}
 PW_AFFINE = {"kind": "piecewise_affine", "knots": [0.0, 0.3, 0.7, 1.0], "values": [0.0, 1.0, -0.5, 0.2]}
@@ -63,7 +62,7 @@ PROBLEMS = {
 
 # exact1d's kernels here: the tests below run on the default one (compiled where numba is installed), except
 # those about batching and chunking, which run on each; test_exact1d_numba.py holds the two to the same bytes
-KERNELS = ["numpy", "numba"] if exact1d_numba_module.available() else ["numpy"]
+KERNELS = ["numpy", "numba"] if exact1d_module.numba_installed() else ["numpy"]
 
 
 def make_problem(name: str, backend: str = "exact1d", kernel: str | None = None, **risk) -> Problem:

@@ -11,16 +11,19 @@ on whether numba was installed.
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import numpy as np
 import pytest
 
+import reluflow.risk
 from reluflow import Problem
-from reluflow.risk import _exact1d_numba as exact1d_numba_module
+from reluflow.risk import _exact1d as exact1d_module
 from test_exact1d import PROBLEMS, make_problem, pack, random_rows, special_rows, static_knots
 
 pytest.importorskip("numba")
+from reluflow.risk import _exact1d_numba as exact1d_numba_module  # noqa: E402  (it imports numba)
 
 
 def by_kernel(problem: Problem, theta: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
@@ -143,7 +146,7 @@ def test_more_than_eight_interior_knots(output_dim):
 
 
 def test_numpy_kernel_without_numba(monkeypatch):
-    monkeypatch.setattr(exact1d_numba_module, "numba", None)
+    monkeypatch.setattr(exact1d_module, "numba_installed", lambda: False)
     problem = make_problem("vector_k2")
     assert problem.backend.kernels == ["numpy"] and problem.backend.kernel == "numpy"
     assert problem.backend.describe()["kernel"] == "numpy"
@@ -154,6 +157,25 @@ def test_numpy_kernel_without_numba(monkeypatch):
     L, G = problem.risk_and_grad(theta)
     Lc, Gc = compiled.risk_and_grad(theta)
     assert L.tobytes() == Lc.tobytes() and G.tobytes() == Gc.tobytes()
+
+
+def test_numba_that_does_not_import_falls_back_to_numpy_with_a_warning(monkeypatch):
+    problem = make_problem("vector_k2")
+    theta = random_rows(problem, np.random.default_rng(1), 20)
+    L, G = problem.risk_and_grad(theta)
+    # the compiled module as if numba raised on import (e.g. a numpy newer than numba supports)
+    monkeypatch.delattr(reluflow.risk, "_exact1d_numba")
+    monkeypatch.setitem(sys.modules, "reluflow.risk._exact1d_numba", None)
+    exact1d_module._compiled_module.cache_clear()
+    try:
+        fresh = make_problem("vector_k2")
+        assert fresh.backend.kernel == "numba"  # installed; whether it imports is found out on first use
+        with pytest.warns(RuntimeWarning, match="numba is installed but does not import"):
+            Lf, Gf = fresh.risk_and_grad(theta)
+        assert fresh.backend.kernel == "numpy" and fresh.backend.kernels == ["numpy"]
+        assert Lf.tobytes() == L.tobytes() and Gf.tobytes() == G.tobytes()
+    finally:
+        exact1d_module._compiled_module.cache_clear()
 
 
 def test_unknown_kernel_is_an_error():

@@ -60,13 +60,16 @@ arithmetic. It holds about ``50 * CHUNK_ELEMENTS * 8`` bytes per output channel 
 
 from __future__ import annotations
 
+import functools
+import warnings
 from fractions import Fraction
+from importlib.util import find_spec
 from math import comb
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import _exact1d_numba
 from ._base import RiskBackend
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
@@ -130,12 +133,13 @@ class Exact1DRisk(RiskBackend):
         massive = np.flatnonzero(np.any(dcoefs != 0, axis=1))
         self._support = (float(dknots[massive[0]]), float(dknots[massive[-1] + 1]))
         # Kernels, the first one the default: both give the same bits (module docstring of _exact1d_numba); the
-        # other stays available (bench/ compares them)
+        # other stays available (bench/ compares them). numba itself is imported on the first compiled evaluation,
+        # not here: it costs ~0.3 s and ~65 MB, which processes that only build problems need not pay.
         self.kernels = ["numpy"]
-        if _exact1d_numba.available():
+        if numba_installed():
             self.kernels.insert(0, "numba")
+            self._nf = tc.shape[-1] - 1
             start = [-1 if sl is None else sl.start for sl in (self._w_sl, self._b_sl, self._v_sl, self._c_sl)]
-            self._compiled_kernel = _exact1d_numba.compiled_kernel(self._k, tc.shape[-1] - 1)
             self._compiled_args = (
                 self._H, self._k, *start, np.nan if self._fixed is None else self._fixed,
                 np.ascontiguousarray(self._slots_static, dtype=float), np.ascontiguousarray(centers, dtype=float),
@@ -186,9 +190,14 @@ class Exact1DRisk(RiskBackend):
     def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if self.kernel not in self.kernels:
             raise ValueError(f"Exact1DRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
-        if self.kernel == "numba":
-            risk, grad = _exact1d_numba.exact1d_rows(self._compiled_kernel, self._compiled_args,
-                                                     self._check(theta).astype(np.float64, copy=False), need_grad)
+        compiled = _compiled_module() if self.kernel == "numba" else None
+        if self.kernel == "numba" and compiled is None:  # numba is installed but does not import: same bits
+            self.kernels.remove("numba")
+            self.kernel = "numpy"
+        if compiled is not None:
+            kernel = compiled.compiled_kernel(self._k, self._nf)
+            risk, grad = compiled.exact1d_rows(kernel, self._compiled_args,
+                                               self._check(theta).astype(np.float64, copy=False), need_grad)
         else:
             risk, grad, _ = self._evaluate_f64(theta, need_grad, need_moments=False)
         if self.dtype != np.float64:
@@ -486,6 +495,24 @@ class Exact1DRisk(RiskBackend):
             np.multiply(Z[:k, E - 1], 2.0, out=gT[self._c_sl])
         grad[...] = gT.T
         return risk
+
+
+@functools.cache
+def numba_installed() -> bool:
+    """Whether numba is installed (without importing it), so that the compiled kernel is the default."""
+    return find_spec("numba") is not None
+
+
+@functools.cache
+def _compiled_module() -> ModuleType | None:
+    """``_exact1d_numba``, imported on first use; ``None`` (with a warning, once) if numba fails to import."""
+    try:
+        from . import _exact1d_numba
+    except ImportError as exc:  # e.g. a numpy newer than the installed numba supports
+        warnings.warn(f"numba is installed but does not import ({exc}); exact1d uses its numpy kernel, which gives "
+                      "the same results, more slowly", RuntimeWarning, stacklevel=3)
+        return None
+    return _exact1d_numba
 
 
 def _trim(coefs: np.ndarray) -> np.ndarray:

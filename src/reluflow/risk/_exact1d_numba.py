@@ -14,22 +14,19 @@ the stable re-sort gives for tied ones. Numba compiles without ``fastmath``, so 
 contracts ``a * b + c`` into a fused multiply-add. A table is therefore the same whether or not numba is
 installed, and ``tests/test_exact1d_numba.py`` holds the two kernels to equal bytes on every test problem.
 
-numba is optional (``pip install 'reluflow[fast]'``); without it ``available()`` is false and exact1d uses the
-numpy kernel. Compiled code is cached on disk, so a worker process compiles at most once per installation.
+numba is optional (``pip install 'reluflow[fast]'``): ``_exact1d`` imports this module on the first compiled
+evaluation, and uses the numpy kernel where numba is missing or fails to import. Compiled code is cached on disk,
+so a worker process compiles at most once per installation.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ._scan import BLOCK
 
-try:
-    import numba
-except ImportError:  # the numpy kernel is used instead
-    numba = None
-
-__all__ = ["available", "compiled_kernel", "exact1d_rows"]
+__all__ = ["compiled_kernel", "exact1d_rows"]
 
 # Up to this width the units are ranked by counting (O(H^2) vectorized comparisons), beyond it by numba's merge
 # sort (O(H log H), but branchy and allocating): per W1-like evaluation, counting took 0.55x the sort's time at
@@ -37,17 +34,10 @@ __all__ = ["available", "compiled_kernel", "exact1d_rows"]
 RANK_BY_COUNTING_MAX = 1024
 
 
-def available() -> bool:
-    """Whether numba can be imported, so that the compiled kernel exists."""
-    return numba is not None
-
-
 def _njit(fn=None, *, inline="never"):
     # error_model="numpy": a float division by zero gives inf/nan like numpy instead of raising
     if fn is None:
         return lambda f: _njit(f, inline=inline)
-    if numba is None:
-        return fn
     return numba.njit(cache=True, nogil=True, error_model="numpy", inline=inline)(fn)
 
 
