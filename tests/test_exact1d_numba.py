@@ -49,7 +49,8 @@ def assert_same_bytes(problem: Problem, theta: np.ndarray) -> None:
         nan = np.isnan(a)
         np.testing.assert_array_equal(nan, np.isnan(b), err_msg=f"{name}: NaN in different places")
         a, b = np.where(nan, 0, a), np.where(nan, 0, b)
-        differ = np.flatnonzero(np.any((a != b).reshape(len(theta), -1), axis=1))
+        unequal = (a != b) | (np.signbit(a) != np.signbit(b))  # a signed zero counts as a difference
+        differ = np.flatnonzero(np.any(unequal.reshape(len(theta), -1), axis=1))
         assert a.tobytes() == b.tobytes(), f"{name} differs in rows {differ[:10].tolist()} of {len(theta)}"
 
 
