@@ -35,6 +35,7 @@ def by_kernel(problem: Problem, theta: np.ndarray) -> dict[str, tuple[np.ndarray
             backend.kernel = kernel
             L, G = problem.risk_and_grad(theta)
             out[kernel] = (L, G, problem.risk(theta))
+            assert backend.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
     finally:
         backend.kernel = backend.kernels[0]
     return out
@@ -160,23 +161,46 @@ def test_numpy_kernel_without_numba(monkeypatch):
     assert L.tobytes() == Lc.tobytes() and G.tobytes() == Gc.tobytes()
 
 
-def test_numba_that_does_not_import_falls_back_to_numpy_with_a_warning(monkeypatch):
+class _NumbaWithoutCache:
+    """Stands in for numba where no cache directory is writable: ``njit(cache=True)`` raises at decoration."""
+
+    @staticmethod
+    def njit(*args, **kwargs):
+        raise RuntimeError("cannot cache function '_less': no locator available for file '_exact1d_numba.py'")
+
+
+@pytest.mark.parametrize(("numba_module", "error"),
+                         [(None, "ModuleNotFoundError"), (_NumbaWithoutCache, "RuntimeError")])
+def test_compiled_kernel_that_cannot_be_set_up_falls_back_to_numpy(monkeypatch, numba_module, error):
     problem = make_problem("vector_k2")
     theta = random_rows(problem, np.random.default_rng(1), 20)
     L, G = problem.risk_and_grad(theta)
-    # the compiled module as if numba raised on import (e.g. a numpy newer than numba supports)
+    # a fresh import of the compiled module, with numba failing to import (None: e.g. a numpy newer than numba
+    # supports) or failing to set up its disk cache (a read-only installation and HOME)
     monkeypatch.delattr(reluflow.risk, "_exact1d_numba")
-    monkeypatch.setitem(sys.modules, "reluflow.risk._exact1d_numba", None)
+    monkeypatch.delitem(sys.modules, "reluflow.risk._exact1d_numba")
+    monkeypatch.setitem(sys.modules, "numba", numba_module)
     exact1d_module._compiled_module.cache_clear()
     try:
         fresh = make_problem("vector_k2")
-        assert fresh.backend.kernel == "numba"  # installed; whether it imports is found out on first use
-        with pytest.warns(RuntimeWarning, match="numba is installed but does not import"):
+        assert fresh.backend.kernel == "numba"  # installed; whether it works is found out on first use
+        with pytest.warns(RuntimeWarning, match=f"compiled kernel cannot be set up \\({error}"):
             Lf, Gf = fresh.risk_and_grad(theta)
         assert fresh.backend.kernel == "numpy" and fresh.backend.kernels == ["numpy"]
         assert Lf.tobytes() == L.tobytes() and Gf.tobytes() == G.tobytes()
     finally:
         exact1d_module._compiled_module.cache_clear()
+
+
+def test_read_only_parameters_use_the_compiled_signature_already_there():
+    problem = make_problem("uniform_pw_affine")
+    theta = random_rows(problem, np.random.default_rng(2), 5)
+    problem.risk_and_grad(theta)
+    kernel = exact1d_numba_module.compiled_kernel(1, 1)
+    signatures = len(kernel.signatures)
+    theta.flags.writeable = False
+    problem.risk_and_grad(theta)
+    assert len(kernel.signatures) == signatures
 
 
 def test_unknown_kernel_is_an_error():

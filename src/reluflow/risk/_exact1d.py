@@ -39,10 +39,11 @@ arithmetic, a blocked prefix sum along the slot axis) with long inner loops. Per
 argsort of ``H + S + 1`` positions plus ``O((H + S) k)`` work; there is no Python loop over trajectories or
 units, only over polynomial degrees, outputs and the fixed block structure of the prefix sums.
 
-Kernels (``Exact1DRisk.kernel``, the first that applies, chosen at construction): ``numba``, the same algorithm
-compiled into one loop per trajectory (``_exact1d_numba.py``; needs the optional numba, ``reluflow[fast]``), and
-``numpy``, the whole-array version below. They give the same bits, so a table does not depend on which one ran;
-the compiled one is about three times faster (bench/README.md).
+Kernels (``Exact1DRisk.kernel``): ``numba``, the default where numba is installed, the same algorithm compiled
+into one loop per trajectory (``_exact1d_numba.py``; the optional extra ``reluflow[fast]``; if it cannot be set up,
+the first evaluation warns and switches to numpy), and ``numpy``, the whole-array version below. They give the
+same bits, so a table does not depend on which one ran; the compiled one is about three times faster
+(bench/README.md).
 
 Batch invariance. Every reduction (prefix sums, sums over pieces and outputs) is written as elementwise
 operations in a fixed order that depends on ``H`` and the knots only, never numpy's or BLAS's choice of
@@ -138,7 +139,6 @@ class Exact1DRisk(RiskBackend):
         self.kernels = ["numpy"]
         if numba_installed():
             self.kernels.insert(0, "numba")
-            self._nf = tc.shape[-1] - 1
             start = [-1 if sl is None else sl.start for sl in (self._w_sl, self._b_sl, self._v_sl, self._c_sl)]
             self._compiled_args = (
                 self._H, self._k, *start, np.nan if self._fixed is None else self._fixed,
@@ -191,9 +191,9 @@ class Exact1DRisk(RiskBackend):
         if self.kernel not in self.kernels:
             raise ValueError(f"Exact1DRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
         compiled = _compiled_module() if self.kernel == "numba" else None
-        if self.kernel == "numba" and compiled is None:  # numba is installed but does not import: same bits
-            self.kernels.remove("numba")
+        if compiled is None and self.kernel == "numba":  # installed but does not import: the numpy kernel's bits
             self.kernel = "numpy"
+            self.kernels = ["numpy"]  # replaced, not edited: another thread may be reading it
         if compiled is not None:
             kernel = compiled.compiled_kernel(self._k, self._nf)
             risk, grad = compiled.exact1d_rows(kernel, self._compiled_args,
@@ -283,7 +283,11 @@ class Exact1DRisk(RiskBackend):
         if len(tied):
             order[:, tied] = np.argsort(pos[tied], axis=1, kind="stable").T
             q[:, tied] = np.take(pos, order[:, tied] + tied * E)
-        np.clip(q, alpha, beta, out=q)
+        # clipped by IEEE comparisons (a position strictly beyond an end becomes that end; -0.0 at an end of +0.0
+        # stays), not np.clip, whose treatment of signed zeros differs between its loops and numpy versions and
+        # which the compiled kernel could not then match bit for bit
+        np.copyto(q, alpha, where=q < alpha)
+        np.copyto(q, beta, where=q > beta)
         np.multiply(order, T, out=gather)  # now into (E, T) slot-major arrays
         gather += cols
 
@@ -505,12 +509,15 @@ def numba_installed() -> bool:
 
 @functools.cache
 def _compiled_module() -> ModuleType | None:
-    """``_exact1d_numba``, imported on first use; ``None`` (with a warning, once) if numba fails to import."""
+    """``_exact1d_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
     try:
         from . import _exact1d_numba
-    except ImportError as exc:  # e.g. a numpy newer than the installed numba supports
-        warnings.warn(f"numba is installed but does not import ({exc}); exact1d uses its numpy kernel, which gives "
-                      "the same results, more slowly", RuntimeWarning, stacklevel=3)
+    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
+    # cache directory (a read-only installation and HOME)
+    except Exception as exc:
+        warnings.warn(f"numba is installed but exact1d's compiled kernel cannot be set up ({type(exc).__name__}: "
+                      f"{exc}); exact1d uses its numpy kernel, which gives the same results, more slowly",
+                      RuntimeWarning, stacklevel=3)
         return None
     return _exact1d_numba
 

@@ -15,8 +15,9 @@ contracts ``a * b + c`` into a fused multiply-add. A table is therefore the same
 installed, and ``tests/test_exact1d_numba.py`` holds the two kernels to equal bytes on every test problem.
 
 numba is optional (``pip install 'reluflow[fast]'``): ``_exact1d`` imports this module on the first compiled
-evaluation, and uses the numpy kernel where numba is missing or fails to import. Compiled code is cached on disk,
-so a worker process compiles at most once per installation.
+evaluation, and uses the numpy kernel where numba is missing or this module cannot be set up. Compiled code is
+cached on disk (keyed by this file and the argument types; ``exact1d_rows`` hands over writeable arrays so that
+one signature serves), so a process compiles at most once per installation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._scan import BLOCK
+from . import _scan
+
+# The prefix sums' block length, frozen into the compiled code. numba's disk cache notices changes to this file
+# only, so the value is written here and checked against _scan's: a mismatch must not load a stale kernel whose
+# bits differ from the numpy kernel's (_exact1d then falls back to numpy, with a warning).
+BLOCK = 8
+if _scan.BLOCK != BLOCK:
+    raise ImportError(f"_exact1d_numba.BLOCK = {BLOCK} but _scan.BLOCK = {_scan.BLOCK}: update _exact1d_numba.py")
 
 __all__ = ["compiled_kernel", "exact1d_rows"]
 
@@ -261,8 +269,9 @@ def _rows(theta, risk, grad, need_grad, H, k, kv, nf, w0, b0, v0, c0, fixed, slo
                     ist += 1
         for u in range(E):
             x = pos[u]
-            # np.clip's result, signed zeros and NaN included (an end replaces only a position strictly beyond
-            # it), written as selects: kinks fall outside the interval at random, so branches would mispredict
+            # the numpy kernel's clipping (an end replaces only a position strictly beyond it, so signed zeros
+            # and NaN stay), written as selects: kinks fall outside the interval at random, so branches would
+            # mispredict
             x = alpha if x < alpha else x
             x = beta if x > beta else x
             q[slot[u]] = x
@@ -480,5 +489,8 @@ def exact1d_rows(kernel, args: tuple, theta: np.ndarray, need_grad: bool) -> tup
     n = theta.shape[0]
     risk = np.empty(n)
     grad = np.empty((n, theta.shape[1])) if need_grad else np.empty((0, theta.shape[1]))
-    kernel(np.ascontiguousarray(theta), risk, grad, need_grad, *args)
+    theta = np.ascontiguousarray(theta)
+    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
+        theta = theta.copy()
+    kernel(theta, risk, grad, need_grad, *args)
     return risk, (grad if need_grad else None)
