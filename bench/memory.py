@@ -30,7 +30,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 spec = WORKLOADS[name]
 method = dict(spec["method"], n_steps=5, refine=False)
 problem = build(spec["problem"], spec.get("kernel"))
-trajectories, _ = reluflow.simulate(problem, method=method, n_trajectories=shard, seed=0)
+trajectories, *_ = reluflow.simulate(problem, method=method, n_trajectories=shard, seed=0)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"baseline_mb": before / 1024, "peak_mb": after / 1024}))
 """

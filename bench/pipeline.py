@@ -27,7 +27,7 @@ from pathlib import Path
 import reluflow
 from reluflow.pipeline._cluster import BLAS_THREAD_VARS, WORKER_MALLOC_ENV, dask_client
 from reluflow.pipeline._config import expand_study, load_config_files
-from reluflow.pipeline._stages import plan_shards, write_init, write_integrate
+from reluflow.pipeline._stages import SHARD_TABLES, plan_shards, write_init, write_integrate
 
 from ._timing import print_table
 
@@ -45,12 +45,13 @@ def _time_integrate(cell, workdir: Path, workers: int, shard_size: int, **cluste
     init = workdir / "init.parquet"
     if not init.exists():
         write_init(cell, init)
-    for name in ("traj.parquet", "curves.parquet"):
-        (workdir / name).unlink(missing_ok=True)
+    outputs = {table: workdir / f"{table}.parquet" for table in SHARD_TABLES}
+    for path in outputs.values():
+        path.unlink(missing_ok=True)
     shutil.rmtree(workdir / "shards", ignore_errors=True)
     t0 = time.perf_counter()
-    write_integrate(cell, init, workdir / "traj.parquet", workdir / "curves.parquet", workdir / "shards",
-                    workers=workers, shard_size=shard_size, progress_interval=1e9, **cluster)
+    write_integrate(cell, init, outputs, workdir / "shards", workers=workers, shard_size=shard_size,
+                    progress_interval=1e9, **cluster)
     return time.perf_counter() - t0
 
 
@@ -97,8 +98,7 @@ from bench.pipeline import quickstart_cell
 from reluflow.dynamics import initialize
 from reluflow.pipeline._stages import plan_shards, run_shard
 cell = quickstart_cell(sys.argv[2], int(sys.argv[3]))
-theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.key,
-                    cell.seed)
+theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.seed)
 t0 = time.perf_counter()
 for s in plan_shards(cell, int(sys.argv[4])):
     run_shard(cell.to_json(), s.start, s.stop, theta0[s.start : s.stop])
@@ -272,7 +272,7 @@ def _study_on_cluster(cells, inits: dict, workdir: Path, workers: int) -> float:
             out = workdir / f"w{workers}" / cell.id
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            write_integrate(cell, inits[cell.id], out / "traj.parquet", out / "curves.parquet", out / "shards",
+            write_integrate(cell, inits[cell.id], {t: out / f"{t}.parquet" for t in SHARD_TABLES}, out / "shards",
                             workers=workers, progress_interval=1e9, scheduler="address",
                             address=client.scheduler.address)
 

@@ -110,7 +110,7 @@ def test_empty_batches():
     assert refine_critical_points(toy, np.zeros((0, 3)))["theta"].shape == (0, 3)
     assert all(v.shape == (0,) for v in hessian_spectrum(toy, np.zeros((0, 3))).values())
     empty = np.zeros(0)
-    assert classify(np.array([], str), empty, empty, empty, risk_tol=1.0, grad_tol=1.0).shape == (0,)
+    assert classify(np.array([], str), empty, empty.astype(bool), empty, risk_tol=1.0).shape == (0,)
     for shape in [(0, 5), (3, 0)]:
         z = np.zeros(shape)
         out = rate_fits(z, z, np.ones(shape, bool), bounded=np.ones(shape[0], bool))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reluflow import Problem
-from reluflow._keys import trajectory_rng
+from reluflow._keys import init_key, trajectory_rng
 from reluflow.dynamics import (
     ConstantStepSize,
     Dopri5,
@@ -142,43 +142,64 @@ def test_init_defaults_and_errors():
 
 def test_initialize_rows_are_their_own():
     problem = Problem.from_dict(PROBLEM)
-    key, seed = 123456789, 7
+    seed = 7
     for init in ({"kind": "normal", "sigma": 2.0}, {"kind": "scaled_normal"}, {"kind": "uniform", "low": 0.5},
                  {"kind": "perturbed", "epsilon": 0.01}):
-        batch = initialize(problem, init, np.arange(10), key, seed)
+        batch = initialize(problem, init, np.arange(10), seed)
         for i in (0, 4, 9):
-            alone = initialize(problem, init, [i], key, seed)
+            alone = initialize(problem, init, [i], seed)
             assert np.array_equal(alone[0], batch[i])
-        shuffled = initialize(problem, init, [9, 4, 0], key, seed)
+        shuffled = initialize(problem, init, [9, 4, 0], seed)
         assert np.array_equal(shuffled, batch[[9, 4, 0]])
-    # the seeds' default: iid standard normals straight from trajectory_rng
-    theta = initialize(problem, None, [3], key, seed)
+    # the seeds' default: iid standard normals straight from trajectory_rng, keyed by the init and the layout
+    theta = initialize(problem, None, [3], seed)
+    key = init_key({"kind": "normal", "sigma": 1.0}, problem.architecture.layout())
     assert np.array_equal(theta[0], trajectory_rng(3, key, seed).standard_normal(problem.n_params))
-    assert not np.array_equal(initialize(problem, None, [3], key + 1, seed), theta)
+    assert not np.array_equal(initialize(problem, None, [3], seed + 1), theta)
+    # defaults written out or not: the same init, the same points
+    assert np.array_equal(initialize(problem, {"kind": "normal"}, [3], seed), theta)
+
+
+def test_initialization_depends_on_init_and_layout_only():
+    """Common random numbers: the rest of the problem (activation, target, measure, risk backend) never changes
+    an initialization; the layout (widths, biases, a fixed output layer) and the init spec do."""
+    problem = Problem.from_dict(PROBLEM)
+    theta = initialize(problem, None, np.arange(5), 3)
+    same_layout = [
+        {**PROBLEM, "network": {**PROBLEM["network"], "activation": "tanh"}},
+        {**PROBLEM, "target": {"kind": "affine", "slope": 2.0, "intercept": 0.0}},
+        {**PROBLEM, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0}},
+    ]
+    for spec in same_layout:
+        assert np.array_equal(initialize(Problem.from_dict(spec), None, np.arange(5), 3), theta), spec
+    other_layout = Problem.from_dict({**PROBLEM, "network": {**PROBLEM["network"], "bias": [False, True]}})
+    assert other_layout.n_params < problem.n_params
+    assert not np.array_equal(initialize(other_layout, None, np.arange(5), 3)[:, :4], theta[:, :4])
+    assert not np.array_equal(initialize(problem, {"kind": "normal", "sigma": 2.0}, np.arange(5), 3), 2 * theta)
 
 
 def test_initialize_distributions():
     problem = Problem.from_dict({**PROBLEM, "network": {"widths": [16, 9]}})
     arch = problem.architecture
-    theta = initialize(problem, {"kind": "scaled_normal", "sigma": "fan_in"}, np.arange(400), 1, 2)
+    theta = initialize(problem, {"kind": "scaled_normal", "sigma": "fan_in"}, np.arange(400), 2)
     views = arch.unflatten(theta)
     for (w, b), n_in in zip(views, (1, 16, 9), strict=True):
         assert np.std(w) == pytest.approx(1 / np.sqrt(n_in), rel=0.1)
         assert np.std(b) == pytest.approx(1 / np.sqrt(n_in), rel=0.1)
     theta = initialize(problem, {"kind": "scaled_normal", "sigma": [1.0, 0.5, 0.1], "bias_sigma": 0.0},
-                       np.arange(200), 1, 2)
+                       np.arange(200), 2)
     views = arch.unflatten(theta)
     assert [np.std(w) for w, _ in views] == pytest.approx([1.0, 0.5, 0.1], rel=0.1)
     assert all(np.all(b == 0) for _, b in views)
     with pytest.raises(ValueError, match="init.sigma.*3 values"):
-        initialize(problem, {"kind": "scaled_normal", "sigma": [1.0, 0.5]}, [0], 1, 2)
-    theta = initialize(problem, {"kind": "uniform", "low": -0.5, "high": 0.25}, np.arange(50), 1, 2)
+        initialize(problem, {"kind": "scaled_normal", "sigma": [1.0, 0.5]}, [0], 2)
+    theta = initialize(problem, {"kind": "uniform", "low": -0.5, "high": 0.25}, np.arange(50), 2)
     assert theta.min() >= -0.5 and theta.max() < 0.25
     center = np.linspace(-1, 1, problem.n_params)
-    theta = initialize(problem, {"kind": "perturbed", "epsilon": 0.0, "center": center.tolist()}, [0, 1], 1, 2)
+    theta = initialize(problem, {"kind": "perturbed", "epsilon": 0.0, "center": center.tolist()}, [0, 1], 2)
     assert np.array_equal(theta, np.stack([center, center]))
     with pytest.raises(ValueError, match="init.center"):
-        initialize(problem, {"kind": "perturbed", "epsilon": 0.1, "center": [1.0, 2.0]}, [0], 1, 2)
+        initialize(problem, {"kind": "perturbed", "epsilon": 0.1, "center": [1.0, 2.0]}, [0], 2)
 
 
 @pytest.mark.parametrize("target", [
@@ -200,7 +221,7 @@ def test_global_min_center_has_zero_risk(target):
     carrying = v != 0
     np.testing.assert_allclose(v[carrying] ** 2, w[carrying] ** 2 + b[carrying] ** 2, rtol=1e-12)
     # the perturbed init is centered there
-    theta0 = initialize(problem, {"kind": "perturbed", "epsilon": 1e-3}, np.arange(3), 5, 6)
+    theta0 = initialize(problem, {"kind": "perturbed", "epsilon": 1e-3}, np.arange(3), 6)
     assert np.max(np.abs(theta0 - theta)) < 1e-2
 
 

@@ -71,17 +71,38 @@ def test_grid_is_cartesian_and_dict_values_replace_subtrees():
     assert gf.init == {"kind": "normal"}  # the default init, as in simulate
 
 
-def test_cell_key_is_simulates_default_key():
+def test_cell_key_and_simulate_defaults():
     from reluflow._simulate import simulate
 
     cell = plan_config(config(), SCHEMA).cell("s", "w2-gd")
     assert cell.key == cell_key({"problem": cell.problem, "init": {"kind": "normal"}, "method": cell.method})
-    # simulate with its own default key (init omitted) gives exactly what the pipeline's key gives
-    a, ca = simulate(cell.problem, method=cell.method, n_trajectories=3, seed=cell.seed)
-    b, cb = simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=3, seed=cell.seed,
-                     key=cell.key)
+    # simulate with the default init (omitted) gives exactly what the pipeline's cell gives
+    a, ca, _ = simulate(cell.problem, method=cell.method, n_trajectories=3, seed=cell.seed)
+    b, cb, _ = simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=3, seed=cell.seed)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     pd.testing.assert_frame_equal(ca, cb, check_exact=True)
+
+
+def test_cells_with_one_layout_share_their_initializations(tmp_path):
+    """Common random numbers: the GD and GF cells of a width start from the same points, whatever the method's
+    stopping rules and monitors; another width does not."""
+    from reluflow.pipeline import read_init, write_init
+
+    grid = {"problem.network.widths": [[2], [4]],
+            "method": [GD, GF, {**GD, "norm_bound": 10.0, "refine": True, "n_checkpoints": 7, "step_size": 0.01}]}
+    plan = plan_config(config(s=study(grid=grid)), SCHEMA)
+    cells = plan.study("s").cells
+    inits = {}
+    for cid, cell in cells.items():
+        write_init(cell, tmp_path / f"{cid}.parquet")
+        inits[cid] = read_init(tmp_path / f"{cid}.parquet")[1]
+        assert pd.read_parquet(tmp_path / f"{cid}.parquet")["cell"].astype(str).eq(cid).all()
+    w2 = [cid for cid, c in cells.items() if c.problem["network"]["widths"] == [2]]
+    assert len(w2) == 3 and len({cells[c].key for c in w2}) == 3  # three different cells ...
+    for cid in w2[1:]:
+        np.testing.assert_array_equal(inits[cid], inits[w2[0]])  # ... one set of initial points
+    w4 = [cid for cid in cells if cid not in w2]
+    assert inits[w4[0]].shape[1] != inits[w2[0]].shape[1]
 
 
 def test_cell_ids_are_readable_unique_and_filesystem_safe():

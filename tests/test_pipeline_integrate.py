@@ -14,12 +14,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import load_config_files, plan_config, read_metadata
+from reluflow.pipeline import load_config_files, plan_config, read_final, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -51,8 +52,8 @@ def _cell(tmp_path: Path, text: str):
     return next(iter(study.cells.values()))
 
 
-def _reference(cell) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same cell through the Python API, in this process, no dask, no files."""
+def _reference(cell):
+    """The same cell through the Python API, in this process, no dask, no files: ``Simulation``."""
     return simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
                     seed=cell.seed)
 
@@ -91,7 +92,8 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
                 tag = f"{{workers}}-{{shard}}"
                 assert main(["integrate", "--cell-json", cell, "--init", out + "/init.parquet",
                              "--trajectories", out + f"/t-{{tag}}.parquet", "--curves", out + f"/c-{{tag}}.parquet",
-                             "--shard-dir", out + f"/shards-{{tag}}", "--workers", str(workers),
+                             "--final", out + f"/f-{{tag}}.parquet", "--shard-dir", out + f"/shards-{{tag}}",
+                             "--workers", str(workers),
                              "--shard-size", str(shard), "--execution-json", "{{}}"]) == 0
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
@@ -100,12 +102,20 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
     assert "LocalCluster with 2 single-threaded worker processes" in run.stderr
     assert re.search(r"progress: \d/\d shards, [0-9.]+ trajectories/s", run.stderr)
 
-    ref_traj, ref_curves = _reference(cell)
+    ref_traj, ref_curves, ref_states = _reference(cell)
     assert len(ref_traj) == 20 and ref_traj["trajectory"].tolist() == list(range(20))
+    ref_final = np.stack(ref_states["theta_final"].to_numpy())
     for workers, shard in runs:
         tag = f"{workers}-{shard}"
         _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t-{tag}.parquet")), ref_traj)
         _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c-{tag}.parquet")), ref_curves)
+        ids, final, refined = read_final(tmp_path / f"f-{tag}.parquet")
+        assert ids.tolist() == list(range(20))
+        np.testing.assert_array_equal(final, ref_final)
+        has = ref_states["theta_refined"].map(lambda v: v is not None).to_numpy()
+        assert (~np.isnan(refined).any(axis=1) == has).all()
+        if has.any():
+            np.testing.assert_array_equal(refined[has], np.stack(ref_states["theta_refined"].to_numpy()[has]))
         assert not (tmp_path / f"shards-{tag}").exists()  # shards are removed once the tables are written
         assert read_metadata(tmp_path / f"t-{tag}.parquet")["reluflow.shard_size"] == str(shard)
 
@@ -168,7 +178,7 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
         if path.name.endswith(".trajectories.parquet"):
             assert path.stat().st_mtime_ns == mtime, path.name
 
-    ref_traj, ref_curves = _reference(cell)
+    ref_traj, ref_curves, _ = _reference(cell)
     _assert_same(_without_cell(pd.read_parquet(tmp_path / target)), ref_traj)
     curves = tmp_path / "results" / "resume" / "curves" / f"{cell.id}.parquet"
     _assert_same(_without_cell(pd.read_parquet(curves)), ref_curves)
@@ -187,15 +197,15 @@ def test_stale_shards_are_not_reused(tmp_path):
     assert {s.stem for s in plan_shards(cell, 5)}.isdisjoint(s.stem for s in shards)  # shard size is in the name
     shard: Shard = shards[0]
     df = pd.DataFrame({"trajectory": range(4)})
-    for table, path in zip(("trajectories", "curves"), shard.paths(tmp_path), strict=True):
+    for table, path in shard.paths(tmp_path).items():
         write_table(df, path, _shard_meta(cell, shard, table))
     assert _shard_is_finished(cell, shard, tmp_path)
     other = type(cell)(**{**cell.__dict__, "method": {**cell.method, "step_size": 0.06}})
     assert not _shard_is_finished(other, shard, tmp_path)  # same file name, other parameters
-    traj_path = shard.paths(tmp_path)[0]
+    traj_path = shard.paths(tmp_path)["trajectories"]
     write_table(df, traj_path, {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "0" * 40})
     assert not _shard_is_finished(cell, shard, tmp_path)  # other code
-    os.remove(shard.paths(tmp_path)[1])
+    os.remove(shard.paths(tmp_path)["curves"])
     write_table(df, traj_path, _shard_meta(cell, shard, "trajectories"))
     assert not _shard_is_finished(cell, shard, tmp_path)  # curves missing: not finished
 
@@ -229,7 +239,8 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
     shards = tmp_path / "shards"
     proc = subprocess.Popen([sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(),
                              "--init", str(init), "--trajectories", str(tmp_path / "t.parquet"), "--curves",
-                             str(tmp_path / "c.parquet"), "--shard-dir", str(shards), "--workers", "1",
+                             str(tmp_path / "c.parquet"), "--final", str(tmp_path / "f.parquet"), "--shard-dir",
+                             str(shards), "--workers", "1",
                              "--shard-size", "2", "--execution-json", "{}"], stderr=subprocess.PIPE, text=True)
     while len(list(shards.glob("*.trajectories.parquet"))) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -350,7 +361,8 @@ def test_integrate_jobs_share_the_cluster_reluflow_cluster_serves(tmp_path):
         jobs = [subprocess.Popen(
             [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
              "--trajectories", str(tmp_path / f"t{i}.parquet"), "--curves", str(tmp_path / f"c{i}.parquet"),
-             "--shard-dir", str(tmp_path / f"shards{i}"), "--scheduler-file", str(sched), "--execution-json",
+             "--final", str(tmp_path / f"f{i}.parquet"), "--shard-dir", str(tmp_path / f"shards{i}"),
+             "--scheduler-file", str(sched), "--execution-json",
              json.dumps({"shard_size": shard})], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for i, shard in enumerate((7, 3))]  # started before the cluster is up: they wait for it
         for job in jobs:
@@ -359,7 +371,7 @@ def test_integrate_jobs_share_the_cluster_reluflow_cluster_serves(tmp_path):
             assert "the run's shared LocalCluster at tcp://" in err and "(2 single-threaded workers)" in err
             assert "LocalCluster with" not in err  # no cluster of its own
         assert sched.is_file()
-        ref_traj, ref_curves = _reference(cell)
+        ref_traj, ref_curves, _ = _reference(cell)
         for i in range(2):
             _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t{i}.parquet")), ref_traj)
             _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c{i}.parquet")), ref_curves)
@@ -390,7 +402,8 @@ def test_integrate_reports_a_shared_cluster_that_failed_to_start(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
          "--trajectories", str(tmp_path / "t.parquet"), "--curves", str(tmp_path / "c.parquet"),
-         "--shard-dir", str(tmp_path / "shards"), "--scheduler-file", str(sched)],
+         "--final", str(tmp_path / "f.parquet"), "--shard-dir", str(tmp_path / "shards"),
+         "--scheduler-file", str(sched)],
         capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "shared dask cluster" in run.stderr and "failed to start: OSError: no free port" in run.stderr

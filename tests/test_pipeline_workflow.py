@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import FIGURES, load_config_files, plan_config, read_init, read_metadata
+from reluflow.pipeline import FIGURES, load_config_files, plan_config, read_final, read_init, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -90,6 +90,8 @@ def dtype_matches(doc: str, actual: pa.DataType) -> bool:
         return True
     if doc == "string":
         return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if doc == "list<double>":
+        return pa.types.is_list(actual) and pa.types.is_float64(actual.value_type)
     if doc.startswith("fixed_size_list<double>"):
         return pa.types.is_fixed_size_list(actual) and pa.types.is_float64(actual.value_type)
     return str(actual) == doc
@@ -114,7 +116,7 @@ def test_layout_and_logs(e2e):
     assert study.cell_ids == ["w3-gd", "w3-gf"]
     expected = {"cells.parquet", "summary.parquet"}
     for cid in study.cell_ids:
-        expected |= {f"init/{cid}.parquet", f"trajectories/{cid}.parquet", f"curves/{cid}.parquet"}
+        expected |= {f"{table}/{cid}.parquet" for table in ("init", "trajectories", "curves", "final")}
     expected |= {f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
     found = {str(p.relative_to(res)) for p in res.rglob("*") if p.is_file()}
     assert found == expected  # no temporary files, no shards left
@@ -135,7 +137,7 @@ def test_tables_match_docs_and_carry_metadata(e2e):
     d, study = e2e
     res = d / "results" / "tiny"
     docs = documented_columns()
-    assert set(docs) == {"cells", "init", "trajectories", "curves", "summary"}
+    assert set(docs) == {"cells", "init", "trajectories", "curves", "final", "summary"}
     import reluflow
 
     for path in sorted(res.rglob("*.parquet")):
@@ -157,8 +159,8 @@ def test_values_equal_simulate(e2e):
     d, study = e2e
     res = d / "results" / "tiny"
     for cid, cell in study.cells.items():
-        traj, curves = simulate(cell.problem, method=cell.method, init=cell.init,
-                                n_trajectories=cell.n_trajectories, seed=cell.seed)
+        traj, curves, states = simulate(cell.problem, method=cell.method, init=cell.init,
+                                        n_trajectories=cell.n_trajectories, seed=cell.seed)
         got = pd.read_parquet(res / "trajectories" / f"{cid}.parquet")
         assert (got["cell"] == cid).all()
         pd.testing.assert_frame_equal(got.drop(columns="cell"), traj, check_exact=True, check_dtype=False)
@@ -166,6 +168,16 @@ def test_values_equal_simulate(e2e):
         pd.testing.assert_frame_equal(got_c.drop(columns="cell"), curves, check_exact=True, check_dtype=False)
         ids, theta0 = read_init(res / "init" / f"{cid}.parquet")
         assert ids.tolist() == list(range(12)) and theta0.shape == (12, 10)  # P = 3 + 3 + 3 + 1
+        ids, final, refined = read_final(res / "final" / f"{cid}.parquet")
+        assert ids.tolist() == list(range(12))
+        np.testing.assert_array_equal(final, np.stack(states["theta_final"].to_numpy()))
+        has = traj["refined"].to_numpy()
+        assert (~np.isnan(refined).any(axis=1) == has).all()
+        if has.any():
+            np.testing.assert_array_equal(refined[has], np.stack(states["theta_refined"].to_numpy()[has]))
+    # paired initializations: the GD and GF cells of one width start from the same points
+    inits = [read_init(res / "init" / f"{cid}.parquet")[1] for cid in study.cell_ids]
+    np.testing.assert_array_equal(inits[0], inits[1])
 
 
 def test_cells_and_summary(e2e):
@@ -319,6 +331,11 @@ def test_load(e2e):
     assert t.metadata["reluflow.study"] == "tiny"
     lean = load(d / "results" / "tiny", curves=False, summary=False)
     assert lean.curves is None and lean.summary is None and lean.trajectories.equals(t.trajectories)
+    assert t.final is None  # large: read only when asked for
+    final = load(d / "results" / "tiny", curves=False, final=True).final
+    assert list(final.columns) == ["cell", "trajectory", "theta_final", "theta_refined"] and len(final) == 24
+    np.testing.assert_array_equal(np.stack(final["theta_final"].to_numpy())[:12],
+                                  read_final(d / "results" / "tiny" / "final" / "w3-gd.parquet")[1])
     no_traj = load(d / "results" / "tiny", trajectories=False)
     assert no_traj.trajectories is None and no_traj.curves.equals(t.curves) and no_traj.summary.equals(t.summary)
 

@@ -6,25 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reluflow import Problem
-from reluflow._keys import cell_key
-from reluflow._simulate import ANALYSIS_COLUMNS, BASE_COLUMNS, CURVE_COLUMNS, TRAJECTORY_COLUMNS, _simulate
-
-try:
-    from reluflow.analysis import classify, hessian_spectrum, rate_fits, refine_critical_points  # noqa: F401
-
-    HAVE_ANALYSIS = True
-except ImportError:  # the analysis API is written concurrently; only its columns are skipped without it
-    HAVE_ANALYSIS = False
-
-needs_analysis = pytest.mark.skipif(not HAVE_ANALYSIS, reason="reluflow.analysis API not available yet")
-
-
-def simulate(problem, **kwargs):
-    """``reluflow.simulate``, or the same without the analysis columns while that API is missing."""
-    defaults = dict(init=None, trajectory_ids=None, theta0=None, key=None, progress=None)
-    return _simulate(problem, **{**defaults, **kwargs}, analysis=HAVE_ANALYSIS)
-
+from reluflow import Problem, simulate
+from reluflow._simulate import ANALYSIS_COLUMNS, CURVE_COLUMNS, STATE_COLUMNS, TRAJECTORY_COLUMNS
+from reluflow.dynamics import initialize
 
 PROBLEM = {
     "network": {"widths": [3]},
@@ -38,7 +22,8 @@ GD = {"kind": "gd", "step_size": 0.1, "n_steps": 20, "n_checkpoints": 6}
 DOPRI5 = {"kind": "gf", "solver": "dopri5", "t_end": 1.0, "n_checkpoints": 6, "max_steps": 200}
 
 INT_COLUMNS = {"trajectory", "steps", "n_rejected", "n_dead_final"}
-STR_COLUMNS = {"status", "class", "rate_best"}
+STR_COLUMNS = {"status", "class", "rate_best", "nearest_class", "hessian_at"}
+BOOL_COLUMNS = {"refined", "refine_converged", "refine_local"}
 
 
 def test_public_signature():
@@ -48,14 +33,15 @@ def test_public_signature():
 
     params = inspect.signature(public).parameters
     assert list(params) == ["problem", "method", "init", "n_trajectories", "seed", "trajectory_ids", "theta0",
-                            "key", "progress"]
+                            "progress"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for name, p in params.items() if name != "problem")
 
 
 def test_tables_columns_dtypes_and_order():
     ids = [5, 0, 3]
-    tr, cu = simulate(PROBLEM, method=GD, n_trajectories=6, seed=1, trajectory_ids=ids)
-    expected = list(TRAJECTORY_COLUMNS if HAVE_ANALYSIS else BASE_COLUMNS)
+    tr, cu, st = simulate(PROBLEM, method=GD, n_trajectories=6, seed=1, trajectory_ids=ids)
+    assert list(st.columns) == list(STATE_COLUMNS) and st["trajectory"].tolist() == [0, 3, 5]
+    expected = list(TRAJECTORY_COLUMNS)
     assert list(tr.columns) == expected
     assert list(cu.columns) == list(CURVE_COLUMNS)
     assert tr["trajectory"].tolist() == [0, 3, 5]
@@ -64,7 +50,7 @@ def test_tables_columns_dtypes_and_order():
             assert tr[col].dtype == np.int64, col
         elif col in STR_COLUMNS:
             assert pd.api.types.is_string_dtype(tr[col]), col
-        elif col == "refined":
+        elif col in BOOL_COLUMNS:
             assert tr[col].dtype == bool
         else:
             assert tr[col].dtype == np.float64, col
@@ -91,20 +77,29 @@ def test_tables_columns_dtypes_and_order():
     assert (tr["n_rejected"] == 0).all()
 
 
-def test_default_key_and_problem_object():
-    tr_a, cu_a = simulate(PROBLEM, method=GD, n_trajectories=3, seed=4)
-    key = cell_key({"problem": PROBLEM, "init": {"kind": "normal"}, "method": GD})
-    tr_b, cu_b = simulate(Problem.from_dict(PROBLEM), method=GD, n_trajectories=3, seed=4, key=key)
+def test_problem_object_and_paired_initializations():
+    tr_a, cu_a, st_a, *_ = simulate(PROBLEM, method=GD, n_trajectories=3, seed=4)
+    tr_b, cu_b, st_b, *_ = simulate(Problem.from_dict(PROBLEM), method=GD, n_trajectories=3, seed=4)
     pd.testing.assert_frame_equal(tr_a, tr_b, check_exact=True)
     pd.testing.assert_frame_equal(cu_a, cu_b, check_exact=True)
-    tr_c, _ = simulate(PROBLEM, method=GD, n_trajectories=3, seed=4, key=key + 1)
+    tr_c, *_ = simulate(PROBLEM, method=GD, n_trajectories=3, seed=5)
     assert not np.array_equal(tr_a["risk_init"], tr_c["risk_init"])
+    # common random numbers: another method (GF), other stopping rules, monitors or analysis settings start
+    # from the same points
+    theta0 = initialize(Problem.from_dict(PROBLEM), None, np.arange(3), 4)
+    for method in (DOPRI5, {**GD, "step_size": 0.05, "norm_bound": 1e3, "n_checkpoints": 3, "refine": False},
+                   {**GD, "risk_tol": 1e-3, "grad_tol": 1e-4}):
+        tr, cu, _, *_ = simulate(PROBLEM, method=method, n_trajectories=3, seed=4)
+        assert tr["risk_init"].tolist() == tr_a["risk_init"].tolist()
+        first = cu[cu["checkpoint"] == 0]
+        assert first["risk"].tolist() == tr_a["risk_init"].tolist()
+    assert tr_a["risk_init"].tolist() == Problem.from_dict(PROBLEM).risk(theta0).tolist()
 
 
 def test_theta0_and_errors():
     problem = Problem.from_dict(PROBLEM)
     theta0 = np.random.default_rng(0).standard_normal((2, problem.n_params))
-    tr, _ = simulate(PROBLEM, method=GD, n_trajectories=10, seed=0, trajectory_ids=[7, 2], theta0=theta0)
+    tr, _, *_ = simulate(PROBLEM, method=GD, n_trajectories=10, seed=0, trajectory_ids=[7, 2], theta0=theta0)
     assert tr["trajectory"].tolist() == [2, 7]
     risk0 = problem.risk(theta0)
     assert tr["risk_init"].tolist() == [risk0[1], risk0[0]]
@@ -130,11 +125,11 @@ def test_progress_is_reported():
 @pytest.mark.parametrize("method", [GD, DOPRI5], ids=["gd", "dopri5"])
 def test_row_is_bitwise_the_same_alone_in_7_and_in_1000(method):
     kw = dict(method=method, n_trajectories=1000, seed=11)
-    tr_all, cu_all = simulate(PROBLEM, **kw)
+    tr_all, cu_all, *_ = simulate(PROBLEM, **kw)
     for i in (0, 3, 500, 999):
-        tr_one, cu_one = simulate(PROBLEM, **kw, trajectory_ids=[i])
+        tr_one, cu_one, *_ = simulate(PROBLEM, **kw, trajectory_ids=[i])
         lo = min(max(i - 3, 0), 993)
-        tr_seven, cu_seven = simulate(PROBLEM, **kw, trajectory_ids=list(range(lo, lo + 7)))
+        tr_seven, cu_seven, *_ = simulate(PROBLEM, **kw, trajectory_ids=list(range(lo, lo + 7)))
         ref_tr = tr_all[tr_all.trajectory == i].reset_index(drop=True)
         ref_cu = cu_all[cu_all.trajectory == i].reset_index(drop=True)
         for tr, cu in ((tr_one, cu_one), (tr_seven, cu_seven)):
@@ -150,7 +145,7 @@ def test_gf_risk_never_increases_on_200_trajectories():
     steps is at round-off level (here: none at all)."""
     problem = {**PROBLEM, "network": {"widths": [4]}, "risk": {"backend": "quadrature", "n_points": 64}}
     method = {"kind": "gf", "solver": "rk4", "t_end": 2.0, "dt": 0.01, "refine": False, "n_checkpoints": 10}
-    tr, cu = simulate(problem, method=method, n_trajectories=200, seed=5)
+    tr, cu, *_ = simulate(problem, method=method, n_trajectories=200, seed=5)
     assert len(tr) == 200 and (tr["status"] != "nonfinite").all()
     assert (tr["max_risk_increase"] <= 1e-12).all()
     assert (cu.groupby("trajectory")["risk"].diff().dropna() <= 1e-12 * cu["risk"].max()).all()
@@ -163,7 +158,7 @@ def test_gf_risk_never_increases_with_an_exact_backend():
     if Problem.from_dict(problem).backend_name == "quadrature":
         pytest.skip("no exact backend for this problem yet")
     method = {"kind": "gf", "solver": "dopri5", "t_end": 5.0, "refine": False, "n_checkpoints": 10}
-    tr, _ = simulate(problem, method=method, n_trajectories=200, seed=6)
+    tr, _, *_ = simulate(problem, method=method, n_trajectories=200, seed=6)
     assert (tr["max_risk_increase"] <= 1e-12).all()
 
 
@@ -178,44 +173,46 @@ def test_events_through_simulate():
     runaway = np.full(problem.n_params, 10.0)
     theta0 = np.stack([dead, runaway, np.full(problem.n_params, np.nan)])
     method = {"kind": "gd", "step_size": 0.5, "n_steps": 50, "norm_bound": 50.0}
-    tr, cu = simulate(PROBLEM, method=method, n_trajectories=3, seed=0, theta0=theta0)
+    tr, cu, *_ = simulate(PROBLEM, method=method, n_trajectories=3, seed=0, theta0=theta0)
     assert tr["status"].tolist() == ["critical", "diverged", "nonfinite"]
     assert tr["steps"].tolist()[0] == 0 and tr["n_dead_final"].tolist() == [3, tr["n_dead_final"][1], -1]
     assert cu.groupby("trajectory").size().tolist()[0] == 1
-    if HAVE_ANALYSIS:
-        assert tr["class"].tolist()[1:] == ["diverged", "diverged"]
-        assert bool(tr["refined"][0]) and not tr["refined"][1:].any()
+    assert tr["class"].tolist()[1:] == ["diverged", "diverged"]
+    assert bool(tr["refined"][0]) and not tr["refined"][1:].any()
 
 
-@needs_analysis
 def test_analysis_columns():
     problem = {**PROBLEM, "network": {"widths": [2]}}
-    tr, _ = simulate(problem, method={**GD, "n_steps": 200, "step_size": 0.2}, n_trajectories=12, seed=2)
+    tr, _, *_ = simulate(problem, method={**GD, "n_steps": 200, "step_size": 0.2}, n_trajectories=12, seed=2)
     refined = tr["status"].isin(["critical", "budget"])
     assert (tr["refined"] == refined).all()
-    for col in ("refine_moved", "refine_grad_norm", "n_negative", "n_zero", "lambda_min", "hessian_rank"):
+    for col in ("refine_moved", "refine_grad_norm"):
         assert tr.loc[refined, col].notna().all(), col
-        assert tr.loc[~refined & (tr["status"] != "zero_risk"), col].isna().all(), col
+        assert tr.loc[~refined, col].isna().all(), col
+    described = tr["refine_converged"] | (tr["status"] == "zero_risk")
+    assert described.sum() >= 6
+    for col in ("n_negative", "n_zero", "lambda_min", "hessian_rank"):
+        assert tr.loc[described, col].notna().all(), col
+        assert tr.loc[~described & (tr["hessian_at"] == "none"), col].isna().all(), col
     assert set(tr["class"]) <= {"global_min", "local_min", "saddle", "unconverged", "diverged"}
     assert set(tr["rate_best"]) <= {"exponential", "polynomial", "none"}
     assert set(ANALYSIS_COLUMNS) <= set(tr.columns)
-    off, _ = simulate(problem, method={**GD, "refine": False}, n_trajectories=3, seed=2)
+    off, _, *_ = simulate(problem, method={**GD, "refine": False}, n_trajectories=3, seed=2)
     assert not off["refined"].any() and off["n_negative"].isna().all()
 
 
-@needs_analysis
 def test_zero_risk_endpoints_get_their_spectrum():
     """A start at a global minimum stops at once as zero_risk; it is not refined, but its Hessian spectrum is
     measured (C9: the rank of the Hessian at global minima)."""
-    tr, _ = simulate(PROBLEM, method=GD, init={"kind": "perturbed", "epsilon": 0.0}, n_trajectories=2, seed=0)
+    tr, _, *_ = simulate(PROBLEM, method=GD, init={"kind": "perturbed", "epsilon": 0.0}, n_trajectories=2, seed=0)
     assert (tr["status"] == "zero_risk").all() and not tr["refined"].any()
     assert tr["hessian_rank"].notna().all() and (tr["n_negative"] == 0).all()
     assert (tr["class"] == "global_min").all()
 
 
 def test_empty_shard_keeps_the_schema():
-    tr, cu = simulate(PROBLEM, method=GD, n_trajectories=5, seed=0, trajectory_ids=[])
-    full, _ = simulate(PROBLEM, method=GD, n_trajectories=1, seed=0)
+    tr, cu, *_ = simulate(PROBLEM, method=GD, n_trajectories=5, seed=0, trajectory_ids=[])
+    full, _, *_ = simulate(PROBLEM, method=GD, n_trajectories=1, seed=0)
     assert len(tr) == 0 and len(cu) == 0
     assert list(tr.columns) == list(full.columns) and (tr.dtypes == full.dtypes).all()
     assert list(cu.columns) == list(CURVE_COLUMNS)

@@ -1,8 +1,11 @@
-"""Stable keys for cells and trajectories (DESIGN.md, "Randomness").
+"""Stable keys for cells, initializations and trajectories (DESIGN.md, "Randomness").
 
-Trajectory ``i`` of a cell with key ``k`` in a study with seed ``s`` draws from
-``numpy.random.default_rng([i, k, s])``: any trajectory can be recomputed alone, whatever the shard, worker,
-retry or order it ran in.
+Trajectory ``i`` of a study with seed ``s`` draws its initial parameters from
+``numpy.random.default_rng([i, k, s])`` with ``k = init_key(init, layout)``: a hash of the (normalized) init spec
+and the network's parameter layout only. Any trajectory can be recomputed alone, whatever the shard, worker, retry
+or order it ran in, and every cell of a study with the same init and layout starts trajectory ``i`` from the same
+point (common random numbers): the method, its stopping rules, monitors and analysis settings never change an
+initialization.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["canonical_json", "cell_key", "trajectory_rng"]
+__all__ = ["canonical_json", "cell_key", "init_key", "trajectory_rng"]
 
 
 def _canonical(obj: Any) -> Any:
@@ -43,6 +46,12 @@ def cell_key(params: dict[str, Any]) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def init_key(init: dict[str, Any], layout: dict[str, Any]) -> int:
+    """The key of an initialization: a stable 63-bit hash of the normalized ``init`` dict and the parameter
+    ``layout`` (``Architecture.layout()``), and of nothing else."""
+    return cell_key({"init": init, "layout": layout})
+
+
 def trajectory_rng(trajectory: int, key: int, seed: int) -> np.random.Generator:
-    """The generator of trajectory ``trajectory`` in the cell with key ``key`` of a study with seed ``seed``."""
+    """The generator of trajectory ``trajectory`` with initialization key ``key`` in a study with seed ``seed``."""
     return np.random.default_rng([int(trajectory), int(key), int(seed)])

@@ -6,35 +6,49 @@ The tables' columns and dtypes are documented in ``docs/methods.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ._keys import cell_key
 from .dynamics import init_from_dict, initialize, integrate, method_from_dict
 from .problem import Problem
 
 if TYPE_CHECKING:  # imported where the tables are built: `import reluflow` stays free of pandas (see _load)
     import pandas as pd
 
-__all__ = ["CURVE_COLUMNS", "TRAJECTORY_COLUMNS", "simulate"]
+__all__ = ["CURVE_COLUMNS", "STATE_COLUMNS", "TRAJECTORY_COLUMNS", "Simulation", "simulate"]
 
 BASE_COLUMNS = (
     "trajectory", "status", "risk_init", "risk_final", "risk_min", "grad_norm_final", "param_norm_init",
     "param_norm_max", "param_norm_final", "t_final", "steps", "n_rejected", "max_risk_increase", "n_dead_final",
     "min_unit_norm", "balance_drift",
 )
-ANALYSIS_COLUMNS = (
-    "refined", "refine_moved", "refine_grad_norm", "n_negative", "n_zero", "lambda_min", "lambda_min_positive",
-    "hessian_rank", "class", "risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly", "rate_best",
+ENDPOINT_COLUMNS = (
+    "refined", "refine_converged", "refine_moved", "refine_grad_norm", "refine_model_error", "refine_local",
+    "nearest_class", "nearest_risk", "hessian_at", "n_negative", "n_zero", "lambda_min", "lambda_min_positive",
+    "hessian_rank", "class",
 )
+RATE_COLUMNS = ("risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly")
+ANALYSIS_COLUMNS = (*ENDPOINT_COLUMNS, *RATE_COLUMNS, "rate_best")
 TRAJECTORY_COLUMNS = BASE_COLUMNS + ANALYSIS_COLUMNS
 CURVE_COLUMNS = ("trajectory", "checkpoint", "step", "t", "risk", "grad_norm", "param_norm")
-HESSIAN_COLUMNS = ("n_negative", "n_zero", "lambda_min", "lambda_min_positive", "hessian_rank")
-RATE_COLUMNS = ("risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly")
-# endpoints that refinement (a root-finder on G) is meant for
-REFINE_STATUSES = ("critical", "budget")
-STR_COLUMNS = ("status", "class", "rate_best")
+STATE_COLUMNS = ("trajectory", "theta_final", "theta_refined")
+STR_COLUMNS = ("status", "class", "rate_best", "nearest_class", "hessian_at")
+
+
+class Simulation(NamedTuple):
+    """What ``simulate`` returns: three tables with one row per trajectory (``curves``: per checkpoint), sorted
+    by ``trajectory``.
+
+    ``trajectories``: status, monitors, endpoint analysis and rate fits (docs/methods.md, docs/analysis.md);
+    ``curves``: the recorded checkpoints; ``states``: ``theta_final`` (the final parameters, ``(P,)`` float64
+    arrays) and ``theta_refined`` (the refined point, where refinement ran; None elsewhere). ``np.stack(
+    states.theta_final)`` gives the ``(T, P)`` matrix.
+    """
+
+    trajectories: pd.DataFrame
+    curves: pd.DataFrame
+    states: pd.DataFrame
 
 
 def simulate(
@@ -46,36 +60,32 @@ def simulate(
     seed: int,
     trajectory_ids: Any = None,
     theta0: np.ndarray | None = None,
-    key: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Simulate trajectories of one cell; return ``(trajectories, curves)``.
+) -> Simulation:
+    """Simulate trajectories of one cell; return ``Simulation(trajectories, curves, states)``.
 
-    ``problem`` a problem dict (``Problem.from_dict`` shape) or a ``Problem``; ``method`` the method dict
-    (``method_from_dict``); ``init`` the init dict (default ``{"kind": "normal"}``); ``trajectory_ids`` the ids
-    in ``[0, n_trajectories)`` to run (default all: a pipeline shard passes its subset); ``theta0`` precomputed
-    initial parameters ``(len(ids), P)`` instead of drawing them; ``key`` the cell key (default
-    ``cell_key({"problem": ..., "init": ..., "method": ...})`` of the dicts as passed, ``init`` defaulted);
+    ``problem`` a problem dict (``Problem.from_dict`` shape, with ``optimal_risk`` where it is known) or a
+    ``Problem``; ``method`` the method dict (``method_from_dict``); ``init`` the init dict (default ``{"kind":
+    "normal"}``); ``trajectory_ids`` the ids in ``[0, n_trajectories)`` to run (default all: a pipeline shard passes
+    its subset); ``theta0`` precomputed initial parameters ``(len(ids), P)`` instead of drawing them;
     ``progress(done, total)`` is called as trajectories finish.
 
-    Row ``i`` of both tables depends only on trajectory id ``i``, the cell and the seed: the same bits alone, in
-    any batch or shard.
+    Trajectory ``i`` starts from ``initialize(problem, init, [i], seed)``, which depends on ``i``, the seed, the
+    init and the network's parameter layout only: two calls that differ in their method (GD and GF, step sizes,
+    stopping rules) start from the same points, so their results can be compared trajectory by trajectory. Row
+    ``i`` of every table depends only on trajectory id ``i``, the cell and the seed: the same bits alone, in any
+    batch or shard.
     """
     return _simulate(problem, method=method, init=init, n_trajectories=n_trajectories, seed=seed,
-                     trajectory_ids=trajectory_ids, theta0=theta0, key=key, progress=progress, analysis=True)
+                     trajectory_ids=trajectory_ids, theta0=theta0, progress=progress, analysis=True)
 
 
-def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, theta0, key, progress,
-              analysis: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, theta0, progress,
+              analysis: bool) -> Simulation:
     """``simulate``; ``analysis=False`` leaves out the analysis columns (for tests while that API is missing)."""
     import pandas as pd
 
-    if isinstance(problem, Problem):
-        prob = problem
-        problem_dict = problem.spec if problem.spec is not None else problem.to_dict()
-    else:
-        prob = Problem.from_dict(problem)
-        problem_dict = problem
+    prob = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
     init_dict = {"kind": "normal"} if init is None else init
     m = method_from_dict(method)
     init_from_dict(init_dict)  # validate before anything runs
@@ -92,11 +102,9 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
             raise ValueError(f"trajectory_ids = {trajectory_ids!r} is not allowed: expected distinct integers in "
                              f"[0, n_trajectories = {n_trajectories})")
         ids = ids.astype(np.int64)
-    if key is None:
-        key = cell_key({"problem": problem_dict, "init": init_dict, "method": method})
     n_par = prob.n_params
     if theta0 is None:
-        theta0 = initialize(prob, init_dict, ids, key, seed)
+        theta0 = initialize(prob, init_dict, ids, seed)
     else:
         theta0 = np.asarray(theta0, dtype=np.float64)
         if theta0.shape != (len(ids), n_par):
@@ -117,8 +125,11 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
         "steps": sol.steps, "n_rejected": sol.n_rejected, "max_risk_increase": sol.max_risk_increase,
         "n_dead_final": n_dead, "min_unit_norm": sol.min_unit_norm, "balance_drift": sol.balance_drift,
     }
+    theta_refined = None
     if analysis:
-        table.update(_analysis_columns(prob, m, sol, finite))
+        cols = _analysis_columns(prob, m, sol)
+        theta_refined = cols.pop("theta_refined")
+        table.update({name: cols[name] for name in ANALYSIS_COLUMNS})
     trajectories = pd.DataFrame(table)
     for col in STR_COLUMNS:
         if col in trajectories:  # pandas' default string dtype, also for an empty table
@@ -134,43 +145,26 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
         "param_norm": c["param_norm"].astype(np.float64),
     })
     curves = curves.sort_values(["trajectory", "checkpoint"], kind="stable").reset_index(drop=True)
-    return trajectories, curves
+
+    refined = trajectories["refined"].to_numpy() if "refined" in trajectories else np.zeros(len(ids), dtype=bool)
+    theta_final = np.array(sol.theta, dtype=np.float64)[order]
+    theta_ref = theta_refined[order] if theta_refined is not None else None
+    states = pd.DataFrame({
+        "trajectory": trajectories["trajectory"].to_numpy(),
+        "theta_final": pd.Series(list(theta_final), dtype=object),
+        "theta_refined": pd.Series([theta_ref[i] if refined[i] else None for i in range(len(ids))], dtype=object),
+    })
+    return Simulation(trajectories, curves, states)
 
 
-def _analysis_columns(prob: Problem, m, sol, finite: np.ndarray) -> dict[str, np.ndarray]:
-    """Refinement, Hessian spectrum, classification and rate fits (``reluflow.analysis``)."""
-    from .analysis import classify, hessian_spectrum, rate_fits, refine_critical_points
+def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:
+    """Endpoint analysis (refinement, spectra, classes: ``analysis.analyse_endpoints``) and rate fits."""
+    from .analysis import analyse_endpoints, rate_fits
 
     n = len(sol.status)
-    cols: dict[str, np.ndarray] = {"refined": np.zeros(n, dtype=bool)}
-    for name in ("refine_moved", "refine_grad_norm", *HESSIAN_COLUMNS):
-        cols[name] = np.full(n, np.nan)
-    risk_cls = sol.risk.copy()
-    grad_cls = sol.grad_norm.copy()
-    converged = np.zeros(n, dtype=bool)
-    if m.refine_enabled(prob.n_params):
-        theta_h = sol.theta.copy()
-        ref = np.flatnonzero(np.isin(sol.status, REFINE_STATUSES) & finite)
-        if len(ref):
-            r = refine_critical_points(prob, np.ascontiguousarray(sol.theta[ref]))
-            cols["refined"][ref] = True
-            cols["refine_moved"][ref] = r["moved"]
-            cols["refine_grad_norm"][ref] = r["grad_norm"]
-            theta_h[ref] = r["theta"]
-            converged[ref] = np.asarray(r["converged"], dtype=bool)
-            grad_cls[ref] = r["grad_norm"]
-            with np.errstate(all="ignore"):
-                risk_cls[ref] = prob.risk(np.ascontiguousarray(r["theta"]))
-        # zero-risk endpoints are not refined (they are minima already) but get their spectrum too (C9)
-        hes = np.flatnonzero((np.isin(sol.status, REFINE_STATUSES) | (sol.status == "zero_risk")) & finite)
-        hes = hes[np.isfinite(theta_h[hes]).all(axis=1)]
-        if len(hes):
-            spec = hessian_spectrum(prob, np.ascontiguousarray(theta_h[hes]))
-            for name in HESSIAN_COLUMNS:
-                cols[name][hes] = np.asarray(spec[name], dtype=np.float64)
-    cols["class"] = np.asarray(
-        classify(sol.status.astype(object), risk_cls, grad_cls, cols["n_negative"], risk_tol=m.risk_tol,
-                 grad_tol=m.grad_tol, refined=converged), dtype=object)
+    cols = analyse_endpoints(prob, sol.theta, sol.status.astype(object), sol.risk, sol.grad_norm,
+                             risk_tol=m.risk_tol, grad_tol=m.grad_tol, optimal_risk=prob.optimal_risk,
+                             second_order=m.refine_enabled(prob.n_params))
 
     # rate fits on the recorded curves: (T, C) padded arrays
     c = sol.curves

@@ -84,7 +84,8 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     # local: the LocalCluster the workflow runs for all its jobs, when it set one up (else the job's own)
     scheduler_file = (args.scheduler_file or os.environ.get(SCHEDULER_FILE_ENV)) if scheduler == "local" else None
     counts = write_integrate(
-        Cell.from_json(args.cell_json), args.init, args.trajectories, args.curves, args.shard_dir,
+        Cell.from_json(args.cell_json), args.init,
+        {"trajectories": args.trajectories, "curves": args.curves, "final": args.final}, args.shard_dir,
         scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
         scheduler_file=scheduler_file,
         shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--init", required=True, help="the cell's init table")
     c.add_argument("--trajectories", required=True, help="output: per-trajectory table")
     c.add_argument("--curves", required=True, help="output: curves table")
+    c.add_argument("--final", required=True, help="output: final-state table (final and refined parameters)")
     c.add_argument("--shard-dir", required=True, help="where finished shards are kept for resuming")
     c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
     c.add_argument("--scheduler-file", help="scheduler 'local': use the cluster `reluflow cluster` serves "

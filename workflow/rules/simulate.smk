@@ -54,6 +54,7 @@ rule integrate:
     output:
         trajectories="results/{study}/trajectories/{cell}.parquet",
         curves="results/{study}/curves/{cell}.parquet",
+        final="results/{study}/final/{cell}.parquet",
     params:
         cell=cell_json,
         version=RELUFLOW_VERSION,
@@ -70,5 +71,5 @@ rule integrate:
         "../envs/reluflow.yaml"
     shell:
         "python -m reluflow integrate --cell-json {params.cell:q} --init {input.init:q}"
-        " --trajectories {output.trajectories:q} --curves {output.curves:q}"
+        " --trajectories {output.trajectories:q} --curves {output.curves:q} --final {output.final:q}"
         " --shard-dir {params.shard_dir:q} --workers {threads} > {log:q} 2>&1"

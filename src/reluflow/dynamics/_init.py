@@ -1,8 +1,10 @@
 """Initializations: the ``init`` dict and the initial parameters of a batch of trajectories.
 
-Trajectory ``i`` of a cell with key ``key`` in a study with seed ``seed`` draws from
-``trajectory_rng(i, key, seed)`` (``reluflow._keys``) and from nothing else, so any trajectory can be recomputed
-alone. Kinds (documented in ``docs/methods.md``)::
+Trajectory ``i`` of a study with seed ``seed`` draws from ``trajectory_rng(i, init_key(init, layout), seed)``
+(``reluflow._keys``) and from nothing else: any trajectory can be recomputed alone, and cells that differ only in
+their method (GD and GF, step sizes, stopping rules, monitors, analysis settings) or in anything else that leaves
+the init and the parameter layout alone start from the same points (paired comparisons). Kinds (documented in
+``docs/methods.md``)::
 
     {kind: normal, sigma: 1.0}                       iid N(0, sigma^2) for every parameter (the seeds' choice)
     {kind: scaled_normal, sigma: s | [s_1, ...] | fan_in, bias_sigma: same | s}
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .._keys import trajectory_rng
+from .._keys import init_key, trajectory_rng
 
 __all__ = ["INIT_KEYS", "global_min_center", "init_from_dict", "initialize"]
 
@@ -119,14 +121,16 @@ def _layer_stds(arch: Any, init: dict[str, Any]) -> np.ndarray:
     return std
 
 
-def initialize(problem: Any, init: dict[str, Any] | None, trajectory_ids: np.ndarray, key: int,
-               seed: int) -> np.ndarray:
-    """Initial parameters ``(T, P)`` of trajectories ``trajectory_ids`` ``(T,)`` of the cell with key ``key``.
+def initialize(problem: Any, init: dict[str, Any] | None, trajectory_ids: np.ndarray, seed: int) -> np.ndarray:
+    """Initial parameters ``(T, P)`` of trajectories ``trajectory_ids`` ``(T,)``.
 
-    Row ``i`` depends only on ``(trajectory_ids[i], key, seed)`` and the init, never on the other rows.
+    Row ``i`` depends only on ``trajectory_ids[i]``, ``seed``, the (normalized) init and the network's parameter
+    layout, never on the other rows, the method or the rest of the problem (except through a perturbed init's
+    ``global_min`` center, a function of the target).
     """
     init = init_from_dict(init)
     arch = problem.architecture
+    key = init_key(init, arch.layout())
     n_par = arch.n_params
     ids = np.asarray(trajectory_ids, dtype=np.int64).reshape(-1)
     kind = init["kind"]

@@ -160,6 +160,17 @@ class Architecture:
         """For each hidden layer, the weight and bias slices (used for per-unit statistics)."""
         return [(ls.weight, ls.bias) for ls in self.layers[:-1]]
 
+    def layout(self) -> dict[str, Any]:
+        """What fixes the meaning of each entry of ``theta``: sizes, biases and whether the output layer is
+        trained. Two architectures with the same layout (say relu and tanh) share initializations."""
+        return {
+            "input_dim": int(self.input_dim),
+            "widths": list(self.widths),
+            "output_dim": int(self.output_dim),
+            "bias": list(self.bias),
+            "trained_output": self.fixed_output is None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input_dim": int(self.input_dim),

@@ -31,14 +31,16 @@ from ._yaml import DuplicateKeyError, load_yaml
 # the Snakefile, which imports this package to read the config before Snakemake starts any job, does not pay
 # for them. Every name is still listed here and in __all__.
 _LAZY = {
-    **dict.fromkeys(("flatten_params", "plan_shards", "read_init", "run_shard", "write_aggregate", "write_cells",
-                     "write_init", "write_integrate"), "._stages"),
+    **dict.fromkeys(("SHARD_TABLES", "flatten_params", "plan_shards", "read_final", "read_init", "run_shard",
+                     "write_aggregate", "write_cells", "write_init", "write_integrate"), "._stages"),
     **dict.fromkeys(("provenance", "read_metadata", "write_table"), "._tables"),
 }
 if TYPE_CHECKING:
     from ._stages import (
+        SHARD_TABLES,
         flatten_params,
         plan_shards,
+        read_final,
         read_init,
         run_shard,
         write_aggregate,
@@ -49,11 +51,12 @@ if TYPE_CHECKING:
     from ._tables import provenance, read_metadata, write_table
 
 __all__ = [
-    "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SCHEDULER_FILE_ENV", "Cell", "ConfigError", "DuplicateKeyError",
+    "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SCHEDULER_FILE_ENV", "SHARD_TABLES", "Cell", "ConfigError",
+    "DuplicateKeyError",
     "Plan", "SharedCluster", "Study", "cancel_pending_timers", "check_config_files", "dask_client",
     "default_k_list", "expand_study", "figure_tables", "find_schema", "flatten_params", "load_config_files",
     "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
-    "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",
+    "read_final", "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",
     "write_cells", "write_figures", "write_init", "write_integrate", "write_table",
 ]
 

@@ -266,7 +266,7 @@ def validate_cell(cell: Cell) -> Any:
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{where}: {section}: {_msg(exc)}") from None
     try:  # what only the problem can tell (a perturbed init's center must have P entries, ...)
-        initialize(problem, cell.init, np.arange(1), cell.key, cell.seed)
+        initialize(problem, cell.init, np.arange(1), cell.seed)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"{where}: init: {_msg(exc)}") from None
     return problem

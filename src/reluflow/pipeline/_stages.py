@@ -29,8 +29,12 @@ __all__ = [
     "cell_columns",
     "flatten_params",
     "plan_shards",
+    "SHARD_TABLES",
+    "final_table",
+    "read_final",
     "read_init",
     "run_shard",
+    "theta_column",
     "write_aggregate",
     "write_cells",
     "write_init",
@@ -121,7 +125,7 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
     def pieces() -> Iterator[pa.Table]:
         for start in range(0, cell.n_trajectories, chunk):
             ids = np.arange(start, min(start + chunk, cell.n_trajectories), dtype=np.int64)
-            theta0 = np.ascontiguousarray(initialize(problem, cell.init, ids, cell.key, cell.seed), np.float64)
+            theta0 = np.ascontiguousarray(initialize(problem, cell.init, ids, cell.seed), np.float64)
             if theta0.shape != (len(ids), n_params):
                 raise RuntimeError(f"initialize returned shape {theta0.shape}, expected {(len(ids), n_params)}")
             yield pa.table({
@@ -143,6 +147,28 @@ def read_init(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return ids, theta.flatten().to_numpy().reshape(len(ids), n_params)
 
 
+def read_final(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(trajectory (T,), theta_final (T, P), theta_refined (T, P))`` from a final-state table; rows of
+    ``theta_refined`` are NaN where no refinement ran."""
+    table = pq.read_table(path, columns=["trajectory", "theta_final", "theta_refined"])
+    ids = table.column("trajectory").to_numpy()
+    final = _theta_matrix(table.column("theta_final"), len(ids))
+    refined = _theta_matrix(table.column("theta_refined"), len(ids))
+    return ids, final, refined
+
+
+def _theta_matrix(column: pa.ChunkedArray, n: int) -> np.ndarray:
+    """A ``list<double>`` column of equal-length vectors as a ``(T, P)`` array (NaN rows for nulls)."""
+    arr = column.combine_chunks()
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+    p = int(lengths[valid][0]) if valid.any() else 0
+    out = np.full((n, p), np.nan)
+    if valid.any():
+        out[valid] = arr.filter(pa.array(valid)).flatten().to_numpy().reshape(-1, p)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- shards
 @dataclass(frozen=True)
 class Shard:
@@ -156,8 +182,14 @@ class Shard:
     def n(self) -> int:
         return self.stop - self.start
 
-    def paths(self, shard_dir: Path) -> tuple[Path, Path]:
-        return shard_dir / f"{self.stem}.trajectories.parquet", shard_dir / f"{self.stem}.curves.parquet"
+    def paths(self, shard_dir: Path) -> dict[str, Path]:
+        """The shard's file of each table of ``SHARD_TABLES``, by table name."""
+        return {table: shard_dir / f"{self.stem}.{table}.parquet" for table in SHARD_TABLES}
+
+
+# The per-cell tables integrate writes, in the order a shard's files are written: trajectories last, so that a
+# shard counts as finished once its trajectories file exists.
+SHARD_TABLES = ("curves", "final", "trajectories")
 
 
 def plan_shards(cell: Cell, shard_size: int) -> list[Shard]:
@@ -175,7 +207,7 @@ def _shard_meta(cell: Cell, shard: Shard, table: str) -> dict[str, str]:
 def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
     """Both files exist (each was written atomically, trajectories last) and were made for exactly this cell,
     seed, range and package version."""
-    for path in shard.paths(shard_dir):
+    for path in shard.paths(shard_dir).values():
         if not path.is_file():
             return False
         try:
@@ -191,10 +223,11 @@ def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
     return True
 
 
-def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> dict[str, pa.Table]:
     """The dask task: integrate trajectories ``[start, stop)`` of one cell from ``theta0`` ``(stop-start, P)``.
 
-    Runs on a worker; pure: the same arguments give the same tables, whatever the worker or retry.
+    Returns the shard's table of each of ``SHARD_TABLES``, with the ``cell`` column in front. Runs on a worker;
+    pure: the same arguments give the same tables, whatever the worker or retry.
     """
     from threadpoolctl import threadpool_limits
 
@@ -202,16 +235,16 @@ def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> tupl
 
     cell = Cell.from_json(cell_json, check=False)
     with threadpool_limits(limits=1):  # one BLAS thread per worker, whatever the worker's environment
-        return simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
-                        seed=cell.seed, trajectory_ids=np.arange(start, stop, dtype=np.int64), theta0=theta0,
-                        key=cell.key)
+        sim = simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
+                       seed=cell.seed, trajectory_ids=np.arange(start, stop, dtype=np.int64), theta0=theta0)
+    return {"trajectories": _with_cell(sim.trajectories, cell), "curves": _with_cell(sim.curves, cell),
+            "final": final_table(cell, sim.states)}
 
 
-def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, traj: pd.DataFrame, curves: pd.DataFrame) -> None:
-    traj_path, curves_path = shard.paths(shard_dir)
-    # Curves first: a shard counts as finished once its trajectories file exists.
-    write_table(_with_cell(curves, cell), curves_path, _shard_meta(cell, shard, "curves"))
-    write_table(_with_cell(traj, cell), traj_path, _shard_meta(cell, shard, "trajectories"))
+def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, tables: Mapping[str, pa.Table]) -> None:
+    paths = shard.paths(shard_dir)
+    for name in SHARD_TABLES:  # in this order: the trajectories file marks the shard finished
+        write_table(tables[name], paths[name], _shard_meta(cell, shard, name))
 
 
 def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
@@ -220,11 +253,39 @@ def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
     return table_from_frame(df)
 
 
+def theta_column(theta: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Parameter vectors ``(T, P)`` as an arrow ``list<double>`` column (null where ``valid`` is False).
+
+    A variable-size list, not ``fixed_size_list[P]``: cells with different ``P`` then read as one directory.
+    """
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    n, p = theta.shape
+    offsets = pa.array(np.arange(0, (n + 1) * p, p, dtype=np.int32) if n else np.zeros(1, np.int32))
+    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
+    return pa.ListArray.from_arrays(offsets, pa.array(theta.reshape(-1)), mask=mask)
+
+
+def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
+    """``final/{cell}.parquet`` rows from ``simulate``'s ``states``: final and refined parameters."""
+    n = len(states)
+    p = validate_cell(cell).n_params if n == 0 else len(states["theta_final"].iloc[0])
+    final = np.stack(states["theta_final"].to_numpy()) if n else np.zeros((0, p))
+    has_refined = states["theta_refined"].map(lambda v: v is not None).to_numpy(dtype=bool)
+    refined = np.full((n, p), np.nan)
+    if has_refined.any():
+        refined[has_refined] = np.stack(states["theta_refined"].to_numpy()[has_refined])
+    return pa.table({
+        "cell": pa.array([cell.id] * n, pa.string()),
+        "trajectory": pa.array(states["trajectory"].to_numpy(), pa.int64()),
+        "theta_final": theta_column(final),
+        "theta_refined": theta_column(refined, has_refined),
+    })
+
+
 def write_integrate(
     cell: Cell,
     init_path: str | Path,
-    trajectories_path: str | Path,
-    curves_path: str | Path,
+    outputs: Mapping[str, str | Path],
     shard_dir: str | Path,
     *,
     scheduler: str = "local",
@@ -237,8 +298,9 @@ def write_integrate(
     keep_shards: bool = False,
     progress_interval: float = 10.0,
 ) -> dict[str, int]:
-    """Integrate one cell: run its unfinished shards as dask tasks, then join every shard into the
-    trajectories and curves tables. Returns counts of shards ``reused`` and ``computed``.
+    """Integrate one cell: run its unfinished shards as dask tasks, then join every shard into the cell's
+    tables, ``outputs`` giving the path of each of ``SHARD_TABLES`` (trajectories, curves, final). Returns
+    counts of shards ``reused`` and ``computed``.
 
     ``scheduler``, ``workers``, ``address``, ``jobqueue`` and ``scheduler_file`` choose the cluster
     (``dask_client``); none of them changes a result."""
@@ -276,11 +338,12 @@ def write_integrate(
             by_key = {f.key: s for f, s in zip(futures, todo, strict=True)}
             t0 = last = time.monotonic()
             done = done_traj = 0
-            for future, (traj, curves) in as_completed(futures, with_results=True):
+            for future, tables in as_completed(futures, with_results=True):
                 shard = by_key[future.key]
-                if len(traj) != shard.n:
-                    raise RuntimeError(f"shard {shard.stem}: simulate returned {len(traj)} rows, not {shard.n}")
-                _write_shard(cell, shard, shard_dir, traj, curves)
+                n_rows = tables["trajectories"].num_rows
+                if n_rows != shard.n:
+                    raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
+                _write_shard(cell, shard, shard_dir, tables)
                 future.release()
                 done += 1
                 done_traj += shard.n
@@ -290,8 +353,12 @@ def write_integrate(
                     log.info("progress: %d/%d shards, %.1f trajectories/s", done + reused, len(shards), rate)
                     last = now
 
-    for table, out in (("trajectories", trajectories_path), ("curves", curves_path)):
-        files = [s.paths(shard_dir)[0 if table == "trajectories" else 1] for s in shards]
+    missing = sorted(set(SHARD_TABLES) - set(outputs))
+    if missing:
+        raise ValueError(f"write_integrate: no output path for table(s) {missing}")
+    for table in SHARD_TABLES:
+        out = outputs[table]
+        files = [s.paths(shard_dir)[table] for s in shards]
         schema = pa.unify_schemas([pq.read_schema(f).remove_metadata() for f in files],
                                   promote_options="permissive")
         pandas_meta = pq.read_schema(files[0]).metadata or {}

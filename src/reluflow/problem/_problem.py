@@ -14,7 +14,7 @@ from ._targets import Target, target_from_dict
 
 __all__ = ["Problem", "PROBLEM_KEYS", "RISK_KEYS"]
 
-PROBLEM_KEYS = {"network", "measure", "target", "risk"}
+PROBLEM_KEYS = {"network", "measure", "target", "risk", "optimal_risk"}
 RISK_KEYS = {"backend", "n_points", "dtype", "seed"}
 
 
@@ -24,6 +24,10 @@ class Problem:
     Build it with ``Problem.from_dict({"network": ..., "measure": ..., "target": ..., "risk": ...})``; the
     dict has exactly the shape a study's ``problem`` takes in ``config.yaml``. ``risk.seed`` keys any random
     quadrature points (scrambled Sobol), independently of the trajectories' keys.
+
+    ``optimal_risk`` is the known infimum of the risk over the parameters (``0`` for a realizable target, such as
+    a teacher no wider than the student), or ``None`` when it is not known. Endpoint classes are judged against
+    it (``reluflow.analysis.classify_endpoints``): without it only ``risk <= risk_tol`` proves a global minimum.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class Problem:
         n_points: int = 1024,
         dtype: str = "float64",
         seed: int = 0,
+        optimal_risk: float | None = None,
         spec: dict[str, Any] | None = None,
     ) -> None:
         if measure.dim != architecture.input_dim:
@@ -59,6 +64,12 @@ class Problem:
             raise ValueError(f"risk.n_points = {n_points!r} is not allowed: expected an integer >= 1")
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"risk.seed = {seed!r} is not allowed: expected a non-negative integer")
+        if optimal_risk is not None and (isinstance(optimal_risk, bool)
+                                         or not isinstance(optimal_risk, int | float | np.integer | np.floating)
+                                         or not np.isfinite(optimal_risk) or optimal_risk < 0):
+            raise ValueError(f"problem.optimal_risk = {optimal_risk!r} is not allowed: expected a finite number >= 0 "
+                             "(the infimum of the risk; 0 for a realizable target) or null (unknown)")
+        self.optimal_risk = None if optimal_risk is None else float(optimal_risk)
         self.architecture, self.measure, self.target = architecture, measure, target
         backend_cls = choose_backend(backend, architecture, measure, target)
         rng = np.random.default_rng([int(seed), 0x0ADA])  # the quadrature's own named key
@@ -98,6 +109,7 @@ class Problem:
             n_points=risk.get("n_points", 1024),
             dtype=risk.get("dtype", "float64"),
             seed=risk.get("seed", 0),
+            optimal_risk=spec.get("optimal_risk"),
             spec=copy.deepcopy(spec),
         )
 
@@ -137,12 +149,15 @@ class Problem:
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical dict of this problem (defaults filled in), for hashing and provenance."""
-        return {
+        out = {
             "network": self.architecture.to_dict(),
             "measure": self.measure.to_dict(),
             "target": self.target.to_dict(),
             "risk": dict(self.risk_settings),
         }
+        if self.optimal_risk is not None:
+            out["optimal_risk"] = self.optimal_risk
+        return out
 
     def __repr__(self) -> str:
         a = self.architecture
