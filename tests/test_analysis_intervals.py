@@ -1,13 +1,22 @@
-"""Confidence intervals: binomial (Wilson, Clopper-Pearson) against scipy and by coverage, the bootstrap interval of
-the median."""
+"""Confidence intervals: binomial (Wilson, Clopper-Pearson) against scipy and by coverage, best-of-K intervals and
+the supported-K rule, the bootstrap interval of the median."""
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from reluflow.analysis import binomial_interval, bootstrap_median_interval
+from reluflow.analysis import (
+    BEST_OF_K_COLUMNS,
+    MIN_GROUPS,
+    best_of_k,
+    best_of_k_successes,
+    best_of_k_table,
+    binomial_interval,
+    bootstrap_median_interval,
+)
 
 CASES = [(0, 1), (1, 1), (0, 5), (2, 5), (5, 5), (0, 50), (1, 50), (15, 50), (49, 50), (50, 50), (0, 1000),
          (3, 1000), (500, 1000), (1000, 1000)]
@@ -86,6 +95,95 @@ def test_exact_coverage_wilson_near_nominal_clopper_pearson_conservative():
     assert np.all((wilson > 0.93) & (wilson < 0.98)) and abs(wilson.mean() - 0.95) < 0.01
     cp = np.array([exact_coverage(p, 50, "clopper-pearson") for p in np.linspace(0.01, 0.99, 99)])
     assert np.all(cp >= 0.95 - 1e-12)
+
+
+# ------------------------------------------------------------------------------------------ best of K
+def test_best_of_k_table_columns_order_and_estimates():
+    eps, ks = [1e-2, 1e-4], [1, 2, 4, 8, 40, 41]
+    t = best_of_k_table(np.array([7, 0]), 40, eps, ks)
+    assert list(t.columns) == list(BEST_OF_K_COLUMNS)
+    assert t.dtypes.to_dict() == {"eps": np.float64, "k": np.int64, "successes": np.int64, "n": np.int64,
+                                  "estimate": np.float64, "low": np.float64, "high": np.float64,
+                                  "supported": np.bool_}
+    assert t["eps"].tolist() == [1e-2] * 6 + [1e-4] * 6 and t["k"].tolist() == ks * 2
+    assert t["successes"].tolist() == [7] * 6 + [0] * 6 and (t["n"] == 40).all()
+    for r in t.itertuples():
+        np.testing.assert_equal(r.estimate, best_of_k(r.successes, 40, r.k))
+    # K = 1 is the binomial interval itself
+    low, high = binomial_interval(7, 40)
+    assert t.loc[0, "low"] == pytest.approx(low) and t.loc[0, "high"] == pytest.approx(high)
+    # K > n: no unbiased estimate, but the interval for 1 - (1 - p)^K is still defined
+    last = t.iloc[5]
+    assert last.k == 41 and np.isnan(last.estimate) and 0 < last.low < last.high < 1 and not last.supported
+    assert (t.loc[t["successes"] == 0, "low"] == 0).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 12, 40, 256, 3000])
+def test_best_of_k_interval_contains_estimate_and_grows_with_k(n):
+    ks = sorted({1, 2, 3, 4, 8, 16, 32, 64, 256, n // 2 or 1, n})
+    for s in sorted({0, 1, 2, n // 3, n // 2, n - 2, n - 1, n} & set(range(n + 1))):
+        t = best_of_k_table(np.array([s]), n, [0.1], ks)
+        t = t[t["k"] <= n]
+        assert np.all((t["low"] <= t["estimate"]) & (t["estimate"] <= t["high"])), (n, s, t)
+        assert np.all((t["low"] >= 0) & (t["high"] <= 1))
+        for col in ("estimate", "low", "high"):
+            assert np.all(np.diff(t[col].to_numpy()) >= 0), (n, s, col)
+
+
+def test_supported_k_rule():
+    n = 256
+    t = best_of_k_table(np.array([1]), n, [0.1], [1, 2, 4, 8, 16, 25, 26, 32, 64, 128, 256])
+    assert MIN_GROUPS == 10
+    assert t["supported"].tolist() == [k * MIN_GROUPS <= n for k in t["k"]]
+    assert t.set_index("k").loc[25, "supported"] and not t.set_index("k").loc[26, "supported"]
+    # K = n with one success reads as probability 1: flagged
+    full = t.set_index("k").loc[256]
+    assert full.estimate == 1.0 and not full.supported
+    # with one success the estimate at K is K/n: at the largest supported K it is at most 1/MIN_GROUPS
+    sup = t[t["supported"]]
+    assert sup["estimate"].max() <= 1 / MIN_GROUPS
+    # another threshold, and an empty cell
+    assert best_of_k_table(np.array([1]), 8, [0.1], [1, 2, 4], min_groups=4)["supported"].tolist() == \
+        [True, True, False]
+    empty = best_of_k_table(np.array([0]), 0, [0.1], [1, 2])
+    assert not empty["supported"].any() and empty[["estimate", "low", "high"]].isna().all().all()
+
+
+def test_best_of_k_interval_inherits_the_binomial_coverage():
+    # P(low <= 1 - (1-p)^K <= high) = P(p_low <= p <= p_high) exactly (a monotone transform), or more where the
+    # interval was widened to hold the estimate; summed over s ~ Binomial(n, p)
+    n = 40
+    for p in (0.01, 0.07, 0.3, 0.8):
+        pmf = stats.binom.pmf(np.arange(n + 1), n, p)
+        base = exact_coverage(p, n)
+        for k in (1, 2, 4, 16, 40):
+            theta = 1 - (1 - p) ** k
+            covered = 0.0
+            for s in range(n + 1):
+                row = best_of_k_table(np.array([s]), n, [0.1], [k]).iloc[0]
+                covered += pmf[s] * (row.low <= theta <= row.high)
+            assert covered >= base - 1e-12, (p, k)
+
+
+def test_best_of_k_table_rejects():
+    with pytest.raises(ValueError, match="successes"):
+        best_of_k_table(np.array([1, 2]), 10, [0.1], [1])
+    with pytest.raises(ValueError, match="successes"):
+        best_of_k_table(np.array([11]), 10, [0.1], [1])
+    with pytest.raises(ValueError, match="k = 0"):
+        best_of_k_table(np.array([1]), 10, [0.1], [0])
+    with pytest.raises(ValueError, match="min_groups"):
+        best_of_k_table(np.array([1]), 10, [0.1], [1], min_groups=0)
+
+
+def test_best_of_k_successes_count_excess_risk():
+    risk = np.array([0.5, 0.5 + 1e-4, 0.5 + 1e-2, 0.4, np.inf, np.nan, -np.inf])
+    assert best_of_k_successes(risk, [1e-3, 1.0]).tolist() == [0, 4]  # non-finite: failures, also -inf
+    assert best_of_k_successes(risk, [1e-3, 2e-2], optimal_risk=0.5).tolist() == [3, 4]
+    assert best_of_k_successes(pd.Series(risk), [1e-3], optimal_risk=None).tolist() == [0]
+    for bad in (np.nan, np.inf, "0.5", True):
+        with pytest.raises(ValueError, match="optimal_risk"):
+            best_of_k_successes(risk, [1e-3], optimal_risk=bad)
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

@@ -186,11 +186,43 @@ def test_cells_and_summary(e2e):
         s = int((traj["risk_final"] <= 0.05).sum())
         for k in (1, 2, 4):
             assert row[best_of_k_column(k, 0.05)] == pytest.approx(best_of_k(s, 12, k))
-        fracs = [c for c in summary.columns if c.startswith("frac_status_")]
+        fracs = [c for c in summary.columns if c.startswith("frac_status_") and not c.endswith(("_low", "_high"))]
         assert sum(row[c] for c in fracs) == pytest.approx(1.0)
         assert row["risk_final_q50"] == pytest.approx(traj["risk_final"].median())
-    assert json.loads(read_metadata(res / "summary.parquet")["reluflow.analysis"]) == {"eps": [0.05, 0.001],
-                                                                                        "k": [1, 2, 4]}
+        # every fraction has its 95 % Wilson interval; the rate medians their bootstrap intervals
+        for c in [c for c in summary.columns if c.startswith("frac_") and not c.endswith(("_low", "_high"))]:
+            assert row[f"{c}_low"] <= row[c] <= row[f"{c}_high"], c
+        for key in ("rate_exp_median", "rate_poly_median"):
+            assert np.isnan(row[key]) or row[f"{key}_low"] <= row[key] <= row[f"{key}_high"]
+    for name in ("summary",):
+        meta = read_metadata(res / f"{name}.parquet")
+        assert json.loads(meta["reluflow.analysis"]) == {"eps": [0.05, 0.001], "k": [1, 2, 4]}
+        assert json.loads(meta["reluflow.intervals"]) == {"confidence": 0.95, "binomial": "wilson", "bootstrap":
+                                                          "percentile", "n_resamples": 1000, "min_groups": 10}
+        assert meta["reluflow.study_spec"] == study.to_json()
+
+
+def test_aggregate_fills_a_status_seen_in_another_cell(tmp_path):
+    # a status that occurs in one cell only: the other cells get count 0, fraction 0 and the interval of 0 out of
+    # n (a cell of no trajectories: NaN)
+    from reluflow.analysis import binomial_interval
+    from reluflow.pipeline import write_aggregate
+
+    (tmp_path / "config.yaml").write_text(TINY)
+    study = plan_config(load_config_files([tmp_path / "config.yaml"]), SCHEMA).study("tiny")
+    frames = {"w3-gd": pd.DataFrame({"status": ["critical", "weird", "budget"], "risk_final": [0.0, 0.01, 1.0]}),
+              "w3-gf": pd.DataFrame({"status": ["critical"] * 4, "risk_final": [0.0, 0.0, 0.2, np.inf]})}
+    paths = {}
+    for cid, df in frames.items():
+        paths[cid] = tmp_path / f"{cid}.parquet"
+        df.to_parquet(paths[cid])
+    write_aggregate(study, paths, tmp_path / "summary.parquet")
+    s = pd.read_parquet(tmp_path / "summary.parquet").set_index("cell")
+    assert s.at["w3-gf", "n_status_weird"] == 0 and s.at["w3-gf", "frac_status_weird"] == 0.0
+    low, high = binomial_interval(0, 4)
+    assert (s.at["w3-gf", "frac_status_weird_low"], s.at["w3-gf", "frac_status_weird_high"]) == (low, high)
+    low, high = binomial_interval(1, 3)
+    assert (s.at["w3-gd", "frac_status_weird_low"], s.at["w3-gd", "frac_status_weird_high"]) == (low, high)
 
 
 def test_figures_are_png_and_pdf(e2e):

@@ -308,7 +308,7 @@ def write_integrate(
 # ---------------------------------------------------------------------------------------------- aggregate
 def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output: str | Path) -> None:
     """``summary.parquet``: one row per cell, its parameters as columns followed by ``summarize_cell``'s."""
-    from ..analysis import summarize_cell
+    from ..analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_GROUPS, binomial_interval, summarize_cell
 
     cells = list(study.cells.values())
     missing = [c.id for c in cells if c.id not in trajectories]
@@ -317,21 +317,28 @@ def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output
     rows = []
     for cell in cells:
         df = pd.read_parquet(trajectories[cell.id])
-        rows.append(summarize_cell(df, eps_list=study.eps_list, k_list=study.k_list))
+        rows.append(summarize_cell(df, eps_list=study.eps_list, k_list=study.k_list, seed=cell.key))
     stats = pd.DataFrame.from_records(rows)
-    # summarize_cell adds a status's columns only where that status occurs: elsewhere the count is zero.
-    for col in stats.columns:
-        if col.startswith("n_status_"):
-            stats[col] = stats[col].fillna(0).astype("int64")
-        elif col.startswith("frac_status_"):  # a fraction of no trajectories stays NaN
-            stats[col] = stats[col].fillna(pd.Series(np.where(stats["n"] > 0, 0.0, np.nan), index=stats.index))
+    # summarize_cell adds a status's columns only where that status occurs: elsewhere the count is zero, and the
+    # fraction and its interval are those of zero successes (NaN for a cell of no trajectories).
+    for col in [c for c in stats.columns if c.startswith("n_status_")]:
+        count = stats[col].fillna(0).astype("int64")
+        stats[col] = count
+        name = "frac_" + col.removeprefix("n_")
+        low, high = binomial_interval(count.to_numpy(), stats["n"].to_numpy(dtype=np.int64))
+        stats[name] = stats[name].fillna(pd.Series(np.where(stats["n"] > 0, 0.0, np.nan), index=stats.index))
+        stats[f"{name}_low"] = stats[f"{name}_low"].fillna(pd.Series(low, index=stats.index))
+        stats[f"{name}_high"] = stats[f"{name}_high"].fillna(pd.Series(high, index=stats.index))
     table = pa.table(cell_columns(cells))
     stats_table = table_from_frame(stats)
     for name in stats_table.column_names:
         if name in table.column_names:
             raise ValueError(f"summarize_cell returned a column {name!r} that clashes with a parameter column")
         table = table.append_column(name, stats_table.column(name))
+    intervals = json.dumps({"confidence": CONFIDENCE, "binomial": "wilson", "bootstrap": "percentile",
+                            "n_resamples": BOOTSTRAP_RESAMPLES, "min_groups": MIN_GROUPS})
     meta = _study_meta(study, "summary")
     meta["reluflow.analysis"] = json.dumps({"eps": study.eps_list, "k": study.k_list})
+    meta["reluflow.intervals"] = intervals
     write_table(table, output, meta)
     log.info("aggregate: %d cells of study %r -> %s", len(cells), study.name, output)
