@@ -228,7 +228,7 @@ def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
     """The study's tables that the figures ``names`` are drawn from (no others: the summary may not exist yet)."""
     needed = figure_tables(names)
     return load(study_dir, params="none", trajectories="trajectories" in needed, curves="curves" in needed,
-                summary="summary" in needed)
+                summary="summary" in needed, best_of_k=False)
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
