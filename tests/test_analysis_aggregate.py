@@ -130,3 +130,57 @@ def test_summary_of_an_empty_cell_and_unknown_status():
     df.loc[0, "status"] = "zero_risk"
     row = summarize_cell(df, eps_list=[], k_list=[])
     assert row["n_status_zero_risk"] == 1 and "n_status_critical" in row
+
+
+def test_summary_intervals():
+    from reluflow.analysis import binomial_interval, bootstrap_median_interval
+
+    df = make_cell()
+    row = summarize_cell(df, eps_list=[1e-6], k_list=[1], seed=9)
+    fracs = [c for c in row if c.startswith("frac_") and not c.endswith(("_low", "_high"))]
+    assert len(fracs) == 5 + len(CLASSES) + 1 + 3  # statuses, classes, bounded, rate models
+    for c in fracs:
+        count = round(row[c] * 20)
+        low, high = binomial_interval(count, 20)
+        assert (row[f"{c}_low"], row[f"{c}_high"]) == (float(low), float(high)), c
+        assert row[f"{c}_low"] <= row[c] <= row[f"{c}_high"]
+    assert row["frac_status_zero_risk_low"] == 0.0 and 0 < row["frac_status_zero_risk_high"] < 0.2
+    for stream, key in enumerate(("rate_exp", "rate_poly")):
+        assert (row[f"{key}_median_low"], row[f"{key}_median_high"]) == \
+            bootstrap_median_interval(df[key], seed=[9, stream])
+        assert row[f"{key}_median_low"] < row[f"{key}_median"] < row[f"{key}_median_high"]
+    # the seed makes the bootstrap reproducible, and other seeds draw other resamples
+    assert summarize_cell(df, eps_list=[], k_list=[], seed=9)["rate_exp_median_low"] == row["rate_exp_median_low"]
+    assert summarize_cell(df, eps_list=[], k_list=[], seed=10)["rate_exp_median_low"] != row["rate_exp_median_low"]
+    # a wider confidence widens every interval
+    wide = summarize_cell(df, eps_list=[], k_list=[], seed=9, confidence=0.99)
+    assert wide["frac_bounded_low"] < row["frac_bounded_low"] and wide["rate_poly_median_high"] > \
+        row["rate_poly_median_high"]
+    # fewer than two finite fits: no interval
+    few = df.assign(rate_exp=np.r_[0.5, np.full(19, np.nan)])
+    one = summarize_cell(few, eps_list=[], k_list=[])
+    assert one["rate_exp_median"] == 0.5 and np.isnan(one["rate_exp_median_low"]) and \
+        np.isnan(one["rate_exp_median_high"])
+    empty = summarize_cell(df.iloc[:0], eps_list=[], k_list=[])
+    assert all(np.isnan(empty[f"{c}_{end}"]) for c in fracs for end in ("low", "high"))
+    with pytest.raises(ValueError, match="seed"):
+        summarize_cell(df, eps_list=[], k_list=[], seed=-1)
+    with pytest.raises(ValueError, match="confidence"):
+        summarize_cell(df, eps_list=[], k_list=[], confidence=95)
+
+
+def test_summary_best_of_k_counts_excess_risk_and_ignores_extra_columns():
+    df = make_cell()
+    base = summarize_cell(df, eps_list=[1e-6], k_list=[1, 4])
+    assert summarize_cell(df, eps_list=[1e-6], k_list=[1, 4], optimal_risk=None) == base
+    assert summarize_cell(df, eps_list=[1e-6], k_list=[1, 4], optimal_risk=0.0) == base
+    # an optimal risk of 1e-4: a success is risk_final - 1e-4 <= eps, the same set as risk_final <= 1e-4 + eps
+    shifted = summarize_cell(df, eps_list=[1e-6], k_list=[1, 4], optimal_risk=1e-4)
+    s = int(np.sum(df["risk_final"] - 1e-4 <= 1e-6))
+    assert s > int(np.sum(df["risk_final"] <= 1e-6))
+    assert shifted["p_best_of_1_eps_1e-06"] == s / 20 and shifted["p_best_of_4_eps_1e-06"] == best_of_k(s, 20, 4)
+    # columns the summary does not know (added by other stages) change nothing
+    extra = df.assign(nearest_class=np.array(["a", "b"] * 10), something_else=np.arange(20.0))
+    assert summarize_cell(extra, eps_list=[1e-6], k_list=[1, 4]) == base
+    with pytest.raises(ValueError, match="optimal_risk"):
+        summarize_cell(df, eps_list=[1e-6], k_list=[1], optimal_risk=float("nan"))

@@ -67,7 +67,7 @@ def documented_columns() -> dict[str, list[tuple[re.Pattern, str, bool]]]:
     text = (ROOT / "docs" / "tables.md").read_text()
     tables: dict[str, list[tuple[re.Pattern, str, bool]]] = {}
     for section in re.split(r"^## ", text, flags=re.M)[1:]:
-        m = re.match(r"`(?:[a-z]+/\{cell\}|[a-z]+)\.parquet`", section)
+        m = re.match(r"`(?:[a-z_]+/\{cell\}|[a-z_]+)\.parquet`", section)
         if not m:
             continue
         name = re.sub(r"/\{cell\}", "", m.group(0).strip("`")).removesuffix(".parquet")
@@ -114,7 +114,7 @@ def test_layout_and_logs(e2e):
     d, study = e2e
     res = d / "results" / "tiny"
     assert study.cell_ids == ["w3-gd", "w3-gf"]
-    expected = {"cells.parquet", "summary.parquet"}
+    expected = {"cells.parquet", "summary.parquet", "best_of_k.parquet"}
     for cid in study.cell_ids:
         expected |= {f"{table}/{cid}.parquet" for table in ("init", "trajectories", "curves", "final")}
     expected |= {f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
@@ -137,7 +137,7 @@ def test_tables_match_docs_and_carry_metadata(e2e):
     d, study = e2e
     res = d / "results" / "tiny"
     docs = documented_columns()
-    assert set(docs) == {"cells", "init", "trajectories", "curves", "final", "summary"}
+    assert set(docs) == {"cells", "init", "trajectories", "curves", "final", "summary", "best_of_k"}
     import reluflow
 
     for path in sorted(res.rglob("*.parquet")):
@@ -148,7 +148,7 @@ def test_tables_match_docs_and_carry_metadata(e2e):
         assert meta["reluflow.version"] == reluflow.__version__
         assert {"numpy.version", "pyarrow.version", "reluflow.study", "reluflow.seed"} <= set(meta)
         assert meta["reluflow.seed"] == "5"
-        if table not in ("cells", "summary"):
+        if table not in ("cells", "summary", "best_of_k"):
             cell = study.cells[path.stem]
             assert json.loads(meta["reluflow.params"]) == json.loads(json.dumps(cell.params))
             assert meta["reluflow.cell_key"] == str(cell.key)
@@ -198,11 +198,72 @@ def test_cells_and_summary(e2e):
         s = int((traj["risk_final"] <= 0.05).sum())
         for k in (1, 2, 4):
             assert row[best_of_k_column(k, 0.05)] == pytest.approx(best_of_k(s, 12, k))
-        fracs = [c for c in summary.columns if c.startswith("frac_status_")]
+        fracs = [c for c in summary.columns if c.startswith("frac_status_") and not c.endswith(("_low", "_high"))]
         assert sum(row[c] for c in fracs) == pytest.approx(1.0)
         assert row["risk_final_q50"] == pytest.approx(traj["risk_final"].median())
-    assert json.loads(read_metadata(res / "summary.parquet")["reluflow.analysis"]) == {"eps": [0.05, 0.001],
-                                                                                        "k": [1, 2, 4]}
+        # every fraction has its 95 % Wilson interval; the rate medians their bootstrap intervals
+        for c in [c for c in summary.columns if c.startswith("frac_") and not c.endswith(("_low", "_high"))]:
+            assert row[f"{c}_low"] <= row[c] <= row[f"{c}_high"], c
+        for key in ("rate_exp_median", "rate_poly_median"):
+            assert np.isnan(row[key]) or row[f"{key}_low"] <= row[key] <= row[f"{key}_high"]
+    for name in ("summary", "best_of_k"):
+        meta = read_metadata(res / f"{name}.parquet")
+        assert json.loads(meta["reluflow.analysis"]) == {"eps": [0.05, 0.001], "k": [1, 2, 4]}
+        assert json.loads(meta["reluflow.intervals"]) == {"confidence": 0.95, "binomial": "wilson", "bootstrap":
+                                                          "percentile", "n_resamples": 1000, "min_groups": 10}
+        assert meta["reluflow.study_spec"] == study.to_json()
+
+
+def test_best_of_k_table(e2e):
+    from reluflow.analysis import best_of_k_column, best_of_k_table
+
+    d, study = e2e
+    res = d / "results" / "tiny"
+    bok = pd.read_parquet(res / "best_of_k.parquet")
+    summary = pd.read_parquet(res / "summary.parquet").set_index("cell")
+    assert list(bok.columns) == ["cell", "eps", "k", "successes", "n", "estimate", "low", "high", "supported"]
+    # cells in grid order, then eps in the study's order, then K
+    assert list(bok["cell"]) == [c for c in study.cell_ids for _ in range(6)]
+    assert list(bok["eps"]) == [0.05] * 3 + [0.001] * 3 + [0.05] * 3 + [0.001] * 3
+    assert list(bok["k"]) == [1, 2, 4] * 4
+    for cid in study.cell_ids:
+        traj = pd.read_parquet(res / "trajectories" / f"{cid}.parquet")
+        part = bok[bok["cell"] == cid].reset_index(drop=True)
+        successes = np.array([int((traj["risk_final"] <= e).sum()) for e in (0.05, 0.001)])
+        expected = best_of_k_table(successes, 12, [0.05, 0.001], [1, 2, 4])
+        pd.testing.assert_frame_equal(part.drop(columns="cell"), expected, check_exact=True)
+        for r in part.itertuples():  # the summary's columns are the same estimates
+            assert summary.at[cid, best_of_k_column(r.k, r.eps)] == r.estimate
+    assert list(bok["supported"]) == [k * 10 <= 12 for k in bok["k"]]  # 12 trajectories: K = 1 only
+
+
+def test_aggregate_fills_a_status_seen_in_another_cell(tmp_path):
+    # a status that occurs in one cell only: the other cells get count 0, fraction 0 and the interval of 0 out of
+    # n (a cell of no trajectories: NaN), and the best-of-K table comes along
+    from reluflow.analysis import binomial_interval
+    from reluflow.pipeline import write_aggregate
+
+    (tmp_path / "config.yaml").write_text(TINY)
+    study = plan_config(load_config_files([tmp_path / "config.yaml"]), SCHEMA).study("tiny")
+    frames = {"w3-gd": pd.DataFrame({"status": ["critical", "weird", "budget"], "risk_final": [0.0, 0.01, 1.0]}),
+              "w3-gf": pd.DataFrame({"status": ["critical"] * 4, "risk_final": [0.0, 0.0, 0.2, np.inf]})}
+    paths = {}
+    for cid, df in frames.items():
+        paths[cid] = tmp_path / f"{cid}.parquet"
+        df.to_parquet(paths[cid])
+    write_aggregate(study, paths, tmp_path / "summary.parquet", best_of_k_output=tmp_path / "best_of_k.parquet")
+    s = pd.read_parquet(tmp_path / "summary.parquet").set_index("cell")
+    assert s.at["w3-gf", "n_status_weird"] == 0 and s.at["w3-gf", "frac_status_weird"] == 0.0
+    low, high = binomial_interval(0, 4)
+    assert (s.at["w3-gf", "frac_status_weird_low"], s.at["w3-gf", "frac_status_weird_high"]) == (low, high)
+    low, high = binomial_interval(1, 3)
+    assert (s.at["w3-gd", "frac_status_weird_low"], s.at["w3-gd", "frac_status_weird_high"]) == (low, high)
+    bok = pd.read_parquet(tmp_path / "best_of_k.parquet")
+    assert bok.groupby("cell", sort=False)["successes"].first().to_dict() == {"w3-gd": 2, "w3-gf": 2}
+    assert read_metadata(tmp_path / "best_of_k.parquet")["reluflow.table"] == "best_of_k"
+    # without best_of_k_output, only the summary is written
+    write_aggregate(study, paths, tmp_path / "only" / "summary.parquet")
+    assert [f.name for f in (tmp_path / "only").iterdir()] == ["summary.parquet"]
 
 
 def test_figures_are_png_and_pdf(e2e):
@@ -329,8 +390,10 @@ def test_load(e2e):
     assert "problem.network.widths" not in params
     assert set(t.curves["method.kind"]) == {"gd", "gf"}
     assert t.metadata["reluflow.study"] == "tiny"
-    lean = load(d / "results" / "tiny", curves=False, summary=False)
-    assert lean.curves is None and lean.summary is None and lean.trajectories.equals(t.trajectories)
+    assert t.best_of_k is not None and t.best_of_k.equals(pd.read_parquet(d / "results" / "tiny" / "best_of_k.parquet"))
+    lean = load(d / "results" / "tiny", curves=False, summary=False, best_of_k=False)
+    assert lean.curves is None and lean.summary is None and lean.best_of_k is None
+    assert lean.trajectories.equals(t.trajectories)
     assert t.final is None  # large: read only when asked for
     final = load(d / "results" / "tiny", curves=False, final=True).final
     assert list(final.columns) == ["cell", "trajectory", "theta_final", "theta_refined"] and len(final) == 24

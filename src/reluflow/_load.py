@@ -23,10 +23,11 @@ class StudyTables:
     """The tables of ``results/{study}`` (see docs/tables.md).
 
     ``cells`` and ``summary`` have every cell parameter as a column; ``trajectories`` and ``curves`` have the
-    ``cell`` id plus the parameter columns chosen by ``load(params=...)``; ``final`` (read only when asked for:
-    ``load(final=True)``) has ``cell``, ``trajectory`` and the final and refined parameters ``theta_final``,
-    ``theta_refined`` (numpy arrays; None where no refinement ran). A table not asked for is None, and so is
-    ``summary`` while it is not written.
+    ``cell`` id plus the parameter columns chosen by ``load(params=...)``. ``best_of_k`` is long format (one row
+    per cell, eps and K, with intervals). ``final`` (read only when asked for: ``load(final=True)``) has ``cell``,
+    ``trajectory`` and the final and refined parameters ``theta_final``, ``theta_refined`` (numpy arrays; None
+    where no refinement ran). A table not asked for is None, and so are ``summary`` and ``best_of_k`` while they
+    are not written.
     """
 
     study_dir: Path
@@ -36,6 +37,7 @@ class StudyTables:
     summary: pd.DataFrame | None
     metadata: dict[str, str] = field(default_factory=dict)
     final: pd.DataFrame | None = None
+    best_of_k: pd.DataFrame | None = None
 
     @property
     def param_columns(self) -> list[str]:
@@ -72,11 +74,12 @@ def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame
 
 
 def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = True, summary: bool = True,
-         final: bool = False, params: Literal["varying", "all", "none"] = "varying") -> StudyTables:
+         params: Literal["varying", "all", "none"] = "varying", best_of_k: bool = True,
+         final: bool = False) -> StudyTables:
     """Read ``results/{study}``: cells, trajectories (unless ``trajectories=False``), curves (unless
-    ``curves=False``), summary (unless ``summary=False``; None while it is not written) and the final states
-    (with ``final=True``: ``P`` numbers per trajectory, twice, so not read by default). A table not asked for is
-    not read, and is None.
+    ``curves=False``), summary (unless ``summary=False``; None while it is not written), the best-of-K table
+    (unless ``best_of_k=False``; None while it is not written) and the final states (with ``final=True``: ``P``
+    numbers per trajectory, twice, so not read by default). A table not asked for is not read, and is None.
 
     ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
@@ -107,5 +110,7 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
     summary_path = study_dir / "summary.parquet"
     summary_df = pd.read_parquet(summary_path) if summary and summary_path.is_file() else None
+    bok_path = study_dir / "best_of_k.parquet"
+    bok_df = pd.read_parquet(bok_path) if best_of_k and bok_path.is_file() else None
     final_df = _read_cells(study_dir, "final", cell_ids) if final else None
-    return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta, final_df)
+    return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta, final=final_df, best_of_k=bok_df)

@@ -110,7 +110,7 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 
     study = Study.from_json(args.study_json)
     by_cell = {Path(p).name.removesuffix(".parquet"): p for p in args.trajectories}
-    write_aggregate(study, by_cell, args.output)
+    write_aggregate(study, by_cell, args.output, best_of_k_output=args.best_of_k)
     return 0
 
 
@@ -168,10 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--parent-pid", type=int, help="shut down when this process is gone (the Snakemake run)")
     c.set_defaults(func=_cmd_cluster)
 
-    c = sub.add_parser("aggregate", help="write a study's summary.parquet")
+    c = sub.add_parser("aggregate", help="write a study's summary.parquet (and best_of_k.parquet)")
     c.add_argument("--study-json", required=True)
     c.add_argument("--trajectories", nargs="+", required=True, help="trajectories/{cell}.parquet of every cell")
-    c.add_argument("--output", required=True)
+    c.add_argument("--output", required=True, help="output: summary.parquet")
+    c.add_argument("--best-of-k", metavar="PATH", help="output: best_of_k.parquet, best-of-K with intervals "
+                   "(long format; not written when omitted)")
     c.set_defaults(func=_cmd_aggregate)
 
     c = sub.add_parser("figures", help="draw a study's figures")

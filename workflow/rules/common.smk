@@ -95,9 +95,10 @@ def figure_files(study, names=FIGURES):
 
 
 def study_targets(studies):
-    """The default targets of each study: its cells and summary tables and its figures."""
+    """The default targets of each study: its cells, summary and best-of-K tables and its figures."""
     targets = []
     for study in studies:
-        targets += [f"{RESULTS}/{study}/cells.parquet", f"{RESULTS}/{study}/summary.parquet"]
+        targets += [f"{RESULTS}/{study}/cells.parquet", f"{RESULTS}/{study}/summary.parquet",
+                    f"{RESULTS}/{study}/best_of_k.parquet"]
         targets += figure_files(study)
     return targets

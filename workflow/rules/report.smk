@@ -1,4 +1,4 @@
-# Per-study summary table and figures.
+# Per-study summary tables (summary, best_of_k) and figures.
 
 
 rule aggregate:
@@ -7,6 +7,7 @@ rule aggregate:
         trajectories=study_tables("trajectories"),
     output:
         summary="results/{study}/summary.parquet",
+        best_of_k="results/{study}/best_of_k.parquet",
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
@@ -22,7 +23,8 @@ rule aggregate:
         "../envs/reluflow.yaml"
     shell:
         "python -m reluflow aggregate --study-json {params.study:q}"
-        " --trajectories {input.trajectories:q} --output {output.summary:q} > {log:q} 2>&1"
+        " --trajectories {input.trajectories:q} --output {output.summary:q}"
+        " --best-of-k {output.best_of_k:q} > {log:q} 2>&1"
 
 
 # Two figure jobs, split by the tables they are drawn from (FIGURE_TABLES, which also gives each job's inputs): those

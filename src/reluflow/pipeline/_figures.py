@@ -146,7 +146,8 @@ def _status_fractions(study: Study, t: StudyTables):
     cmap = colormaps["tab10"]
     for ax, prefix, title in ((axes[0], "frac_status_", "status"), (axes[1], "frac_class_", "class")):
         left = np.zeros(len(s))
-        for i, col in enumerate(c for c in s.columns if c.startswith(prefix)):
+        # the fractions, not their interval columns (<fraction>_low, _high)
+        for i, col in enumerate(c for c in s.columns if c.startswith(prefix) and not c.endswith(("_low", "_high"))):
             v = s[col].fillna(0.0).to_numpy(dtype=float)
             if v.any():
                 ax.barh(np.arange(len(s)), v, left=left, color=cmap(i % 10), label=col.removeprefix(prefix))
@@ -227,7 +228,7 @@ def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
     """The study's tables that the figures ``names`` are drawn from (no others: the summary may not exist yet)."""
     needed = figure_tables(names)
     return load(study_dir, params="none", trajectories="trajectories" in needed, curves="curves" in needed,
-                summary="summary" in needed)
+                summary="summary" in needed, best_of_k=False)
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:

@@ -373,32 +373,67 @@ def write_integrate(
 
 
 # ---------------------------------------------------------------------------------------------- aggregate
-def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output: str | Path) -> None:
-    """``summary.parquet``: one row per cell, its parameters as columns followed by ``summarize_cell``'s."""
-    from ..analysis import summarize_cell
+def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output: str | Path,
+                    best_of_k_output: str | Path | None = None) -> None:
+    """``summary.parquet``: one row per cell, its parameters as columns followed by ``summarize_cell``'s; and,
+    when ``best_of_k_output`` is given, ``best_of_k.parquet``: ``best_of_k_table`` of every cell, long format."""
+    from ..analysis import (
+        BEST_OF_K_COLUMNS,
+        BOOTSTRAP_RESAMPLES,
+        CONFIDENCE,
+        MIN_GROUPS,
+        best_of_k_successes,
+        best_of_k_table,
+        binomial_interval,
+        summarize_cell,
+    )
 
     cells = list(study.cells.values())
     missing = [c.id for c in cells if c.id not in trajectories]
     if missing:
         raise ValueError(f"aggregate: no trajectories table for cells {missing}")
-    rows = []
+    rows, bok = [], []
     for cell in cells:
         df = pd.read_parquet(trajectories[cell.id])
-        rows.append(summarize_cell(df, eps_list=study.eps_list, k_list=study.k_list))
+        # successes are excess risks over the stated optimum (None: over 0), as the classes are
+        optimal_risk = cell.problem.get("optimal_risk")
+        rows.append(summarize_cell(df, eps_list=study.eps_list, k_list=study.k_list, optimal_risk=optimal_risk,
+                                   seed=cell.key))
+        if best_of_k_output is not None:
+            successes = best_of_k_successes(df["risk_final"], study.eps_list, optimal_risk=optimal_risk)
+            bok.append(best_of_k_table(successes, len(df), study.eps_list, study.k_list).assign(cell=cell.id))
     stats = pd.DataFrame.from_records(rows)
-    # summarize_cell adds a status's columns only where that status occurs: elsewhere the count is zero.
-    for col in stats.columns:
-        if col.startswith("n_status_"):
-            stats[col] = stats[col].fillna(0).astype("int64")
-        elif col.startswith("frac_status_"):  # a fraction of no trajectories stays NaN
-            stats[col] = stats[col].fillna(pd.Series(np.where(stats["n"] > 0, 0.0, np.nan), index=stats.index))
+    # summarize_cell adds a status's columns only where that status occurs: elsewhere the count is zero, and the
+    # fraction and its interval are those of zero successes (NaN for a cell of no trajectories).
+    for col in [c for c in stats.columns if c.startswith("n_status_")]:
+        count = stats[col].fillna(0).astype("int64")
+        stats[col] = count
+        name = "frac_" + col.removeprefix("n_")
+        low, high = binomial_interval(count.to_numpy(), stats["n"].to_numpy(dtype=np.int64))
+        stats[name] = stats[name].fillna(pd.Series(np.where(stats["n"] > 0, 0.0, np.nan), index=stats.index))
+        stats[f"{name}_low"] = stats[f"{name}_low"].fillna(pd.Series(low, index=stats.index))
+        stats[f"{name}_high"] = stats[f"{name}_high"].fillna(pd.Series(high, index=stats.index))
     table = pa.table(cell_columns(cells))
     stats_table = table_from_frame(stats)
     for name in stats_table.column_names:
         if name in table.column_names:
             raise ValueError(f"summarize_cell returned a column {name!r} that clashes with a parameter column")
         table = table.append_column(name, stats_table.column(name))
+    intervals = json.dumps({"confidence": CONFIDENCE, "binomial": "wilson", "bootstrap": "percentile",
+                            "n_resamples": BOOTSTRAP_RESAMPLES, "min_groups": MIN_GROUPS})
     meta = _study_meta(study, "summary")
     meta["reluflow.analysis"] = json.dumps({"eps": study.eps_list, "k": study.k_list})
+    meta["reluflow.intervals"] = intervals
     write_table(table, output, meta)
+    if best_of_k_output is not None:
+        columns = ["cell", *BEST_OF_K_COLUMNS]
+        frame = pd.concat(bok, ignore_index=True)[columns] if bok else pd.DataFrame(columns=columns)
+        schema = pa.schema([("cell", pa.string()), ("eps", pa.float64()), ("k", pa.int64()),
+                            ("successes", pa.int64()), ("n", pa.int64()), ("estimate", pa.float64()),
+                            ("low", pa.float64()), ("high", pa.float64()), ("supported", pa.bool_())])
+        meta = _study_meta(study, "best_of_k")
+        meta["reluflow.analysis"] = json.dumps({"eps": study.eps_list, "k": study.k_list})
+        meta["reluflow.intervals"] = intervals
+        write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), best_of_k_output, meta)
+        log.info("aggregate: best-of-K table, %d rows -> %s", len(frame), best_of_k_output)
     log.info("aggregate: %d cells of study %r -> %s", len(cells), study.name, output)
