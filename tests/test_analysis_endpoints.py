@@ -141,3 +141,34 @@ def test_stated_optimum_of_x_squared_with_one_unit():
 def test_optimal_risk_is_validated(bad):
     with pytest.raises(ValueError, match=r"problem.optimal_risk = .* expected a finite number >= 0"):
         reluflow.Problem.from_dict({**HAT, "optimal_risk": bad})
+
+
+def test_aggregate_judges_successes_against_the_stated_optimum(tmp_path):
+    """summary.parquet and best_of_k.parquet count a success as L - L* <= eps when the cell states L*, like the
+    classes; here L* = 4/3645 (f = x^2, one unit), so eps = 1e-6 separates the global minimum from the rest."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from reluflow.pipeline import load_config_files, plan_config, write_aggregate
+
+    opt = 4 / 3645
+    problem = {"network": {"input_dim": 1, "widths": [1]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
+               "target": {"kind": "polynomial", "coefficients": [0, 0, 1]}, "optimal_risk": opt}
+    method = {"kind": "gd", "step_size": 0.1, "n_steps": 20000}
+    config = {"studies": {"sq": {"problem": problem, "grid": {"method": [method]}, "n_trajectories": 48, "seed": 1,
+                                 "analysis": {"eps": [1e-6], "k": [1, 2]}}}}
+    (tmp_path / "c.yaml").write_text(__import__("json").dumps(config))
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    study = plan_config(load_config_files([tmp_path / "c.yaml"]), schema).study("sq")
+    (cell,) = study.cells.values()
+    tr = reluflow.simulate(cell.problem, method=cell.method, n_trajectories=48, seed=cell.seed).trajectories
+    path = tmp_path / "t.parquet"
+    tr.to_parquet(path)
+    write_aggregate(study, {cell.id: path}, tmp_path / "summary.parquet", tmp_path / "bok.parquet")
+    summary = pd.read_parquet(tmp_path / "summary.parquet")
+    at_best = int((tr["risk_final"] - opt <= 1e-6).sum())
+    assert 0 < at_best < 48 and at_best == int((tr["class"] == "global_min").sum())
+    assert summary["p_best_of_1_eps_1e-06"].iloc[0] == pytest.approx(at_best / 48, rel=1e-12)
+    bok = pd.read_parquet(tmp_path / "bok.parquet")
+    assert bok.loc[bok["k"] == 1, "successes"].tolist() == [at_best]
