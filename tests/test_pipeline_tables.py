@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,6 +109,62 @@ def test_metadata_on_every_table(tmp_path):
     back = pd.read_parquet(path)
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
     assert back["trajectory"].dtype == np.int64
+
+
+def test_provenance_records_source_host_time_and_schema_version():
+    import datetime
+    import socket
+
+    from reluflow.pipeline._tables import TABLE_SCHEMA_VERSION, VOLATILE_META_KEYS, git_commit, source_hash
+
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    meta = provenance("cells", study="s")
+    after = datetime.datetime.now(datetime.UTC)
+    assert meta["reluflow.schema_version"] == str(TABLE_SCHEMA_VERSION) == "2"
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["reluflow.source_hash"]) and meta["reluflow.source_hash"] == source_hash()
+    assert meta["reluflow.host"] == socket.gethostname()
+    created = datetime.datetime.fromisoformat(meta["reluflow.created"])
+    assert created.utcoffset() == datetime.timedelta(0) and before <= created <= after
+    if git_commit() is not None:  # this test runs from a checkout: whether the package's source has edits
+        assert meta["reluflow.git_commit"] == git_commit() and meta["reluflow.git_dirty"] in ("true", "false")
+    else:
+        assert "reluflow.git_dirty" not in meta
+    # two writes of the same thing differ in the volatile keys only
+    time.sleep(1.1)
+    again = provenance("cells", study="s")
+    assert again["reluflow.created"] != meta["reluflow.created"]
+    strip = lambda m: {k: v for k, v in m.items() if k not in VOLATILE_META_KEYS}  # noqa: E731
+    assert strip(again) == strip(meta)
+
+
+def test_source_hash_follows_the_source_not_the_checkout(tmp_path):
+    """A copy of the package outside any git checkout (as a wheel installs it) has the checkout's source hash, no
+    git commit and no git_dirty; one changed byte in one module changes the hash."""
+    import shutil
+
+    import reluflow
+    from reluflow.pipeline._tables import source_hash
+
+    pkg = Path(reluflow.__file__).resolve().parent
+    copy = tmp_path / "site" / "reluflow"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import json, reluflow; from reluflow.pipeline._tables import provenance; "
+             "print(json.dumps([reluflow.__file__, provenance('cells')]))")
+
+    def meta_of(site: Path) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                             check=True)
+        where, meta = json.loads(out.stdout)
+        assert Path(where).resolve().parent == site / "reluflow"
+        return meta
+
+    meta = meta_of(copy.parent)
+    assert meta["reluflow.source_hash"] == source_hash()
+    assert "reluflow.git_commit" not in meta and "reluflow.git_dirty" not in meta
+    module = copy / "_keys.py"
+    module.write_text(module.read_text() + "\n")
+    assert meta_of(copy.parent)["reluflow.source_hash"] != source_hash()
 
 
 def test_load_joins_cell_parameters(tmp_path):

@@ -1,17 +1,23 @@
 """Parquet tables: provenance metadata and atomic writes.
 
-Every file carries key/value metadata (package version, git commit when known, the cell's parameters as
-canonical JSON, the seed, numpy and pyarrow versions). Files are written to a temporary name in the same
-directory, flushed to disk, and renamed into place with ``os.replace``: a table that exists is complete.
+Every file carries key/value metadata (package version, a hash of the package's source, git commit and whether
+the package's source had uncommitted changes when known, host and time of writing, the table schema version,
+the cell's parameters as canonical JSON, the seed, numpy and pyarrow versions). Files are written to a temporary
+name in the same directory, flushed to disk, and renamed into place with ``os.replace``: a table that exists is
+complete. ``check_table`` is what readers (``reluflow.load``) ask of a file: this schema version and the columns
+they rely on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import glob
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,16 +33,29 @@ from .._keys import canonical_json
 
 __all__ = [
     "META_PREFIX",
+    "TABLE_SCHEMA_VERSION",
+    "VOLATILE_META_KEYS",
     "atomic_path",
     "git_commit",
+    "git_dirty",
     "provenance",
     "read_metadata",
+    "source_hash",
     "table_from_frame",
     "write_table",
     "write_tables_streaming",
 ]
 
 META_PREFIX = "reluflow."
+#: Version of the tables' layout and meaning, recorded as ``reluflow.schema_version`` on every file and checked by
+#: ``reluflow.load``. Version 1 (every reluflow before the key existed) wrote no such key; version 2 records the
+#: source hash, host and time, and GD and fixed-step GF rows report their real ``max_risk_increase`` (it was 0).
+TABLE_SCHEMA_VERSION = 2
+#: Metadata keys that differ between two runs of the same code, config and seed (the values never do): compare
+#: files' metadata without them.
+VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host"})
+# The package's own files that make up its code: the modules, and data files should it ever ship any.
+_SOURCE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".toml")
 # mkstemp creates files readable by their owner only; tables get the permissions of any new file.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,6 +74,40 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
+@functools.cache
+def git_dirty() -> bool | None:
+    """Whether the package's directory in its git checkout has uncommitted changes (untracked files included), or
+    ``None`` outside a checkout. Only the package's own directory is looked at: cheap, and what the code is."""
+    here = Path(__file__).resolve().parents[1]
+    try:
+        # --no-optional-locks: concurrent jobs in one checkout must not race for the index lock
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(here), "status", "--porcelain", "--", "."],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+@functools.cache
+def source_hash() -> str | None:
+    """sha256 of the installed ``reluflow`` package's source: its ``.py`` files (and data files, if any) in the
+    order of their paths relative to the package, each fed as its path, its length and its bytes. The same code
+    gives the same hash from a git checkout, an editable install or a wheel. ``None`` if the files cannot be read
+    (a zipped install): then nothing written earlier counts as written by this code."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                       if p.suffix in _SOURCE_SUFFIXES and "__pycache__" not in p.parts and p.is_file())
+        digest = hashlib.sha256()
+        for rel, path in files:
+            data = path.read_bytes()
+            digest.update(f"{len(rel.encode())}:{rel}:{len(data)}:".encode())
+            digest.update(data)
+    except OSError:
+        return None
+    return digest.hexdigest() if files else None
+
+
 def provenance(table: str, **fields: Any) -> dict[str, str]:
     """The metadata of one file: ``reluflow.*`` keys (dicts and lists as canonical JSON) and library versions."""
     from .. import __version__
@@ -62,13 +115,22 @@ def provenance(table: str, **fields: Any) -> dict[str, str]:
     meta = {
         f"{META_PREFIX}table": table,
         f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}schema_version": str(TABLE_SCHEMA_VERSION),
         "numpy.version": np.__version__,
         "pyarrow.version": pa.__version__,
         "pandas.version": pd.__version__,
+        f"{META_PREFIX}host": socket.gethostname(),
+        f"{META_PREFIX}created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    source = source_hash()
+    if source:
+        meta[f"{META_PREFIX}source_hash"] = source
     commit = git_commit()
     if commit:
         meta[f"{META_PREFIX}git_commit"] = commit
+        dirty = git_dirty()
+        if dirty is not None:
+            meta[f"{META_PREFIX}git_dirty"] = "true" if dirty else "false"
     for name, value in fields.items():
         if value is None:
             continue
