@@ -1,4 +1,4 @@
-"""Parquet tables: provenance metadata and atomic writes.
+"""Parquet tables: provenance metadata, atomic writes, and the checks a reader makes.
 
 Every file carries key/value metadata (package version, a hash of the package's source, git commit and whether
 the package's source had uncommitted changes when known, host and time of writing, the table schema version,
@@ -33,9 +33,11 @@ from .._keys import canonical_json
 
 __all__ = [
     "META_PREFIX",
+    "REQUIRED_COLUMNS",
     "TABLE_SCHEMA_VERSION",
     "VOLATILE_META_KEYS",
     "atomic_path",
+    "check_table",
     "git_commit",
     "git_dirty",
     "provenance",
@@ -54,6 +56,13 @@ TABLE_SCHEMA_VERSION = 2
 #: Metadata keys that differ between two runs of the same code, config and seed (the values never do): compare
 #: files' metadata without them.
 VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host"})
+#: Columns a reader relies on, per table: ``check_table`` raises when one is missing.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cells": ("cell", "key"),
+    "trajectories": ("cell", "trajectory", "status", "risk_final"),
+    "curves": ("cell", "trajectory", "checkpoint", "t", "risk"),
+    "summary": ("cell", "key", "n"),
+}
 # The package's own files that make up its code: the modules, and data files should it ever ship any.
 _SOURCE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".toml")
 # mkstemp creates files readable by their owner only; tables get the permissions of any new file.
@@ -142,6 +151,33 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """A parquet file's key/value metadata as ``str -> str`` (without pandas' own ``pandas`` entry)."""
     raw = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
+
+
+def check_table(path: str | Path, table: str) -> None:
+    """Raise ``ValueError`` unless the file at ``path`` is a ``table`` table (``REQUIRED_COLUMNS``) of this
+    ``TABLE_SCHEMA_VERSION`` with the columns readers rely on; each message says what to do."""
+    from .. import __version__
+
+    if table not in REQUIRED_COLUMNS:
+        raise ValueError(f"table = {table!r} is not allowed: expected one of {sorted(REQUIRED_COLUMNS)}")
+    schema = pq.read_schema(path)
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    rerun = f"rerun the study with this reluflow version ({__version__})"
+    version = meta.get(f"{META_PREFIX}schema_version")
+    if version is None:
+        raise ValueError(f"{path} has no reluflow.schema_version metadata, so it was written by a reluflow older than "
+                         f"table schema version {TABLE_SCHEMA_VERSION} (version 1 had no such key): {rerun}")
+    if version != str(TABLE_SCHEMA_VERSION):
+        raise ValueError(f"{path} has reluflow.schema_version = {version!r} but this reluflow reads table schema "
+                         f"version {TABLE_SCHEMA_VERSION}: {rerun}")
+    written_as = meta.get(f"{META_PREFIX}table")
+    if written_as is not None and written_as != table:
+        raise ValueError(f"{path} is a {written_as!r} table (reluflow.table) where a {table!r} table was expected: "
+                         f"{rerun}")
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}, which every {table} table has (required: "
+                         f"{list(REQUIRED_COLUMNS[table])}): {rerun}")
 
 
 def table_from_frame(df: pd.DataFrame) -> pa.Table:
