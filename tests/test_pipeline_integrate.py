@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 import signal
@@ -184,10 +185,11 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
     _assert_same(_without_cell(pd.read_parquet(curves)), ref_curves)
 
 
-def test_stale_shards_are_not_reused(tmp_path):
-    """A shard made for other parameters, seed or code is recomputed, never mixed in."""
+def test_stale_shards_are_not_reused(tmp_path, caplog):
+    """A shard made for other parameters, seed, code or table schema is recomputed, never mixed in, and the
+    rejection is logged once, with its reason; the git commit is not compared, and no missing key raises."""
     from reluflow.pipeline._stages import Shard, _shard_is_finished, _shard_meta, plan_shards
-    from reluflow.pipeline._tables import write_table
+    from reluflow.pipeline._tables import source_hash, write_table
 
     method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
     cell = _cell(tmp_path, CONFIG.format(name="stale", width=2, method=method, n=10, workers=1, shard_size=4))
@@ -197,17 +199,108 @@ def test_stale_shards_are_not_reused(tmp_path):
     assert {s.stem for s in plan_shards(cell, 5)}.isdisjoint(s.stem for s in shards)  # shard size is in the name
     shard: Shard = shards[0]
     df = pd.DataFrame({"trajectory": range(4)})
-    for table, path in shard.paths(tmp_path).items():
-        write_table(df, path, _shard_meta(cell, shard, table))
-    assert _shard_is_finished(cell, shard, tmp_path)
+    paths = shard.paths(tmp_path)
+    traj_path, curves_path = paths["trajectories"], paths["curves"]
+    meta = _shard_meta(cell, shard, "trajectories")
+    for table in ("curves", "final"):
+        write_table(df, paths[table], _shard_meta(cell, shard, table))
+
+    def finished_with(traj_meta: dict[str, str]) -> tuple[bool, list[str]]:
+        write_table(df, traj_path, traj_meta)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
+            ok = _shard_is_finished(cell, shard, tmp_path)
+        return ok, [r.getMessage() for r in caplog.records]
+
+    assert finished_with(meta) == (True, [])
     other = type(cell)(**{**cell.__dict__, "method": {**cell.method, "step_size": 0.06}})
     assert not _shard_is_finished(other, shard, tmp_path)  # same file name, other parameters
+    ok, logged = finished_with({**meta, "reluflow.source_hash": "0" * 64})  # other code
+    here = source_hash()
+    assert not ok and logged == [f"shard {shard.stem}: written by other code (reluflow.source_hash "
+                                 f"000000000000... != {here[:12]}...), recomputing"]
+    ok, logged = finished_with({**meta, "reluflow.schema_version": "1"})
+    assert not ok and logged == [f"shard {shard.stem}: written by another table schema (reluflow.schema_version 1 "
+                                 "!= 2), recomputing"]
+    # a shard from before source hashes and schema versions, without a git commit either (a wheel): no KeyError
+    old = {k: v for k, v in meta.items()
+           if k not in ("reluflow.source_hash", "reluflow.schema_version", "reluflow.git_commit")}
+    ok, logged = finished_with(old)
+    assert not ok and logged == [f"shard {shard.stem}: written by other code (reluflow.source_hash (none recorded) "
+                                 f"!= {here[:12]}...), recomputing"]
+    # the commit is not what identifies the code: another one (or none) with the same source is the same code
+    assert finished_with({**meta, "reluflow.git_commit": "0" * 40}) == (True, [])
+    assert finished_with({k: v for k, v in meta.items() if k != "reluflow.git_commit"}) == (True, [])
+    os.remove(curves_path)
+    assert finished_with(meta) == (False, [])  # curves missing: not finished (nothing on disk to reject)
+
+
+def test_shards_resume_without_a_git_checkout(tmp_path, monkeypatch):
+    """Issue #17: reluflow installed from a wheel knows no git commit; checking a shard raised
+    KeyError('reluflow.git_commit'). Without a commit, shards written by the same code are reused."""
+    from reluflow.pipeline import _tables
+    from reluflow.pipeline._stages import _shard_is_finished, _shard_meta, plan_shards
+
+    monkeypatch.setattr(_tables, "git_commit", lambda: None)
+    monkeypatch.setattr(_tables, "git_dirty", lambda: None)
+    method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
+    cell = _cell(tmp_path, CONFIG.format(name="wheel", width=2, method=method, n=4, workers=1, shard_size=4))
+    shard = plan_shards(cell, 4)[0]
+    df = pd.DataFrame({"trajectory": range(4)})
+    for table, path in shard.paths(tmp_path).items():
+        meta = _shard_meta(cell, shard, table)
+        assert "reluflow.git_commit" not in meta and "reluflow.git_dirty" not in meta
+        _tables.write_table(df, path, meta)
+    assert _shard_is_finished(cell, shard, tmp_path)
+    # a shard that does record a commit (written from a checkout of the same source) is the same code
     traj_path = shard.paths(tmp_path)["trajectories"]
-    write_table(df, traj_path, {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "0" * 40})
-    assert not _shard_is_finished(cell, shard, tmp_path)  # other code
-    os.remove(shard.paths(tmp_path)["curves"])
-    write_table(df, traj_path, _shard_meta(cell, shard, "trajectories"))
-    assert not _shard_is_finished(cell, shard, tmp_path)  # curves missing: not finished
+    _tables.write_table(df, traj_path, {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "1" * 40})
+    assert _shard_is_finished(cell, shard, tmp_path)
+
+
+def test_resume_recomputes_a_shard_written_by_other_code(tmp_path):
+    """Through the CLI: integrate keeping its shards; one shard's metadata is rewritten as if other code had made
+    it; the next integrate reuses the others, recomputes that one with a warning naming it, and the tables equal
+    simulate's."""
+    import pyarrow.parquet as pq
+
+    method = "{kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3, refine: false}"
+    cell = _cell(tmp_path, CONFIG.format(name="recode", width=3, method=method, n=9, workers=1, shard_size=3))
+    script = textwrap.dedent(f"""
+        import sys
+        import pyarrow.parquet as pq
+        from pathlib import Path
+        if __name__ == "__main__":  # local dask workers start with spawn
+            from reluflow.cli import main
+            cell, out = {cell.to_json()!r}, Path({str(tmp_path)!r})
+            assert main(["init", "--cell-json", cell, "--output", str(out / "init.parquet")]) == 0
+            args = ["integrate", "--cell-json", cell, "--init", str(out / "init.parquet"), "--trajectories",
+                    str(out / "t.parquet"), "--curves", str(out / "c.parquet"), "--final", str(out / "f.parquet"),
+                    "--shard-dir", str(out / "shards"),
+                    "--workers", "1", "--shard-size", "3", "--execution-json", '{{"keep_shards": true}}']
+            assert main(args) == 0
+            victim = sorted((out / "shards").glob("*.trajectories.parquet"))[1]
+            table = pq.read_table(victim)
+            meta = dict(table.schema.metadata)
+            meta[b"reluflow.source_hash"] = b"f" * 64
+            pq.write_table(table.replace_schema_metadata(meta), victim)
+            print("REWRITTEN", victim.name, file=sys.stderr, flush=True)
+            assert main(args) == 0
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    second = run.stderr.split("REWRITTEN ", 1)[1]
+    victim = second.split()[0]
+    stem = victim.removesuffix(".trajectories.parquet")
+    warnings = [line for line in second.splitlines() if "recomputing" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], second[-3000:]
+    assert f"shard {stem}: written by other code (reluflow.source_hash ffffffffffff... != " in warnings[0]
+    assert "2 shard(s) already finished (reused), 1 to compute" in second
+    assert read_metadata(tmp_path / "shards" / victim)["reluflow.source_hash"] != "f" * 64  # written again
+    ref_traj, ref_curves, _ = _reference(cell)
+    _assert_same(_without_cell(pd.read_parquet(tmp_path / "t.parquet")), ref_traj)
+    _assert_same(_without_cell(pd.read_parquet(tmp_path / "c.parquet")), ref_curves)
+    assert pq.read_schema(tmp_path / "t.parquet").metadata[b"reluflow.schema_version"] == b"2"
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +111,62 @@ def test_metadata_on_every_table(tmp_path):
     assert back["trajectory"].dtype == np.int64
 
 
+def test_provenance_records_source_host_time_and_schema_version():
+    import datetime
+    import socket
+
+    from reluflow.pipeline._tables import TABLE_SCHEMA_VERSION, VOLATILE_META_KEYS, git_commit, source_hash
+
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    meta = provenance("cells", study="s")
+    after = datetime.datetime.now(datetime.UTC)
+    assert meta["reluflow.schema_version"] == str(TABLE_SCHEMA_VERSION) == "2"
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["reluflow.source_hash"]) and meta["reluflow.source_hash"] == source_hash()
+    assert meta["reluflow.host"] == socket.gethostname()
+    created = datetime.datetime.fromisoformat(meta["reluflow.created"])
+    assert created.utcoffset() == datetime.timedelta(0) and before <= created <= after
+    if git_commit() is not None:  # this test runs from a checkout: whether the package's source has edits
+        assert meta["reluflow.git_commit"] == git_commit() and meta["reluflow.git_dirty"] in ("true", "false")
+    else:
+        assert "reluflow.git_dirty" not in meta
+    # two writes of the same thing differ in the volatile keys only
+    time.sleep(1.1)
+    again = provenance("cells", study="s")
+    assert again["reluflow.created"] != meta["reluflow.created"]
+    strip = lambda m: {k: v for k, v in m.items() if k not in VOLATILE_META_KEYS}  # noqa: E731
+    assert strip(again) == strip(meta)
+
+
+def test_source_hash_follows_the_source_not_the_checkout(tmp_path):
+    """A copy of the package outside any git checkout (as a wheel installs it) has the checkout's source hash, no
+    git commit and no git_dirty; one changed byte in one module changes the hash."""
+    import shutil
+
+    import reluflow
+    from reluflow.pipeline._tables import source_hash
+
+    pkg = Path(reluflow.__file__).resolve().parent
+    copy = tmp_path / "site" / "reluflow"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import json, reluflow; from reluflow.pipeline._tables import provenance; "
+             "print(json.dumps([reluflow.__file__, provenance('cells')]))")
+
+    def meta_of(site: Path) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                             check=True)
+        where, meta = json.loads(out.stdout)
+        assert Path(where).resolve().parent == site / "reluflow"
+        return meta
+
+    meta = meta_of(copy.parent)
+    assert meta["reluflow.source_hash"] == source_hash()
+    assert "reluflow.git_commit" not in meta and "reluflow.git_dirty" not in meta
+    module = copy / "_keys.py"
+    module.write_text(module.read_text() + "\n")
+    assert meta_of(copy.parent)["reluflow.source_hash"] != source_hash()
+
+
 def test_load_joins_cell_parameters(tmp_path):
     """reluflow.load on a hand-made study directory (the end-to-end test loads a real one)."""
     from reluflow import load
@@ -120,13 +178,15 @@ def test_load_joins_cell_parameters(tmp_path):
     })
     write_table(cells, study / "cells.parquet", provenance("cells", study="s"))
     for cid in cells["cell"]:
-        t = pd.DataFrame({"cell": cid, "trajectory": np.arange(3, dtype=np.int64), "risk_final": [0.1, 0.2, 0.3]})
+        t = pd.DataFrame({"cell": cid, "trajectory": np.arange(3, dtype=np.int64), "status": "budget",
+                          "risk_final": [0.1, 0.2, 0.3]})
         write_table(t, study / "trajectories" / f"{cid}.parquet", provenance("trajectories"))
         c = pd.DataFrame({"cell": cid, "trajectory": np.repeat(np.arange(3), 2), "checkpoint": np.tile([0, 1], 3),
-                          "risk": np.ones(6)})
+                          "t": np.tile([0.0, 1.0], 3), "risk": np.ones(6)})
         write_table(c, study / "curves" / f"{cid}.parquet", provenance("curves"))
     tables = load(study)
-    assert list(tables.trajectories.columns) == ["cell", "problem.network.widths", "trajectory", "risk_final"]
+    assert list(tables.trajectories.columns) == ["cell", "problem.network.widths", "trajectory", "status",
+                                                 "risk_final"]
     assert len(tables.trajectories) == 6 and len(tables.curves) == 12
     assert [list(w) for w in tables.trajectories["problem.network.widths"]] == [[2]] * 3 + [[4]] * 3
     assert tables.summary is None
@@ -148,3 +208,68 @@ def test_load_warns_about_missing_cells(tmp_path):
         warnings.filterwarnings("error", message=".*table yet")  # tables not asked for are not looked for
         lean = load(Path(tmp_path), trajectories=False, curves=False)
     assert lean.trajectories is None and lean.curves is None and list(lean.cells["cell"]) == ["a"]
+
+
+def _study_with_tables(study: Path) -> None:
+    """A hand-made study directory with one cell and every table ``reluflow.load`` reads."""
+    write_table(pd.DataFrame({"cell": ["a"], "key": [1], "method.kind": ["gd"]}), study / "cells.parquet",
+                provenance("cells"))
+    write_table(pd.DataFrame({"cell": "a", "trajectory": [0, 1], "status": "budget", "risk_final": [0.1, 0.2]}),
+                study / "trajectories" / "a.parquet", provenance("trajectories"))
+    write_table(pd.DataFrame({"cell": "a", "trajectory": [0, 0], "checkpoint": [0, 1], "t": [0.0, 1.0],
+                              "risk": [1.0, 0.5]}), study / "curves" / "a.parquet", provenance("curves"))
+    write_table(pd.DataFrame({"cell": ["a"], "key": [1], "n": [2]}), study / "summary.parquet",
+                provenance("summary"))
+
+
+def _rewrite(path: Path, *, drop: str | None = None, schema_version: str | None = "keep") -> None:
+    """Rewrite a table without column ``drop`` and with ``reluflow.schema_version`` replaced (None: removed)."""
+    table = pq.read_table(path)
+    if drop is not None:
+        table = table.drop_columns([drop])
+    meta = dict(table.schema.metadata)
+    if schema_version is None:
+        meta.pop(b"reluflow.schema_version")
+    elif schema_version != "keep":
+        meta[b"reluflow.schema_version"] = schema_version.encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+@pytest.mark.parametrize(("table", "change", "message"), [
+    ("trajectories/a.parquet", {"drop": "status"},
+     r"trajectories/a\.parquet has no column\(s\) \['status'\], which every trajectories table has"),
+    ("cells.parquet", {"drop": "cell"}, r"cells\.parquet has no column\(s\) \['cell'\], which every cells table"),
+    ("curves/a.parquet", {"drop": "t"}, r"curves/a\.parquet has no column\(s\) \['t'\]"),
+    ("summary.parquet", {"drop": "n"}, r"summary\.parquet has no column\(s\) \['n'\]"),
+    ("cells.parquet", {"schema_version": None},
+     r"cells\.parquet has no reluflow\.schema_version metadata, so it was written by a reluflow older than table "
+     r"schema version 2 \(version 1 had no such key\)"),
+    ("trajectories/a.parquet", {"schema_version": "1"},
+     r"trajectories/a\.parquet has reluflow\.schema_version = '1' but this reluflow reads table schema version 2"),
+    ("summary.parquet", {"schema_version": "3"}, r"summary\.parquet has reluflow\.schema_version = '3'"),
+])
+def test_load_rejects_tables_of_another_schema(tmp_path, table, change, message):
+    from reluflow import __version__, load
+
+    study = tmp_path / "s"
+    _study_with_tables(study)
+    full = load(study)
+    assert len(full.trajectories) == 2 and len(full.curves) == 2 and len(full.summary) == 1
+    _rewrite(study / table, **change)
+    with pytest.raises(ValueError, match=message) as err:
+        load(study)
+    assert str(err.value).endswith(f": rerun the study with this reluflow version ({__version__})")
+    assert str(err.value).count(". ") == 0  # one sentence
+
+
+def test_load_rejects_a_table_of_another_kind(tmp_path):
+    from reluflow import load
+
+    study = tmp_path / "s"
+    _study_with_tables(study)
+    write_table(pq.read_table(study / "trajectories" / "a.parquet"), study / "curves" / "a.parquet",
+                provenance("trajectories"))
+    with pytest.raises(ValueError, match=r"curves/a\.parquet is a 'trajectories' table \(reluflow\.table\) where "
+                                         r"a 'curves' table was expected"):
+        load(study)
+    assert load(study, curves=False).curves is None  # a table not asked for is not checked

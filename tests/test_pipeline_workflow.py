@@ -139,6 +139,7 @@ def test_tables_match_docs_and_carry_metadata(e2e):
     docs = documented_columns()
     assert set(docs) == {"cells", "init", "trajectories", "curves", "final", "summary", "best_of_k"}
     import reluflow
+    from reluflow.pipeline._tables import source_hash
 
     for path in sorted(res.rglob("*.parquet")):
         table = path.parent.name if path.parent != res else path.stem
@@ -146,8 +147,10 @@ def test_tables_match_docs_and_carry_metadata(e2e):
         meta = read_metadata(path)
         assert meta["reluflow.table"] == table
         assert meta["reluflow.version"] == reluflow.__version__
-        assert {"numpy.version", "pyarrow.version", "reluflow.study", "reluflow.seed"} <= set(meta)
+        assert {"numpy.version", "pyarrow.version", "reluflow.study", "reluflow.seed", "reluflow.host",
+                "reluflow.created"} <= set(meta)
         assert meta["reluflow.seed"] == "5"
+        assert meta["reluflow.schema_version"] == "2" and meta["reluflow.source_hash"] == source_hash()
         if table not in ("cells", "summary", "best_of_k"):
             cell = study.cells[path.stem]
             assert json.loads(meta["reluflow.params"]) == json.loads(json.dumps(cell.params))

@@ -58,11 +58,14 @@ def _varying(cells: pd.DataFrame, columns: list[str]) -> list[str]:
 def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame:
     import pandas as pd
 
+    from .pipeline._tables import check_table
+
     frames = []
     missing = []
     for cell in cell_ids:
         path = study_dir / what / f"{cell}.parquet"
         if path.is_file():
+            check_table(path, what)
             frames.append(pd.read_parquet(path))
         else:
             missing.append(cell)
@@ -83,15 +86,19 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
 
     ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
-    Cells whose tables are not written yet are left out with a warning.
+    Cells whose tables are not written yet are left out with a warning. A table written by a reluflow with
+    another table schema version, or without a column readers rely on, raises ``ValueError`` (rerun the study).
     """
     import pandas as pd
     import pyarrow.parquet as pq
+
+    from .pipeline._tables import check_table
 
     study_dir = Path(study_dir)
     cells_path = study_dir / "cells.parquet"
     if not cells_path.is_file():
         raise FileNotFoundError(f"{cells_path} does not exist: is {study_dir} a study's results directory?")
+    check_table(cells_path, "cells")
     cells = pd.read_parquet(cells_path)
     meta = {k.decode(): v.decode() for k, v in (pq.read_schema(cells_path).metadata or {}).items()
             if k != b"pandas"}
@@ -109,8 +116,14 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     traj_df = with_params(_read_cells(study_dir, "trajectories", cell_ids)) if trajectories else None
     curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
     summary_path = study_dir / "summary.parquet"
-    summary_df = pd.read_parquet(summary_path) if summary and summary_path.is_file() else None
+    summary_df = None
+    if summary and summary_path.is_file():
+        check_table(summary_path, "summary")
+        summary_df = pd.read_parquet(summary_path)
     bok_path = study_dir / "best_of_k.parquet"
-    bok_df = pd.read_parquet(bok_path) if best_of_k and bok_path.is_file() else None
+    bok_df = None
+    if best_of_k and bok_path.is_file():
+        check_table(bok_path, "best_of_k")
+        bok_df = pd.read_parquet(bok_path)
     final_df = _read_cells(study_dir, "final", cell_ids) if final else None
     return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta, final=final_df, best_of_k=bok_df)

@@ -260,7 +260,9 @@ def integrate(
             if res.state is not None:
                 state = res.state
 
-            old_risk = live["risk"][sl]
+            # a copy: with every row accepted ``sl`` is ``slice(None)`` and ``live["risk"][sl]`` a view, which the
+            # assignment below would overwrite with the new risk (max_risk_increase was then always 0)
+            old_risk = live["risk"][sl].copy()
             new_gnorm, new_pnorm = _row_norm(new_grad), _row_norm(new_theta)
             live["finite"][sl] = (np.isfinite(new_theta).all(axis=1) & np.isfinite(new_risk)
                                   & np.isfinite(new_grad).all(axis=1))

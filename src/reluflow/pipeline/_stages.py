@@ -206,21 +206,43 @@ def _shard_meta(cell: Cell, shard: Shard, table: str) -> dict[str, str]:
 
 def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
     """Both files exist (each was written atomically, trajectories last) and were made for exactly this cell,
-    seed, range and package version."""
+    seed, range, package source, version and table schema. A shard on disk that fails the check is logged
+    (WARNING, with the reason) and recomputed; a missing metadata key is a mismatch, never an error."""
     for path in shard.paths(shard_dir).values():
         if not path.is_file():
             return False
         try:
             meta = read_metadata(path)
-        except (OSError, pa.ArrowException):
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("shard %s: cannot read %s (%s), recomputing", shard.stem, path.name, exc)
             return False
         expected = _shard_meta(cell, shard, meta.get("reluflow.table", ""))
-        # The code too: a shard from another commit (or version) is recomputed, never mixed in.
-        for key in ("reluflow.version", "reluflow.git_commit", "reluflow.params", "reluflow.seed",
-                    "reluflow.trajectory_range"):
-            if meta.get(key) != expected[key]:
+        # The code too: a shard from other code (source hash), version or table schema is recomputed, never mixed
+        # in. The git commit is not compared: it is unknown outside a checkout, and a dirty tree hides edits.
+        for key, what in _SHARD_CHECKS:
+            found, want = meta.get(key), expected.get(key)
+            if want is None:  # e.g. no source hash: this process cannot tell which code wrote the shard
+                log.warning("shard %s: %s is unknown in this process, so no shard can be matched to this code, "
+                            "recomputing", shard.stem, key)
+                return False
+            if found != want:
+                detail = f"{key} differs" if key == "reluflow.params" else f"{key} {_short(found)} != {_short(want)}"
+                log.warning("shard %s: written by %s (%s), recomputing", shard.stem, what, detail)
                 return False
     return True
+
+
+_SHARD_CHECKS = (
+    ("reluflow.source_hash", "other code"), ("reluflow.schema_version", "another table schema"),
+    ("reluflow.version", "another reluflow version"), ("reluflow.params", "other parameters"),
+    ("reluflow.seed", "another seed"), ("reluflow.trajectory_range", "another trajectory range"),
+)
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "(none recorded)"
+    return value if len(value) <= 24 else f"{value[:12]}..."
 
 
 def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> dict[str, pa.Table]:

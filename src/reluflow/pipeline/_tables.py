@@ -1,17 +1,23 @@
-"""Parquet tables: provenance metadata and atomic writes.
+"""Parquet tables: provenance metadata, atomic writes, and the checks a reader makes.
 
-Every file carries key/value metadata (package version, git commit when known, the cell's parameters as
-canonical JSON, the seed, numpy and pyarrow versions). Files are written to a temporary name in the same
-directory, flushed to disk, and renamed into place with ``os.replace``: a table that exists is complete.
+Every file carries key/value metadata (package version, a hash of the package's source, git commit and whether
+the package's source had uncommitted changes when known, host and time of writing, the table schema version,
+the cell's parameters as canonical JSON, the seed, numpy and pyarrow versions). Files are written to a temporary
+name in the same directory, flushed to disk, and renamed into place with ``os.replace``: a table that exists is
+complete. ``check_table`` is what readers (``reluflow.load``) ask of a file: this schema version and the columns
+they rely on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import glob
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,16 +33,41 @@ from .._keys import canonical_json
 
 __all__ = [
     "META_PREFIX",
+    "REQUIRED_COLUMNS",
+    "TABLE_SCHEMA_VERSION",
+    "VOLATILE_META_KEYS",
     "atomic_path",
+    "check_table",
     "git_commit",
+    "git_dirty",
     "provenance",
     "read_metadata",
+    "source_hash",
     "table_from_frame",
     "write_table",
     "write_tables_streaming",
 ]
 
 META_PREFIX = "reluflow."
+#: Version of the tables' layout and meaning, recorded as ``reluflow.schema_version`` on every file and checked by
+#: ``reluflow.load``. Version 1 (every reluflow before the key existed) wrote no such key; version 2 records the
+#: source hash, host and time, and GD and fixed-step GF rows report their real ``max_risk_increase`` (it was 0).
+TABLE_SCHEMA_VERSION = 2
+#: Metadata keys that differ between two runs of the same code, config and seed (the values never do): compare
+#: files' metadata without them.
+VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host"})
+#: Columns a reader relies on, per table: ``check_table`` raises when one is missing.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cells": ("cell", "key"),
+    "trajectories": ("cell", "trajectory", "status", "risk_final"),
+    "curves": ("cell", "trajectory", "checkpoint", "t", "risk"),
+    "summary": ("cell", "key", "n"),
+    "best_of_k": ("cell", "eps", "k", "estimate", "low", "high", "supported"),
+    "final": ("cell", "trajectory", "theta_final", "theta_refined"),
+    "init": ("cell", "trajectory", "theta"),
+}
+# The package's own files that make up its code: the modules, and data files should it ever ship any.
+_SOURCE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".toml")
 # mkstemp creates files readable by their owner only; tables get the permissions of any new file.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,6 +86,40 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
+@functools.cache
+def git_dirty() -> bool | None:
+    """Whether the package's directory in its git checkout has uncommitted changes (untracked files included), or
+    ``None`` outside a checkout. Only the package's own directory is looked at: cheap, and what the code is."""
+    here = Path(__file__).resolve().parents[1]
+    try:
+        # --no-optional-locks: concurrent jobs in one checkout must not race for the index lock
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(here), "status", "--porcelain", "--", "."],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+@functools.cache
+def source_hash() -> str | None:
+    """sha256 of the installed ``reluflow`` package's source: its ``.py`` files (and data files, if any) in the
+    order of their paths relative to the package, each fed as its path, its length and its bytes. The same code
+    gives the same hash from a git checkout, an editable install or a wheel. ``None`` if the files cannot be read
+    (a zipped install): then nothing written earlier counts as written by this code."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                       if p.suffix in _SOURCE_SUFFIXES and "__pycache__" not in p.parts and p.is_file())
+        digest = hashlib.sha256()
+        for rel, path in files:
+            data = path.read_bytes()
+            digest.update(f"{len(rel.encode())}:{rel}:{len(data)}:".encode())
+            digest.update(data)
+    except OSError:
+        return None
+    return digest.hexdigest() if files else None
+
+
 def provenance(table: str, **fields: Any) -> dict[str, str]:
     """The metadata of one file: ``reluflow.*`` keys (dicts and lists as canonical JSON) and library versions."""
     from .. import __version__
@@ -62,13 +127,22 @@ def provenance(table: str, **fields: Any) -> dict[str, str]:
     meta = {
         f"{META_PREFIX}table": table,
         f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}schema_version": str(TABLE_SCHEMA_VERSION),
         "numpy.version": np.__version__,
         "pyarrow.version": pa.__version__,
         "pandas.version": pd.__version__,
+        f"{META_PREFIX}host": socket.gethostname(),
+        f"{META_PREFIX}created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    source = source_hash()
+    if source:
+        meta[f"{META_PREFIX}source_hash"] = source
     commit = git_commit()
     if commit:
         meta[f"{META_PREFIX}git_commit"] = commit
+        dirty = git_dirty()
+        if dirty is not None:
+            meta[f"{META_PREFIX}git_dirty"] = "true" if dirty else "false"
     for name, value in fields.items():
         if value is None:
             continue
@@ -80,6 +154,33 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """A parquet file's key/value metadata as ``str -> str`` (without pandas' own ``pandas`` entry)."""
     raw = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
+
+
+def check_table(path: str | Path, table: str) -> None:
+    """Raise ``ValueError`` unless the file at ``path`` is a ``table`` table (``REQUIRED_COLUMNS``) of this
+    ``TABLE_SCHEMA_VERSION`` with the columns readers rely on; each message says what to do."""
+    from .. import __version__
+
+    if table not in REQUIRED_COLUMNS:
+        raise ValueError(f"table = {table!r} is not allowed: expected one of {sorted(REQUIRED_COLUMNS)}")
+    schema = pq.read_schema(path)
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    rerun = f"rerun the study with this reluflow version ({__version__})"
+    version = meta.get(f"{META_PREFIX}schema_version")
+    if version is None:
+        raise ValueError(f"{path} has no reluflow.schema_version metadata, so it was written by a reluflow older than "
+                         f"table schema version {TABLE_SCHEMA_VERSION} (version 1 had no such key): {rerun}")
+    if version != str(TABLE_SCHEMA_VERSION):
+        raise ValueError(f"{path} has reluflow.schema_version = {version!r} but this reluflow reads table schema "
+                         f"version {TABLE_SCHEMA_VERSION}: {rerun}")
+    written_as = meta.get(f"{META_PREFIX}table")
+    if written_as is not None and written_as != table:
+        raise ValueError(f"{path} is a {written_as!r} table (reluflow.table) where a {table!r} table was expected: "
+                         f"{rerun}")
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}, which every {table} table has (required: "
+                         f"{list(REQUIRED_COLUMNS[table])}): {rerun}")
 
 
 def table_from_frame(df: pd.DataFrame) -> pa.Table:

@@ -200,6 +200,12 @@ class Exact1DRisk(RiskBackend):
                                                self._check(theta).astype(np.float64, copy=False), need_grad)
         else:
             risk, grad, _ = self._evaluate_f64(theta, need_grad, need_moments=False)
+        # Each piece's int r^2 p is summed as sum_{a,b} r_a r_b nu_{a+b}: with a non-constant density or a target
+        # of degree > 1 the cross terms can be negative, so a residual near 0 could round to a risk a few ulps
+        # below 0 (not observed; with a constant density and an affine residual every term is non-negative). A
+        # risk is an integral of a square: clamp at 0, after either kernel so that both still give the same bits;
+        # the gradient is left as computed.
+        np.maximum(risk, 0.0, out=risk)
         if self.dtype != np.float64:
             risk = risk.astype(self.dtype)
             grad = None if grad is None else grad.astype(self.dtype)

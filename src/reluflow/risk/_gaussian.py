@@ -240,6 +240,10 @@ class GaussianRisk(RiskBackend):
         a_teach = np.einsum("tid,ticd->tic", w, p1[:, :, k:]) + norm[:, :, None] * p2[:, :, k:]
         a_all_t = np.swapaxes(np.broadcast_to(a, (T, k, H)), 1, 2)  # (T, H, k)
         risk[:] = self._q * np.einsum("tic,tic->t", a_all_t, a_all + a_teach) + self._teacher_risk
+        # L = E[N^2] - 2 E[N f] + E[f^2] is a difference of O(|a|^2 |w|^2) terms: where they cancel (at and near a
+        # global minimum) rounding leaves a few ulps of either sign, e.g. -1.1e-16 at the teacher's own
+        # parameters. A risk is an integral of a square: clamp at 0 (the gradient is left as computed).
+        np.maximum(risk, 0.0, out=risk)
         if grad is None:
             return
 
