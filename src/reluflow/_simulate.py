@@ -34,7 +34,34 @@ HESSIAN_COLUMNS = ("n_negative", "n_zero", "lambda_min", "lambda_min_positive", 
 RATE_COLUMNS = ("risk_inf", "rate_exp", "r2_exp", "rate_poly", "r2_poly")
 # endpoints that refinement (a root-finder on G) is meant for
 REFINE_STATUSES = ("critical", "budget")
-STR_COLUMNS = ("status", "class", "rate_best")
+COUNT_COLUMNS = ("n_negative", "n_zero", "hessian_rank")  # counts measured at some endpoints only: nullable Int64
+
+
+def _table_dtypes(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """``status``, ``class`` and ``rate_best`` as categoricals whose categories are every value the column can
+    take (fixed lists: cells' tables concatenate as categoricals, and an absent value still counts zero); the
+    counts of ``COUNT_COLUMNS`` as nullable ``Int64`` (<NA>: not measured)."""
+    import pandas as pd
+
+    from .analysis import CLASSES, RATE_MODELS, STATUSES
+    from .dynamics import STATUSES as INTEGRATOR_STATUSES
+
+    categories = {
+        "status": (*STATUSES, *(s for s in INTEGRATOR_STATUSES if s not in STATUSES and s != "running")),
+        "class": CLASSES,
+        "rate_best": (*RATE_MODELS, "none"),
+    }
+    for col, cats in categories.items():
+        if col in trajectories:
+            values = trajectories[col].astype(object)
+            unknown = set(values.dropna()) - set(cats)
+            if unknown:  # pd.Categorical would turn them into NaN without a word
+                raise ValueError(f"{col}: values {sorted(map(str, unknown))} are not among {list(cats)}")
+            trajectories[col] = pd.Categorical(values, categories=list(cats))
+    for col in COUNT_COLUMNS:
+        if col in trajectories:
+            trajectories[col] = trajectories[col].astype("Int64")  # a non-integral count raises
+    return trajectories
 
 
 def simulate(
@@ -119,10 +146,7 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
     }
     if analysis:
         table.update(_analysis_columns(prob, m, sol, finite))
-    trajectories = pd.DataFrame(table)
-    for col in STR_COLUMNS:
-        if col in trajectories:  # pandas' default string dtype, also for an empty table
-            trajectories[col] = trajectories[col].astype(str)
+    trajectories = _table_dtypes(pd.DataFrame(table))
     order = np.argsort(ids, kind="stable")
     trajectories = trajectories.iloc[order].reset_index(drop=True)
 

@@ -25,6 +25,7 @@ from ._config import Cell, Study, validate_cell
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
+    "CATEGORY",
     "Shard",
     "cell_columns",
     "flatten_params",
@@ -38,6 +39,29 @@ __all__ = [
 ]
 
 log = logging.getLogger("reluflow.pipeline")
+
+# The Arrow types of the tables (docs/tables.md), fixed whatever the pandas version or the number of categories:
+# categoricals as dictionaries of int32 indices into string values (pandas would pick the smallest index type and
+# large_string values), the type a parquet file reads back as.
+CATEGORY = pa.dictionary(pa.int32(), pa.string())
+
+
+# ---------------------------------------------------------------------------------------------- arrow types
+def _arrow_types(table: pa.Table) -> pa.Table:
+    """A table from pandas with the documented Arrow types: categoricals as ``CATEGORY`` (ordered ones stay
+    ordered), text as ``string``."""
+    columns = []
+    for col in table.columns:
+        if pa.types.is_dictionary(col.type):
+            kind = pa.dictionary(pa.int32(), pa.string(), ordered=col.type.ordered)
+            col = pa.chunked_array([pa.DictionaryArray.from_arrays(c.indices.cast(pa.int32()),
+                                                                   c.dictionary.cast(pa.string()),
+                                                                   ordered=col.type.ordered)
+                                    for c in col.chunks], kind)
+        elif pa.types.is_large_string(col.type):
+            col = col.cast(pa.string())
+        columns.append(col)
+    return pa.Table.from_arrays(columns, names=table.column_names, metadata=table.schema.metadata)
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -217,7 +241,7 @@ def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, traj: pd.DataFrame, 
 def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
     df = df.copy()
     df.insert(0, "cell", cell.id)
-    return table_from_frame(df)
+    return _arrow_types(table_from_frame(df))
 
 
 def write_integrate(
@@ -326,7 +350,7 @@ def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output
         elif col.startswith("frac_status_"):  # a fraction of no trajectories stays NaN
             stats[col] = stats[col].fillna(pd.Series(np.where(stats["n"] > 0, 0.0, np.nan), index=stats.index))
     table = pa.table(cell_columns(cells))
-    stats_table = table_from_frame(stats)
+    stats_table = _arrow_types(table_from_frame(stats))
     for name in stats_table.column_names:
         if name in table.column_names:
             raise ValueError(f"summarize_cell returned a column {name!r} that clashes with a parameter column")
