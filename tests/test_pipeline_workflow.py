@@ -87,10 +87,7 @@ def documented_columns() -> dict[str, list[tuple[re.Pattern, str, bool]]]:
 
 def dtype_matches(doc: str, actual: pa.DataType) -> bool:
     """The documented dtype is the Arrow type as pyarrow.parquet.read_schema gives it, exactly (``string`` is not
-    ``large_string``, ``int8`` indices are not ``int32``); parameter columns are typed by the config, theta's
-    size by the cell."""
-    if doc.startswith("fixed_size_list<double>"):
-        return pa.types.is_fixed_size_list(actual) and pa.types.is_float64(actual.value_type)
+    ``large_string``, ``int8`` indices are not ``int32``); parameter columns are typed by the config."""
     return doc == "as in config" or str(actual) == doc
 
 

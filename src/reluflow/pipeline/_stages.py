@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
@@ -26,12 +27,15 @@ from ._tables import provenance, read_metadata, table_from_frame, write_table, w
 
 __all__ = [
     "CATEGORY",
+    "THETA",
     "Shard",
     "cell_columns",
     "flatten_params",
     "plan_shards",
     "read_init",
     "run_shard",
+    "theta_column",
+    "theta_matrix",
     "write_aggregate",
     "write_cells",
     "write_init",
@@ -42,8 +46,11 @@ log = logging.getLogger("reluflow.pipeline")
 
 # The Arrow types of the tables (docs/tables.md), fixed whatever the pandas version or the number of categories:
 # categoricals as dictionaries of int32 indices into string values (pandas would pick the smallest index type and
-# large_string values), the type a parquet file reads back as.
+# large_string values); parameter vectors as variable-size lists, so that the files of cells with different
+# numbers of parameters read as one dataset. Both are the types a parquet file reads back as.
 CATEGORY = pa.dictionary(pa.int32(), pa.string())
+THETA = pa.list_(pa.field("element", pa.float64()))
+_MAX_LIST_VALUES = 2**31 - 1  # int32 offsets of a list array
 
 
 # ---------------------------------------------------------------------------------------------- arrow types
@@ -62,6 +69,45 @@ def _arrow_types(table: pa.Table) -> pa.Table:
             col = col.cast(pa.string())
         columns.append(col)
     return pa.Table.from_arrays(columns, names=table.column_names, metadata=table.schema.metadata)
+
+
+def theta_column(theta: np.ndarray) -> pa.ListArray:
+    """A ``(T, P)`` parameter matrix as a ``THETA`` column: T rows of P float64 (init/ and final-state files).
+
+    A variable-size list although every row has P values: a fixed-size list's type includes P, so a directory
+    of cells with different P would not read as one dataset. ``theta_matrix`` reads it back."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    if theta.ndim != 2:
+        raise ValueError(f"theta has shape {theta.shape}: expected (T, P)")
+    n, p = theta.shape
+    if n * p > _MAX_LIST_VALUES:
+        raise ValueError(f"theta of shape {theta.shape} has more values than one list array holds "
+                         f"({_MAX_LIST_VALUES}): write it in chunks of fewer rows")
+    offsets = pa.array(np.arange(n + 1, dtype=np.int64) * p, pa.int32())
+    return pa.ListArray.from_arrays(offsets, pa.array(theta.reshape(-1), pa.float64()), type=THETA)
+
+
+def theta_matrix(column: pa.Array | pa.ChunkedArray, n_params: int | None = None) -> np.ndarray:
+    """The ``(T, P)`` float64 matrix of a theta column (``list``, ``large_list`` or ``fixed_size_list`` of
+    double, as written by ``theta_column`` or by earlier versions). ``n_params``: P (default: the first row's
+    length; a column of no rows then gives ``(0, 0)``). Raises where a row is null or not P values long."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        if chunk.null_count:
+            raise ValueError(f"theta column has {chunk.null_count} null rows")
+        lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+        if n_params is None:
+            n_params = int(lengths[0])
+        if (lengths != n_params).any():
+            bad = int(np.flatnonzero(lengths != n_params)[0])
+            raise ValueError(f"theta column: a row holds {int(lengths[bad])} values, not P = {n_params}")
+        parts.append(chunk.flatten().to_numpy(zero_copy_only=False))
+    n_params = 0 if n_params is None else int(n_params)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+    return flat.astype(np.float64, copy=False).reshape(len(column), n_params)
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -151,7 +197,7 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
             yield pa.table({
                 "cell": pa.array([cell.id] * len(ids), pa.string()),
                 "trajectory": pa.array(ids, pa.int64()),
-                "theta": pa.FixedSizeListArray.from_arrays(pa.array(theta0.reshape(-1)), n_params),
+                "theta": theta_column(theta0),
             })
 
     n = write_tables_streaming(pieces(), output, _cell_meta(cell, "init", n_params=str(n_params)))
@@ -162,9 +208,8 @@ def read_init(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(trajectory (T,), theta0 (T, P))`` from an init table."""
     table = pq.read_table(path, columns=["trajectory", "theta"])
     ids = table.column("trajectory").to_numpy()
-    theta = table.column("theta").combine_chunks()
-    n_params = theta.type.list_size
-    return ids, theta.flatten().to_numpy().reshape(len(ids), n_params)
+    n_params = (table.schema.metadata or {}).get(b"reluflow.n_params")
+    return ids, theta_matrix(table.column("theta"), None if n_params is None else int(n_params))
 
 
 # ---------------------------------------------------------------------------------------------- shards
