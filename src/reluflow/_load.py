@@ -24,7 +24,8 @@ class StudyTables:
 
     ``cells`` and ``summary`` have every cell parameter as a column; ``trajectories`` and ``curves`` have the
     ``cell`` id plus the parameter columns chosen by ``load(params=...)``. A table not asked for is None, and so
-    is ``summary`` while it is not written.
+    is ``summary`` while it is not written. In every table ``cell`` is an ordered categorical whose categories
+    are the study's cell ids in grid order (``cell_dtype``), and list-valued parameters are tuples.
     """
 
     study_dir: Path
@@ -38,6 +39,12 @@ class StudyTables:
     def param_columns(self) -> list[str]:
         return [c for c in self.cells.columns if c.startswith(PARAM_PREFIXES)]
 
+    @property
+    def cell_dtype(self) -> pd.CategoricalDtype:
+        """The ``cell`` dtype: ordered, the study's cell ids in grid order. ``df["cell"].astype(cell_dtype)``
+        restores grid order on a table read with ``pd.read_parquet(directory)``."""
+        return self.cells["cell"].dtype
+
 
 def _hashable(v: object) -> str:
     try:
@@ -50,22 +57,67 @@ def _varying(cells: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if cells[c].map(_hashable).nunique(dropna=False) > 1]
 
 
-def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame:
+def _as_tuple(v: object) -> object:
+    """A list value (numpy array from parquet, or list) as a tuple, nested lists included: hashable, so a
+    parameter such as ``problem.network.widths`` works with groupby, drop_duplicates, set and dict keys."""
+    if hasattr(v, "tolist") and not isinstance(v, str):
+        v = v.tolist()
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def _with_tuples(df: pd.DataFrame) -> pd.DataFrame:
+    for col in df.columns:
+        if col.startswith(PARAM_PREFIXES) and df[col].dtype == object:
+            df[col] = df[col].map(_as_tuple)
+    return df
+
+
+def _with_cell_dtype(df: pd.DataFrame, dtype: pd.CategoricalDtype) -> pd.DataFrame:
+    """``df["cell"]`` as ``dtype``; ids that are not categories (a table from a former grid) are added after them
+    rather than lost."""
+    import pandas as pd
+
+    known = set(dtype.categories)
+    extra = [c for c in df["cell"].dropna().unique() if c not in known]  # unique: per category, not per row
+    if extra:
+        dtype = pd.CategoricalDtype([*dtype.categories, *extra], ordered=True)
+    df["cell"] = df["cell"].astype(dtype)  # a categorical is recoded, not converted row by row
+    return df
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-cell tables; a categorical whose categories differ between files (tables written by
+    different package versions) gets the union of them, in order of appearance, instead of turning into text."""
+    import pandas as pd
+
+    for col in frames[0].columns:
+        dtypes = [f[col].dtype for f in frames if col in f]
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes) and \
+                len({(tuple(d.categories), d.ordered) for d in dtypes}) > 1:
+            union = pd.CategoricalDtype(list(dict.fromkeys(c for d in dtypes for c in d.categories)),
+                                        ordered=dtypes[0].ordered)
+            for f in frames:
+                if col in f:
+                    f[col] = f[col].astype(union)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_cells(study_dir: Path, what: str, cell_dtype: pd.CategoricalDtype) -> pd.DataFrame:
     import pandas as pd
 
     frames = []
     missing = []
-    for cell in cell_ids:
+    for cell in cell_dtype.categories:
         path = study_dir / what / f"{cell}.parquet"
         if path.is_file():
-            frames.append(pd.read_parquet(path))
+            frames.append(_with_cell_dtype(pd.read_parquet(path), cell_dtype))
         else:
             missing.append(cell)
     if missing:
         warnings.warn(f"{study_dir}: no {what} table yet for cells {missing}", stacklevel=3)
     if not frames:
-        return pd.DataFrame({"cell": pd.Series([], dtype="str")})
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame({"cell": pd.Series([], dtype=cell_dtype)})
+    return _concat(frames)
 
 
 def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = True, summary: bool = True,
@@ -77,6 +129,9 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     ``params`` picks the cell-parameter columns joined onto trajectories and curves: those that differ between
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
     Cells whose tables are not written yet are left out with a warning.
+
+    Unlike ``pd.read_parquet`` of a file or directory, every table has ``cell`` as an ordered categorical in
+    grid order (``StudyTables.cell_dtype``) and list-valued parameters as tuples (hashable: ``groupby`` works).
     """
     import pandas as pd
     import pyarrow.parquet as pq
@@ -86,9 +141,11 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     if not cells_path.is_file():
         raise FileNotFoundError(f"{cells_path} does not exist: is {study_dir} a study's results directory?")
     cells = pd.read_parquet(cells_path)
+    # grid order is the row order of cells.parquet (files of earlier versions hold cell as plain text)
+    cell_dtype = pd.CategoricalDtype(list(cells["cell"].astype(object)), ordered=True)
+    cells = _with_tuples(_with_cell_dtype(cells, cell_dtype))
     meta = {k.decode(): v.decode() for k, v in (pq.read_schema(cells_path).metadata or {}).items()
             if k != b"pandas"}
-    cell_ids = list(cells["cell"])
     all_params = [c for c in cells.columns if c.startswith(PARAM_PREFIXES)]
     chosen = {"varying": _varying(cells, all_params), "all": all_params, "none": []}[params]
     join = cells[["cell", *chosen]]
@@ -99,8 +156,10 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
         rest = [c for c in df.columns if c != "cell"]
         return df.merge(join, on="cell", how="left", sort=False)[["cell", *chosen, *rest]]
 
-    traj_df = with_params(_read_cells(study_dir, "trajectories", cell_ids)) if trajectories else None
-    curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
+    traj_df = with_params(_read_cells(study_dir, "trajectories", cell_dtype)) if trajectories else None
+    curve_df = with_params(_read_cells(study_dir, "curves", cell_dtype)) if curves else None
     summary_path = study_dir / "summary.parquet"
-    summary_df = pd.read_parquet(summary_path) if summary and summary_path.is_file() else None
+    summary_df = None
+    if summary and summary_path.is_file():
+        summary_df = _with_tuples(_with_cell_dtype(pd.read_parquet(summary_path), cell_dtype))
     return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta)

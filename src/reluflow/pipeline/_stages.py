@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "CATEGORY",
     "THETA",
     "Shard",
+    "cell_array",
     "cell_columns",
     "flatten_params",
     "plan_shards",
@@ -54,6 +55,20 @@ _MAX_LIST_VALUES = 2**31 - 1  # int32 offsets of a list array
 
 
 # ---------------------------------------------------------------------------------------------- arrow types
+def cell_array(ids: Sequence[str], *, categories: Sequence[str] | None = None) -> pa.DictionaryArray:
+    """The ``cell`` column: a dictionary array of ``ids``; ordered with ``categories`` (the study's cell ids in
+    grid order: cells.parquet and summary.parquet), unordered with the ids' own values otherwise (a per-cell
+    file, which cannot know the grid's other cells without being rewritten whenever the grid changes)."""
+    ordered = categories is not None
+    values = list(categories) if ordered else list(dict.fromkeys(ids))
+    index = {c: i for i, c in enumerate(values)}
+    missing = [c for c in dict.fromkeys(ids) if c not in index]
+    if missing:
+        raise ValueError(f"cells {missing} are not among the categories {values}")
+    return pa.DictionaryArray.from_arrays(pa.array([index[c] for c in ids], pa.int32()),
+                                          pa.array(values, pa.string()), ordered=ordered)
+
+
 def _arrow_types(table: pa.Table) -> pa.Table:
     """A table from pandas with the documented Arrow types: categoricals as ``CATEGORY`` (ordered ones stay
     ordered), text as ``string``."""
@@ -138,8 +153,9 @@ def cell_columns(cells: list[Cell]) -> dict[str, pa.Array]:
     names: list[str] = []
     for f in flats:
         names += [n for n in f if n not in names]
+    ids = [c.id for c in cells]
     cols: dict[str, pa.Array] = {
-        "cell": pa.array([c.id for c in cells], pa.string()),
+        "cell": cell_array(ids, categories=ids),
         "key": pa.array([c.key for c in cells], pa.int64()),
         "seed": pa.array([c.seed for c in cells], pa.int64()),
         "n_trajectories": pa.array([c.n_trajectories for c in cells], pa.int64()),
@@ -195,7 +211,7 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
             if theta0.shape != (len(ids), n_params):
                 raise RuntimeError(f"initialize returned shape {theta0.shape}, expected {(len(ids), n_params)}")
             yield pa.table({
-                "cell": pa.array([cell.id] * len(ids), pa.string()),
+                "cell": cell_array([cell.id] * len(ids)),
                 "trajectory": pa.array(ids, pa.int64()),
                 "theta": theta_column(theta0),
             })
@@ -285,7 +301,7 @@ def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, traj: pd.DataFrame, 
 
 def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
     df = df.copy()
-    df.insert(0, "cell", cell.id)
+    df.insert(0, "cell", pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[cell.id]))
     return _arrow_types(table_from_frame(df))
 
 
