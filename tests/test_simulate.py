@@ -22,8 +22,19 @@ GD = {"kind": "gd", "step_size": 0.1, "n_steps": 20, "n_checkpoints": 6}
 DOPRI5 = {"kind": "gf", "solver": "dopri5", "t_end": 1.0, "n_checkpoints": 6, "max_steps": 200}
 
 INT_COLUMNS = {"trajectory", "steps", "n_rejected", "n_dead_final"}
-STR_COLUMNS = {"status", "class", "rate_best", "nearest_class", "hessian_at"}
 BOOL_COLUMNS = {"refined", "refine_converged", "refine_local"}
+COUNT_COLUMNS = {"n_negative", "n_zero", "hessian_rank"}  # nullable: <NA> where not measured
+
+
+def _categories() -> dict[str, list[str]]:
+    from reluflow.analysis import CLASSES, CRITICAL_CLASSES, HESSIAN_AT, RATE_MODELS
+
+    return {"status": ["zero_risk", "critical", "budget", "diverged", "nonfinite"], "class": list(CLASSES),
+            "nearest_class": list(CRITICAL_CLASSES), "hessian_at": list(HESSIAN_AT),
+            "rate_best": [*RATE_MODELS, "none"]}
+
+
+CATEGORIES = _categories()
 
 
 def test_public_signature():
@@ -48,8 +59,11 @@ def test_tables_columns_dtypes_and_order():
     for col in tr.columns:
         if col in INT_COLUMNS:
             assert tr[col].dtype == np.int64, col
-        elif col in STR_COLUMNS:
-            assert pd.api.types.is_string_dtype(tr[col]), col
+        elif col in CATEGORIES:
+            assert isinstance(tr[col].dtype, pd.CategoricalDtype), col
+            assert list(tr[col].cat.categories) == CATEGORIES[col] and not tr[col].cat.ordered, col
+        elif col in COUNT_COLUMNS:
+            assert tr[col].dtype == "Int64", col
         elif col in BOOL_COLUMNS:
             assert tr[col].dtype == bool
         else:
@@ -216,3 +230,26 @@ def test_empty_shard_keeps_the_schema():
     assert len(tr) == 0 and len(cu) == 0
     assert list(tr.columns) == list(full.columns) and (tr.dtypes == full.dtypes).all()
     assert list(cu.columns) == list(CURVE_COLUMNS)
+
+
+def test_categoricals_keep_every_category_and_counts_are_nullable_integers():
+    """Absent statuses and classes are still categories (cells concatenate as categoricals, value_counts shows
+    the zeros); counts are Int64 with <NA> where the Hessian was not measured, not float NaN."""
+    tr, *_ = simulate(PROBLEM, method=GD, n_trajectories=4, seed=1)
+    assert (tr["status"] == "budget").all()
+    counts = tr["status"].value_counts()
+    assert counts["budget"] == 4 and counts["diverged"] == 0 and len(counts) == len(CATEGORIES["status"])
+    empty, *_ = simulate(PROBLEM, method=GD, n_trajectories=0, seed=1)
+    both = pd.concat([tr, empty], ignore_index=True)
+    for col, cats in CATEGORIES.items():
+        assert list(both[col].cat.categories) == cats, col
+    off, *_ = simulate(PROBLEM, method={**GD, "refine": False}, n_trajectories=2, seed=1)
+    assert off["n_negative"].dtype == "Int64" and off["n_negative"].isna().all()
+    assert tr["hessian_rank"].dtype == "Int64" and tr["hessian_rank"].notna().any()
+
+
+def test_an_unknown_category_value_raises_rather_than_becoming_nan():
+    from reluflow._simulate import _table_dtypes
+
+    with pytest.raises(ValueError, match="not among"):
+        _table_dtypes(pd.DataFrame({"status": ["budget", "lost"]}))

@@ -28,6 +28,8 @@ class StudyTables:
     ``trajectory`` and the final and refined parameters ``theta_final``, ``theta_refined`` (numpy arrays; None
     where no refinement ran). A table not asked for is None, and so are ``summary`` and ``best_of_k`` while they
     are not written.
+    In every table ``cell`` is an ordered categorical whose categories are the study's cell ids in grid order
+    (``cell_dtype``), and list-valued parameters are tuples.
     """
 
     study_dir: Path
@@ -43,6 +45,12 @@ class StudyTables:
     def param_columns(self) -> list[str]:
         return [c for c in self.cells.columns if c.startswith(PARAM_PREFIXES)]
 
+    @property
+    def cell_dtype(self) -> pd.CategoricalDtype:
+        """The ``cell`` dtype: ordered, the study's cell ids in grid order. ``df["cell"].astype(cell_dtype)``
+        restores grid order on a table read with ``pd.read_parquet(directory)``."""
+        return self.cells["cell"].dtype
+
 
 def _hashable(v: object) -> str:
     try:
@@ -55,25 +63,70 @@ def _varying(cells: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if cells[c].map(_hashable).nunique(dropna=False) > 1]
 
 
-def _read_cells(study_dir: Path, what: str, cell_ids: list[str]) -> pd.DataFrame:
+def _as_tuple(v: object) -> object:
+    """A list value (numpy array from parquet, or list) as a tuple, nested lists included: hashable, so a
+    parameter such as ``problem.network.widths`` works with groupby, drop_duplicates, set and dict keys."""
+    if hasattr(v, "tolist") and not isinstance(v, str):
+        v = v.tolist()
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def _with_tuples(df: pd.DataFrame) -> pd.DataFrame:
+    for col in df.columns:
+        if col.startswith(PARAM_PREFIXES) and df[col].dtype == object:
+            df[col] = df[col].map(_as_tuple)
+    return df
+
+
+def _with_cell_dtype(df: pd.DataFrame, dtype: pd.CategoricalDtype) -> pd.DataFrame:
+    """``df["cell"]`` as ``dtype``; ids that are not categories (a table from a former grid) are added after them
+    rather than lost."""
+    import pandas as pd
+
+    known = set(dtype.categories)
+    extra = [c for c in df["cell"].dropna().unique() if c not in known]  # unique: per category, not per row
+    if extra:
+        dtype = pd.CategoricalDtype([*dtype.categories, *extra], ordered=True)
+    df["cell"] = df["cell"].astype(dtype)  # a categorical is recoded, not converted row by row
+    return df
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-cell tables; a categorical whose categories differ between files (tables written by
+    different package versions) gets the union of them, in order of appearance, instead of turning into text."""
+    import pandas as pd
+
+    for col in frames[0].columns:
+        dtypes = [f[col].dtype for f in frames if col in f]
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes) and \
+                len({(tuple(d.categories), d.ordered) for d in dtypes}) > 1:
+            union = pd.CategoricalDtype(list(dict.fromkeys(c for d in dtypes for c in d.categories)),
+                                        ordered=dtypes[0].ordered)
+            for f in frames:
+                if col in f:
+                    f[col] = f[col].astype(union)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_cells(study_dir: Path, what: str, cell_dtype: pd.CategoricalDtype) -> pd.DataFrame:
     import pandas as pd
 
     from .pipeline._tables import check_table
 
     frames = []
     missing = []
-    for cell in cell_ids:
+    for cell in cell_dtype.categories:
         path = study_dir / what / f"{cell}.parquet"
         if path.is_file():
             check_table(path, what)
-            frames.append(pd.read_parquet(path))
+            frames.append(_with_cell_dtype(pd.read_parquet(path), cell_dtype))
         else:
             missing.append(cell)
     if missing:
         warnings.warn(f"{study_dir}: no {what} table yet for cells {missing}", stacklevel=3)
     if not frames:
-        return pd.DataFrame({"cell": pd.Series([], dtype="str")})
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame({"cell": pd.Series([], dtype=cell_dtype)})
+    return _concat(frames)
 
 
 def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = True, summary: bool = True,
@@ -88,6 +141,9 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     the study's cells (``"varying"``, the default: the grid), ``"all"``, or ``"none"`` (just ``cell``).
     Cells whose tables are not written yet are left out with a warning. A table written by a reluflow with
     another table schema version, or without a column readers rely on, raises ``ValueError`` (rerun the study).
+
+    Unlike ``pd.read_parquet`` of a file or directory, every table has ``cell`` as an ordered categorical in
+    grid order (``StudyTables.cell_dtype``) and list-valued parameters as tuples (hashable: ``groupby`` works).
     """
     import pandas as pd
     import pyarrow.parquet as pq
@@ -100,9 +156,11 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
         raise FileNotFoundError(f"{cells_path} does not exist: is {study_dir} a study's results directory?")
     check_table(cells_path, "cells")
     cells = pd.read_parquet(cells_path)
+    # grid order is the row order of cells.parquet (files of earlier versions hold cell as plain text)
+    cell_dtype = pd.CategoricalDtype(list(cells["cell"].astype(object)), ordered=True)
+    cells = _with_tuples(_with_cell_dtype(cells, cell_dtype))
     meta = {k.decode(): v.decode() for k, v in (pq.read_schema(cells_path).metadata or {}).items()
             if k != b"pandas"}
-    cell_ids = list(cells["cell"])
     all_params = [c for c in cells.columns if c.startswith(PARAM_PREFIXES)]
     chosen = {"varying": _varying(cells, all_params), "all": all_params, "none": []}[params]
     join = cells[["cell", *chosen]]
@@ -113,17 +171,17 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
         rest = [c for c in df.columns if c != "cell"]
         return df.merge(join, on="cell", how="left", sort=False)[["cell", *chosen, *rest]]
 
-    traj_df = with_params(_read_cells(study_dir, "trajectories", cell_ids)) if trajectories else None
-    curve_df = with_params(_read_cells(study_dir, "curves", cell_ids)) if curves else None
+    traj_df = with_params(_read_cells(study_dir, "trajectories", cell_dtype)) if trajectories else None
+    curve_df = with_params(_read_cells(study_dir, "curves", cell_dtype)) if curves else None
     summary_path = study_dir / "summary.parquet"
     summary_df = None
     if summary and summary_path.is_file():
         check_table(summary_path, "summary")
-        summary_df = pd.read_parquet(summary_path)
+        summary_df = _with_tuples(_with_cell_dtype(pd.read_parquet(summary_path), cell_dtype))
     bok_path = study_dir / "best_of_k.parquet"
     bok_df = None
     if best_of_k and bok_path.is_file():
         check_table(bok_path, "best_of_k")
-        bok_df = pd.read_parquet(bok_path)
-    final_df = _read_cells(study_dir, "final", cell_ids) if final else None
+        bok_df = _with_cell_dtype(pd.read_parquet(bok_path), cell_dtype)
+    final_df = _read_cells(study_dir, "final", cell_dtype) if final else None
     return StudyTables(study_dir, cells, traj_df, curve_df, summary_df, meta, final=final_df, best_of_k=bok_df)

@@ -33,7 +33,36 @@ ANALYSIS_COLUMNS = (*ENDPOINT_COLUMNS, *RATE_COLUMNS, "rate_best")
 TRAJECTORY_COLUMNS = BASE_COLUMNS + ANALYSIS_COLUMNS
 CURVE_COLUMNS = ("trajectory", "checkpoint", "step", "t", "risk", "grad_norm", "param_norm")
 STATE_COLUMNS = ("trajectory", "theta_final", "theta_refined")
-STR_COLUMNS = ("status", "class", "rate_best", "nearest_class", "hessian_at")
+COUNT_COLUMNS = ("n_negative", "n_zero", "hessian_rank")  # counts measured at some endpoints only: nullable Int64
+
+
+def _table_dtypes(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """``status``, ``class``, ``nearest_class``, ``hessian_at`` and ``rate_best`` as categoricals whose categories
+    are every value the column can take (fixed lists: cells' tables concatenate as categoricals, and an absent
+    value still counts zero); the counts of ``COUNT_COLUMNS`` as nullable ``Int64`` (<NA>: not measured)."""
+    import pandas as pd
+
+    from .analysis import CLASSES, CRITICAL_CLASSES, HESSIAN_AT, RATE_MODELS, STATUSES
+    from .dynamics import STATUSES as INTEGRATOR_STATUSES
+
+    categories = {
+        "status": (*STATUSES, *(s for s in INTEGRATOR_STATUSES if s not in STATUSES and s != "running")),
+        "class": CLASSES,
+        "nearest_class": CRITICAL_CLASSES,
+        "hessian_at": HESSIAN_AT,
+        "rate_best": (*RATE_MODELS, "none"),
+    }
+    for col, cats in categories.items():
+        if col in trajectories:
+            values = trajectories[col].astype(object)
+            unknown = set(values.dropna()) - set(cats)
+            if unknown:  # pd.Categorical would turn them into NaN without a word
+                raise ValueError(f"{col}: values {sorted(map(str, unknown))} are not among {list(cats)}")
+            trajectories[col] = pd.Categorical(values, categories=list(cats))
+    for col in COUNT_COLUMNS:
+        if col in trajectories:
+            trajectories[col] = trajectories[col].astype("Int64")  # a non-integral count raises
+    return trajectories
 
 
 class Simulation(NamedTuple):
@@ -130,10 +159,7 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
         cols = _analysis_columns(prob, m, sol)
         theta_refined = cols.pop("theta_refined")
         table.update({name: cols[name] for name in ANALYSIS_COLUMNS})
-    trajectories = pd.DataFrame(table)
-    for col in STR_COLUMNS:
-        if col in trajectories:  # pandas' default string dtype, also for an empty table
-            trajectories[col] = trajectories[col].astype(str)
+    trajectories = _table_dtypes(pd.DataFrame(table))
     order = np.argsort(ids, kind="stable")
     trajectories = trajectories.iloc[order].reset_index(drop=True)
 

@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
@@ -25,7 +26,10 @@ from ._config import Cell, Study, validate_cell
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
+    "CATEGORY",
+    "THETA",
     "Shard",
+    "cell_array",
     "cell_columns",
     "flatten_params",
     "plan_shards",
@@ -35,6 +39,7 @@ __all__ = [
     "read_init",
     "run_shard",
     "theta_column",
+    "theta_matrix",
     "write_aggregate",
     "write_cells",
     "write_init",
@@ -42,6 +47,93 @@ __all__ = [
 ]
 
 log = logging.getLogger("reluflow.pipeline")
+
+# The Arrow types of the tables (docs/tables.md), fixed whatever the pandas version or the number of categories:
+# categoricals as dictionaries of int32 indices into string values (pandas would pick the smallest index type and
+# large_string values); parameter vectors as variable-size lists, so that the files of cells with different
+# numbers of parameters read as one dataset. Both are the types a parquet file reads back as.
+CATEGORY = pa.dictionary(pa.int32(), pa.string())
+THETA = pa.list_(pa.field("element", pa.float64()))
+_MAX_LIST_VALUES = 2**31 - 1  # int32 offsets of a list array
+
+
+# ---------------------------------------------------------------------------------------------- arrow types
+def cell_array(ids: Sequence[str], *, categories: Sequence[str] | None = None) -> pa.DictionaryArray:
+    """The ``cell`` column: a dictionary array of ``ids``; ordered with ``categories`` (the study's cell ids in
+    grid order: cells.parquet and summary.parquet), unordered with the ids' own values otherwise (a per-cell
+    file, which cannot know the grid's other cells without being rewritten whenever the grid changes)."""
+    ordered = categories is not None
+    values = list(categories) if ordered else list(dict.fromkeys(ids))
+    index = {c: i for i, c in enumerate(values)}
+    missing = [c for c in dict.fromkeys(ids) if c not in index]
+    if missing:
+        raise ValueError(f"cells {missing} are not among the categories {values}")
+    return pa.DictionaryArray.from_arrays(pa.array([index[c] for c in ids], pa.int32()),
+                                          pa.array(values, pa.string()), ordered=ordered)
+
+
+def _arrow_types(table: pa.Table) -> pa.Table:
+    """A table from pandas with the documented Arrow types: categoricals as ``CATEGORY`` (ordered ones stay
+    ordered), text as ``string``."""
+    columns = []
+    for col in table.columns:
+        if pa.types.is_dictionary(col.type):
+            kind = pa.dictionary(pa.int32(), pa.string(), ordered=col.type.ordered)
+            col = pa.chunked_array([pa.DictionaryArray.from_arrays(c.indices.cast(pa.int32()),
+                                                                   c.dictionary.cast(pa.string()),
+                                                                   ordered=col.type.ordered)
+                                    for c in col.chunks], kind)
+        elif pa.types.is_large_string(col.type):
+            col = col.cast(pa.string())
+        columns.append(col)
+    return pa.Table.from_arrays(columns, names=table.column_names, metadata=table.schema.metadata)
+
+
+def theta_column(theta: np.ndarray, valid: np.ndarray | None = None) -> pa.ListArray:
+    """A ``(T, P)`` parameter matrix as a ``THETA`` column: T rows of P float64 (init/ and final-state files),
+    null where ``valid`` ``(T,)`` is False.
+
+    A variable-size list although every row has P values: a fixed-size list's type includes P, so a directory
+    of cells with different P would not read as one dataset. ``theta_matrix`` reads it back."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    if theta.ndim != 2:
+        raise ValueError(f"theta has shape {theta.shape}: expected (T, P)")
+    n, p = theta.shape
+    if n * p > _MAX_LIST_VALUES:
+        raise ValueError(f"theta of shape {theta.shape} has more values than one list array holds "
+                         f"({_MAX_LIST_VALUES}): write it in chunks of fewer rows")
+    offsets = pa.array(np.arange(n + 1, dtype=np.int64) * p, pa.int32())
+    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
+    return pa.ListArray.from_arrays(offsets, pa.array(theta.reshape(-1), pa.float64()), type=THETA, mask=mask)
+
+
+def theta_matrix(column: pa.Array | pa.ChunkedArray, n_params: int | None = None, *,
+                 nulls: bool = False) -> np.ndarray:
+    """The ``(T, P)`` float64 matrix of a theta column (``list``, ``large_list`` or ``fixed_size_list`` of
+    double, as written by ``theta_column`` or by earlier versions). ``n_params``: P (default: the first row's
+    length; a column of no rows then gives ``(0, 0)``). Raises where a row is not P values long, and where a row
+    is null unless ``nulls`` (null rows are then NaN rows: ``theta_refined``; P must then be given)."""
+    if nulls and n_params is None:
+        raise ValueError("theta_matrix(..., nulls=True) needs n_params: a column of null rows does not know P")
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        if chunk.null_count:
+            if not nulls:
+                raise ValueError(f"theta column has {chunk.null_count} null rows")
+            chunk = pc.fill_null(chunk, pa.scalar([np.nan] * n_params, chunk.type))
+        lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+        if n_params is None:
+            n_params = int(lengths[0])
+        if (lengths != n_params).any():
+            bad = int(np.flatnonzero(lengths != n_params)[0])
+            raise ValueError(f"theta column: a row holds {int(lengths[bad])} values, not P = {n_params}")
+        parts.append(chunk.flatten().to_numpy(zero_copy_only=False))
+    n_params = 0 if n_params is None else int(n_params)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+    return flat.astype(np.float64, copy=False).reshape(len(column), n_params)
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -72,8 +164,9 @@ def cell_columns(cells: list[Cell]) -> dict[str, pa.Array]:
     names: list[str] = []
     for f in flats:
         names += [n for n in f if n not in names]
+    ids = [c.id for c in cells]
     cols: dict[str, pa.Array] = {
-        "cell": pa.array([c.id for c in cells], pa.string()),
+        "cell": cell_array(ids, categories=ids),
         "key": pa.array([c.key for c in cells], pa.int64()),
         "seed": pa.array([c.seed for c in cells], pa.int64()),
         "n_trajectories": pa.array([c.n_trajectories for c in cells], pa.int64()),
@@ -129,9 +222,9 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
             if theta0.shape != (len(ids), n_params):
                 raise RuntimeError(f"initialize returned shape {theta0.shape}, expected {(len(ids), n_params)}")
             yield pa.table({
-                "cell": pa.array([cell.id] * len(ids), pa.string()),
+                "cell": cell_array([cell.id] * len(ids)),
                 "trajectory": pa.array(ids, pa.int64()),
-                "theta": pa.FixedSizeListArray.from_arrays(pa.array(theta0.reshape(-1)), n_params),
+                "theta": theta_column(theta0),
             })
 
     n = write_tables_streaming(pieces(), output, _cell_meta(cell, "init", n_params=str(n_params)))
@@ -142,9 +235,8 @@ def read_init(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(trajectory (T,), theta0 (T, P))`` from an init table."""
     table = pq.read_table(path, columns=["trajectory", "theta"])
     ids = table.column("trajectory").to_numpy()
-    theta = table.column("theta").combine_chunks()
-    n_params = theta.type.list_size
-    return ids, theta.flatten().to_numpy().reshape(len(ids), n_params)
+    n_params = (table.schema.metadata or {}).get(b"reluflow.n_params")
+    return ids, theta_matrix(table.column("theta"), None if n_params is None else int(n_params))
 
 
 def read_final(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,21 +244,9 @@ def read_final(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``theta_refined`` are NaN where no refinement ran."""
     table = pq.read_table(path, columns=["trajectory", "theta_final", "theta_refined"])
     ids = table.column("trajectory").to_numpy()
-    final = _theta_matrix(table.column("theta_final"), len(ids))
-    refined = _theta_matrix(table.column("theta_refined"), len(ids))
+    final = theta_matrix(table.column("theta_final"))
+    refined = theta_matrix(table.column("theta_refined"), final.shape[1], nulls=True)
     return ids, final, refined
-
-
-def _theta_matrix(column: pa.ChunkedArray, n: int) -> np.ndarray:
-    """A ``list<double>`` column of equal-length vectors as a ``(T, P)`` array (NaN rows for nulls)."""
-    arr = column.combine_chunks()
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
-    p = int(lengths[valid][0]) if valid.any() else 0
-    out = np.full((n, p), np.nan)
-    if valid.any():
-        out[valid] = arr.filter(pa.array(valid)).flatten().to_numpy().reshape(-1, p)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -271,20 +351,8 @@ def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, tables: Mapping[str,
 
 def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
     df = df.copy()
-    df.insert(0, "cell", cell.id)
-    return table_from_frame(df)
-
-
-def theta_column(theta: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """Parameter vectors ``(T, P)`` as an arrow ``list<double>`` column (null where ``valid`` is False).
-
-    A variable-size list, not ``fixed_size_list[P]``: cells with different ``P`` then read as one directory.
-    """
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    n, p = theta.shape
-    offsets = pa.array(np.arange(0, (n + 1) * p, p, dtype=np.int32) if n else np.zeros(1, np.int32))
-    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
-    return pa.ListArray.from_arrays(offsets, pa.array(theta.reshape(-1)), mask=mask)
+    df.insert(0, "cell", pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[cell.id]))
+    return _arrow_types(table_from_frame(df))
 
 
 def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
@@ -297,7 +365,7 @@ def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
     if has_refined.any():
         refined[has_refined] = np.stack(states["theta_refined"].to_numpy()[has_refined])
     return pa.table({
-        "cell": pa.array([cell.id] * n, pa.string()),
+        "cell": cell_array([cell.id] * n),
         "trajectory": pa.array(states["trajectory"].to_numpy(), pa.int64()),
         "theta_final": theta_column(final),
         "theta_refined": theta_column(refined, has_refined),
@@ -436,7 +504,7 @@ def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output
         stats[f"{name}_low"] = stats[f"{name}_low"].fillna(pd.Series(low, index=stats.index))
         stats[f"{name}_high"] = stats[f"{name}_high"].fillna(pd.Series(high, index=stats.index))
     table = pa.table(cell_columns(cells))
-    stats_table = table_from_frame(stats)
+    stats_table = _arrow_types(table_from_frame(stats))
     for name in stats_table.column_names:
         if name in table.column_names:
             raise ValueError(f"summarize_cell returned a column {name!r} that clashes with a parameter column")
@@ -450,12 +518,15 @@ def write_aggregate(study: Study, trajectories: Mapping[str, str | Path], output
     if best_of_k_output is not None:
         columns = ["cell", *BEST_OF_K_COLUMNS]
         frame = pd.concat(bok, ignore_index=True)[columns] if bok else pd.DataFrame(columns=columns)
-        schema = pa.schema([("cell", pa.string()), ("eps", pa.float64()), ("k", pa.int64()),
+        schema = pa.schema([("eps", pa.float64()), ("k", pa.int64()),
                             ("successes", pa.int64()), ("n", pa.int64()), ("estimate", pa.float64()),
                             ("low", pa.float64()), ("high", pa.float64()), ("supported", pa.bool_())])
         meta = _study_meta(study, "best_of_k")
         meta["reluflow.analysis"] = json.dumps({"eps": study.eps_list, "k": study.k_list})
         meta["reluflow.intervals"] = intervals
-        write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), best_of_k_output, meta)
+        body = pa.Table.from_pandas(frame[columns[1:]], schema=schema, preserve_index=False)
+        ids = [c.id for c in cells]
+        bok_table = body.add_column(0, "cell", cell_array(frame["cell"].astype(str).tolist(), categories=ids))
+        write_table(bok_table, best_of_k_output, meta)
         log.info("aggregate: best-of-K table, %d rows -> %s", len(frame), best_of_k_output)
     log.info("aggregate: %d cells of study %r -> %s", len(cells), study.name, output)
