@@ -11,6 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,9 +286,10 @@ def _shard_meta(cell: Cell, shard: Shard, table: str) -> dict[str, str]:
 
 
 def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
-    """Both files exist (each was written atomically, trajectories last) and were made for exactly this cell,
-    seed, range, package source, version and table schema. A shard on disk that fails the check is logged
-    (WARNING, with the reason) and recomputed; a missing metadata key is a mismatch, never an error."""
+    """Every file of the shard exists (each was written atomically, trajectories last), was made for exactly this
+    cell, seed, range, package source, version and table schema, and holds intact data
+    (``_shard_data_problem``). A shard on disk that fails the check is logged (WARNING, with the reason) and
+    recomputed (damaged files are removed); a missing metadata key is a mismatch, never an error."""
     for path in shard.paths(shard_dir).values():
         if not path.is_file():
             return False
@@ -309,7 +311,48 @@ def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
                 detail = f"{key} differs" if key == "reluflow.params" else f"{key} {_short(found)} != {_short(want)}"
                 log.warning("shard %s: written by %s (%s), recomputing", shard.stem, what, detail)
                 return False
+    problem = _shard_data_problem(cell, shard, shard_dir)
+    if problem is not None:
+        log.warning("shard %s: %s, recomputing", shard.stem, problem)
+        for path in shard.paths(shard_dir).values():
+            path.unlink(missing_ok=True)
+        return False
     return True
+
+
+def _shard_data_problem(cell: Cell, shard: Shard, shard_dir: Path) -> str | None:
+    """Why a shard's data cannot be merged (None: it can): a page that fails its checksum or cannot be decoded, a
+    row count or trajectory ids other than the shard's range, another cell's id, or curves that do not run from
+    checkpoint 0 to each trajectory's final state (``steps``)."""
+    expected = np.arange(shard.start, shard.stop, dtype=np.int64)
+    data = {}
+    for table, path in shard.paths(shard_dir).items():
+        try:
+            data[table] = pq.read_table(path, page_checksum_verification=True)  # every page of every column
+        except (OSError, pa.ArrowException) as exc:
+            return f"{path.name} is damaged ({type(exc).__name__}: {exc})"
+        ids = data[table].column("trajectory").to_numpy()
+        found = np.unique(ids) if table == "curves" else ids  # curves: one row per checkpoint
+        if not np.array_equal(found, expected):
+            return (f"{path.name} holds {len(ids)} rows of trajectories {_id_range(found)}, not "
+                    f"{shard.start}..{shard.stop - 1}")
+        cells = set(pc.unique(data[table].column("cell").cast(pa.string())).to_pylist())
+        if cells - {cell.id}:
+            return f"{path.name} holds rows of cell(s) {sorted(cells - {cell.id})}, not {cell.id!r}"
+    curves = data["curves"]
+    ids = curves.column("trajectory").to_numpy()
+    first = np.r_[0, np.flatnonzero(np.diff(ids)) + 1]
+    last = np.r_[first[1:] - 1, len(ids) - 1]
+    position = np.arange(len(ids)) - np.repeat(first, np.diff(np.r_[first, len(ids)]))
+    steps = data["trajectories"].column("steps").to_numpy()
+    if not (np.array_equal(curves.column("checkpoint").to_numpy(), position)
+            and np.array_equal(curves.column("step").to_numpy()[last], steps)):
+        return f"{shard.paths(shard_dir)['curves'].name} does not run from checkpoint 0 to every final state"
+    return None
+
+
+def _id_range(ids: np.ndarray) -> str:
+    return f"{ids.min()}..{ids.max()} ({len(ids)} distinct)" if len(ids) else "(none)"
 
 
 _SHARD_CHECKS = (
@@ -392,17 +435,20 @@ def write_integrate(
     tables, ``outputs`` giving the path of each of ``SHARD_TABLES`` (trajectories, curves, final). Returns
     counts of shards ``reused`` and ``computed``.
 
+    Every shard is verified before it is merged (``_shard_is_finished``: its metadata, every page against its
+    checksum, its rows and trajectory ids): a shard on disk that fails is recomputed with a warning, a freshly
+    written one that fails stops the job. Initial parameters are read shard by shard, and at most a few shards
+    per worker are in flight, so the driver's memory stays at a few shards whatever the cell's size.
+
     ``scheduler``, ``workers``, ``address``, ``jobqueue`` and ``scheduler_file`` choose the cluster
     (``dask_client``); none of them changes a result."""
-    from distributed import as_completed
-
     from ._cluster import dask_client
 
+    missing = sorted(set(SHARD_TABLES) - set(outputs))
+    if missing:
+        raise ValueError(f"write_integrate: no output path for table(s) {missing}")
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    ids, theta0 = read_init(init_path)
-    if not np.array_equal(ids, np.arange(cell.n_trajectories)):
-        raise RuntimeError(f"{init_path} does not hold trajectories 0..{cell.n_trajectories - 1} in order")
     shards = plan_shards(cell, shard_size)
     todo = [s for s in shards if not _shard_is_finished(cell, s, shard_dir)]
     reused = len(shards) - len(todo)
@@ -410,42 +456,17 @@ def write_integrate(
              "%d to compute", cell.id, cell.n_trajectories, len(shards), shard_size, reused, len(todo))
 
     if todo:
-        cell_json = cell.to_json()
         with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue,
                          scheduler_file=scheduler_file) as client:
-            # Explicit, distinct keys: Client.map is pure by default and would merge equal-looking tasks;
-            # these name exactly what is computed, so a shared scheduler may share identical work.
-            futures = client.map(
-                run_shard,
-                [cell_json] * len(todo),
-                [s.start for s in todo],
-                [s.stop for s in todo],
-                [theta0[s.start:s.stop] for s in todo],
-                key=[f"reluflow-shard-{s.stem}" for s in todo],
-                retries=retries,
-                pure=False,
-            )
-            by_key = {f.key: s for f, s in zip(futures, todo, strict=True)}
-            t0 = last = time.monotonic()
-            done = done_traj = 0
-            for future, tables in as_completed(futures, with_results=True):
-                shard = by_key[future.key]
-                n_rows = tables["trajectories"].num_rows
-                if n_rows != shard.n:
-                    raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
-                _write_shard(cell, shard, shard_dir, tables)
-                future.release()
-                done += 1
-                done_traj += shard.n
-                now = time.monotonic()
-                if now - last >= progress_interval or done == len(todo):
-                    rate = done_traj / max(now - t0, 1e-9)
-                    log.info("progress: %d/%d shards, %.1f trajectories/s", done + reused, len(shards), rate)
-                    last = now
+            _run_shards(client, cell, todo, _init_slices(init_path, cell, todo), shard_dir, retries=retries,
+                        window=2 * max(workers, 1) + 2, n_shards=len(shards), reused=reused,
+                        progress_interval=progress_interval)
+        bad = [s for s in todo if not _shard_is_finished(cell, s, shard_dir)]
+        if bad:
+            raise RuntimeError(f"{len(bad)} shard(s) of {cell.id} failed verification right after they were "
+                               f"written (first: {bad[0].stem} in {shard_dir}): the disk may be failing or full; "
+                               "nothing was merged, rerun to recompute them")
 
-    missing = sorted(set(SHARD_TABLES) - set(outputs))
-    if missing:
-        raise ValueError(f"write_integrate: no output path for table(s) {missing}")
     for table in SHARD_TABLES:
         out = outputs[table]
         files = [s.paths(shard_dir)[table] for s in shards]
@@ -453,13 +474,100 @@ def write_integrate(
                                   promote_options="permissive")
         pandas_meta = pq.read_schema(files[0]).metadata or {}
         schema = schema.with_metadata({k: v for k, v in pandas_meta.items() if k == b"pandas"})
-        pieces = (pq.read_table(f) for f in files)
+        pieces = (_read_checked(f) for f in files)
         n = write_tables_streaming(pieces, out, _cell_meta(cell, table, shard_size=str(shard_size)), schema=schema)
         log.info("wrote %s: %d rows -> %s", table, n, out)
 
     if not keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
     return {"reused": reused, "computed": len(todo)}
+
+
+def _read_checked(path: Path) -> pa.Table:
+    """A table file read whole, every page checked against its checksum; a damaged file raises naming it."""
+    try:
+        return pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as exc:
+        raise RuntimeError(f"{path} is damaged ({type(exc).__name__}: {exc}): delete it and rerun") from exc
+
+
+def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iterator[tuple[Shard, np.ndarray]]:
+    """``(shard, theta0 (n, P))`` for ``shards`` (in trajectory order), read from the init table one record batch
+    at a time: memory stays at about one shard, whatever the cell's size."""
+    f = pq.ParquetFile(init_path)
+    if f.metadata.num_rows != cell.n_trajectories:
+        raise RuntimeError(f"{init_path} holds {f.metadata.num_rows} trajectories, not the cell's "
+                           f"{cell.n_trajectories}: delete it and rerun")
+    n_params = int((f.schema_arrow.metadata or {}).get(b"reluflow.n_params", b"0")) or None
+    batches = f.iter_batches(batch_size=max(s.n for s in shards), columns=["trajectory", "theta"])
+    buf_ids: list[np.ndarray] = []
+    buf_theta: list[np.ndarray] = []
+    start = 0  # trajectory id of the first buffered row
+    for shard in shards:
+        while start + sum(len(i) for i in buf_ids) < shard.stop:
+            batch = next(batches)
+            buf_ids.append(batch.column("trajectory").to_numpy())
+            buf_theta.append(theta_matrix(batch.column("theta"), n_params))
+        ids, theta = np.concatenate(buf_ids), np.concatenate(buf_theta)
+        lo, hi = shard.start - start, shard.stop - start
+        if not np.array_equal(ids[lo:hi], np.arange(shard.start, shard.stop)):
+            raise RuntimeError(f"{init_path} does not hold trajectories {shard.start}..{shard.stop - 1} in order: "
+                               "delete it and rerun")
+        yield shard, np.ascontiguousarray(theta[lo:hi])
+        buf_ids, buf_theta, start = [ids[hi:]], [theta[hi:]], shard.stop
+
+
+def _run_shards(client: Any, cell: Cell, todo: list[Shard], inputs: Iterator[tuple[Shard, np.ndarray]],
+                shard_dir: Path, *, retries: int, window: int, n_shards: int, reused: int,
+                progress_interval: float) -> None:
+    """Run shards on ``client``, at most ``window`` in flight, writing each as it completes. A lost cluster or
+    a shard whose workers keep dying ends the job with one sentence; finished shards stay for a rerun."""
+    from distributed import KilledWorker, as_completed
+
+    cell_json = cell.to_json()
+    by_key: dict[str, Shard] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        nxt = next(inputs, None)
+        if nxt is not None:
+            shard, theta0 = nxt
+            # an explicit, distinct key per shard: submit is pure by default and would merge equal-looking tasks
+            future = client.submit(run_shard, cell_json, shard.start, shard.stop, theta0,
+                                   key=f"reluflow-shard-{shard.stem}", retries=retries, pure=False)
+            by_key[future.key] = shard
+            running.add(future)
+
+    for _ in range(window):
+        submit_next()
+    t0 = last = time.monotonic()
+    done = done_traj = 0
+    for future in running:
+        shard = by_key.pop(future.key)
+        try:
+            tables = future.result()
+        except KilledWorker as exc:
+            raise RuntimeError(
+                f"shard {shard.stem} of {cell.id}: dask workers died running it {retries + 1} or more times "
+                f"(out of memory, or killed): lower execution.shard_size or give workers more memory, then rerun "
+                f"({done + reused} finished shard(s) are kept and reused) [{exc}]") from None
+        except CancelledError:
+            raise RuntimeError(
+                f"the dask cluster went away while shard {shard.stem} of {cell.id} was running (its scheduler "
+                f"stopped or was killed): rerun to resume ({done + reused} finished shard(s) are kept)") from None
+        n_rows = tables["trajectories"].num_rows
+        if n_rows != shard.n:
+            raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
+        _write_shard(cell, shard, shard_dir, tables)
+        future.release()
+        submit_next()
+        done += 1
+        done_traj += shard.n
+        now = time.monotonic()
+        if now - last >= progress_interval or done == len(todo):
+            rate = done_traj / max(now - t0, 1e-9)
+            log.info("progress: %d/%d shards, %.1f trajectories/s", done + reused, n_shards, rate)
+            last = now
 
 
 # ---------------------------------------------------------------------------------------------- aggregate

@@ -227,7 +227,7 @@ def write_table(table: pa.Table | pd.DataFrame, path: str | Path, meta: Mapping[
         table = table_from_frame(table)
     table = _with_metadata(table, meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
     return Path(path)
 
 
@@ -245,7 +245,7 @@ def write_tables_streaming(tables: Iterable[pa.Table], path: str | Path, meta: M
             for table in tables:
                 if writer is None:
                     schema = _with_metadata(table if schema is None else schema.empty_table(), meta).schema
-                    writer = pq.ParquetWriter(tmp, schema)
+                    writer = pq.ParquetWriter(tmp, schema, write_page_checksum=True)
                 table = table.replace_schema_metadata(schema.metadata)
                 if not table.schema.equals(schema):
                     table = table.select(schema.names).cast(schema)
@@ -255,7 +255,7 @@ def write_tables_streaming(tables: Iterable[pa.Table], path: str | Path, meta: M
                 if schema is None:
                     raise ValueError(f"no rows and no schema for {path}")
                 schema = _with_metadata(schema.empty_table(), meta).schema
-                writer = pq.ParquetWriter(tmp, schema)
+                writer = pq.ParquetWriter(tmp, schema, write_page_checksum=True)
         finally:
             if writer is not None:
                 writer.close()
