@@ -1,13 +1,21 @@
-"""Everyday use: `snakemake --unlock`, `--report`, `-n` and `--lint` without `--cores`."""
+"""Everyday use: `snakemake --unlock`, `--report`, `-n` and `--lint` without `--cores`; the config schema shipped
+in the package, so `reluflow check` works from any directory; `reluflow --version`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+import reluflow
+import reluflow.pipeline
+from reluflow import cli
+from reluflow.pipeline import find_schema, load_config_files, plan_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +36,39 @@ studies:
 execution:
   shard_size: 5
 """
+
+
+# ------------------------------------------------------------------------------------------ version, check, schema
+def test_version():
+    run = subprocess.run([sys.executable, "-m", "reluflow", "--version"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and run.stdout == f"reluflow {reluflow.__version__}\n", run
+    assert re.fullmatch(r"\d+\.\d+\.\d+", reluflow.__version__)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+
+
+def test_check_works_from_any_directory(tmp_path):
+    config = tmp_path / "project" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text(TINY)
+    elsewhere = tmp_path / "elsewhere"  # no config.yaml, no workflow/ here or above
+    elsewhere.mkdir()
+    run = subprocess.run([sys.executable, "-m", "reluflow", "check", "-c", str(config)], cwd=elsewhere,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "* tiny: 1 cells x 10 trajectories" in run.stdout and "config OK" in run.stdout
+
+
+def test_the_schema_ships_in_the_package_and_is_the_only_one():
+    schema = find_schema()
+    assert schema == Path(reluflow.pipeline.__file__).with_name("config.schema.yaml") and schema.is_file()
+    assert find_schema(ROOT / "config.yaml") == schema  # what it used to search near is no longer looked at
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "config.schema.yaml" in package_data["reluflow.pipeline"]
+    assert not (ROOT / "workflow" / "schemas").exists()  # one copy: the Snakefile validates with find_schema()
+    assert "find_schema()" in (ROOT / "Snakefile").read_text()
+    plan_config(load_config_files([ROOT / "config.yaml"]), schema, check=False)  # the shipped config is valid
 
 
 # ------------------------------------------------------------------------------------------ snakemake, no --cores

@@ -24,7 +24,7 @@ from reluflow.pipeline import load_config_files, plan_config, read_final, read_m
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 
 CONFIG = """\
 studies:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+
 __all__ = ["main"]
 
 EXECUTION_ENV = "RELUFLOW_EXECUTION"
@@ -47,7 +49,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .pipeline import find_schema, load_config_files, plan_config
 
     files = args.configfile or ["config.yaml"]
-    schema = Path(args.schema) if args.schema else find_schema(*files)
+    schema = Path(args.schema) if args.schema else find_schema()
     plan = plan_config(load_config_files(files), schema)
     for study in plan.studies.values():
         mark = "*" if study.name in plan.run else " "
@@ -126,11 +128,13 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reluflow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="validate config file(s) and list the studies' cells")
     c.add_argument("-c", "--configfile", action="append", help="config file (repeatable; default config.yaml)")
-    c.add_argument("--schema", help="config schema (default: workflow/schemas/config.schema.yaml)")
+    c.add_argument("--schema", help="config schema (default: the one installed with reluflow, "
+                   "reluflow/pipeline/config.schema.yaml)")
     c.set_defaults(func=_cmd_check)
 
     c = sub.add_parser("cells", help="write cells.parquet for a study")
