@@ -100,7 +100,7 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "LocalCluster with 2 single-threaded worker processes" in run.stderr
-    assert re.search(r"progress: \d/\d shards, [0-9.]+ trajectories/s", run.stderr)
+    assert re.search(r"progress: \d/\d shards \(\d+ %\), [0-9.]+ trajectories/s, ETA \d+:\d\d:\d\d", run.stderr)
 
     ref_traj, ref_curves, ref_states = _reference(cell)
     assert len(ref_traj) == 20 and ref_traj["trajectory"].tolist() == list(range(20))

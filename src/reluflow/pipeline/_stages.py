@@ -350,7 +350,10 @@ def write_integrate(
                 now = time.monotonic()
                 if now - last >= progress_interval or done == len(todo):
                     rate = done_traj / max(now - t0, 1e-9)
-                    log.info("progress: %d/%d shards, %.1f trajectories/s", done + reused, len(shards), rate)
+                    eta = round((sum(s.n for s in todo) - done_traj) / rate)  # seconds, at the rate so far
+                    log.info("progress: %d/%d shards (%d %%), %.1f trajectories/s, ETA %d:%02d:%02d", done + reused,
+                             len(shards), 100 * (done + reused) // len(shards), rate, eta // 3600, eta // 60 % 60,
+                             eta % 60, extra={"console": True})  # console: the CLI's --console-fd, if given
                     last = now
 
     missing = sorted(set(SHARD_TABLES) - set(outputs))
