@@ -1,13 +1,13 @@
-# reluflow workflow (index). Stages: workflow/rules/*.smk; config: config.yaml, checked against
-# workflow/schemas/config.schema.yaml; the rules are thin adapters over the installed package's CLI
-# (`python -m reluflow STAGE`). Run: `snakemake --cores 2` (docs/running.md for clusters).
+# reluflow workflow (index). Stages: workflow/rules/*.smk; config: config.yaml, checked against the schema the
+# package ships (src/reluflow/pipeline/config.schema.yaml); the rules are thin adapters over the installed
+# package's CLI (`python -m reluflow STAGE`). Run: `snakemake --cores 2` (docs/running.md for clusters).
 import os
 import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
-from reluflow.pipeline import plan_from_snakemake
+from reluflow.pipeline import find_schema, plan_from_snakemake
 
 min_version("8.0")
 
@@ -20,7 +20,7 @@ configfile: "config.yaml"
 PLAN = plan_from_snakemake(
     config,
     workflow.configfiles,
-    Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
+    find_schema(),  # the installed package's, the one `reluflow check` uses
     command_line=workflow.config_settings.config,  # --config values, to give nested ones their types back
 )
 

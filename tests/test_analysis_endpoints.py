@@ -146,11 +146,11 @@ def test_optimal_risk_is_validated(bad):
 def test_aggregate_judges_successes_against_the_stated_optimum(tmp_path):
     """summary.parquet and best_of_k.parquet count a success as L - L* <= eps when the cell states L*, like the
     classes; here L* = 4/3645 (f = x^2, one unit), so eps = 1e-6 separates the global minimum from the rest."""
-    from pathlib import Path
+    import json
 
     import pandas as pd
 
-    from reluflow.pipeline import load_config_files, plan_config, write_aggregate
+    from reluflow.pipeline import find_schema, load_config_files, plan_config, write_aggregate
 
     opt = 4 / 3645
     problem = {"network": {"input_dim": 1, "widths": [1]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
@@ -158,9 +158,8 @@ def test_aggregate_judges_successes_against_the_stated_optimum(tmp_path):
     method = {"kind": "gd", "step_size": 0.1, "n_steps": 20000}
     config = {"studies": {"sq": {"problem": problem, "grid": {"method": [method]}, "n_trajectories": 48, "seed": 1,
                                  "analysis": {"eps": [1e-6], "k": [1, 2]}}}}
-    (tmp_path / "c.yaml").write_text(__import__("json").dumps(config))
-    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-    study = plan_config(load_config_files([tmp_path / "c.yaml"]), schema).study("sq")
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
+    study = plan_config(load_config_files([tmp_path / "c.yaml"]), find_schema()).study("sq")
     (cell,) = study.cells.values()
     tr = reluflow.simulate(cell.problem, method=cell.method, n_trajectories=48, seed=cell.seed).trajectories
     path = tmp_path / "t.parquet"

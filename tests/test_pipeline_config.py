@@ -23,7 +23,7 @@ from reluflow.pipeline import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 SNAKEFILE = ROOT / "Snakefile"
 
 PROBLEM = {

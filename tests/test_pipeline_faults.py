@@ -20,7 +20,7 @@ from reluflow.pipeline import SHARD_TABLES, load_config_files, plan_config, writ
 from reluflow.pipeline._stages import _init_slices, _run_shards, plan_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 PROBLEM = {"network": {"input_dim": 1, "widths": [3]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
            "target": {"kind": "piecewise_affine", "knots": [0, 0.5, 1], "values": [0, 1, 0]}}
 

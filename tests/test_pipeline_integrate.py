@@ -25,7 +25,7 @@ from reluflow.pipeline import load_config_files, plan_config, read_final, read_m
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 
 CONFIG = """\
 studies:
@@ -101,7 +101,7 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "LocalCluster with 2 single-threaded worker processes" in run.stderr
-    assert re.search(r"progress: \d/\d shards, [0-9.]+ trajectories/s", run.stderr)
+    assert re.search(r"progress: \d/\d shards \(\d+ %\), [0-9.]+ trajectories/s, ETA \d+:\d\d:\d\d", run.stderr)
 
     ref_traj, ref_curves, ref_states = _reference(cell)
     assert len(ref_traj) == 20 and ref_traj["trajectory"].tolist() == list(range(20))
@@ -185,6 +185,16 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
     _assert_same(_without_cell(pd.read_parquet(curves)), ref_curves)
 
 
+def _real_shard(cell, shard):
+    """The tables ``run_shard`` returns for ``shard``, computed in this process."""
+    from reluflow import Problem
+    from reluflow.dynamics import initialize
+    from reluflow.pipeline._stages import run_shard
+
+    theta0 = initialize(Problem.from_dict(cell.problem), cell.init, np.arange(shard.start, shard.stop), cell.seed)
+    return run_shard(cell.to_json(), shard.start, shard.stop, theta0)
+
+
 def test_stale_shards_are_not_reused(tmp_path, caplog):
     """A shard made for other parameters, seed, code or table schema is recomputed, never mixed in, and the
     rejection is logged once, with its reason; the git commit is not compared, and no missing key raises."""
@@ -198,15 +208,15 @@ def test_stale_shards_are_not_reused(tmp_path, caplog):
     assert all(f"k{cell.key:016x}" in s.stem and "-s11-" in s.stem for s in shards)
     assert {s.stem for s in plan_shards(cell, 5)}.isdisjoint(s.stem for s in shards)  # shard size is in the name
     shard: Shard = shards[0]
-    df = pd.DataFrame({"trajectory": range(4)})
+    tables = _real_shard(cell, shard)
     paths = shard.paths(tmp_path)
     traj_path, curves_path = paths["trajectories"], paths["curves"]
     meta = _shard_meta(cell, shard, "trajectories")
     for table in ("curves", "final"):
-        write_table(df, paths[table], _shard_meta(cell, shard, table))
+        write_table(tables[table], paths[table], _shard_meta(cell, shard, table))
 
     def finished_with(traj_meta: dict[str, str]) -> tuple[bool, list[str]]:
-        write_table(df, traj_path, traj_meta)
+        write_table(tables["trajectories"], traj_path, traj_meta)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
             ok = _shard_is_finished(cell, shard, tmp_path)
@@ -246,15 +256,16 @@ def test_shards_resume_without_a_git_checkout(tmp_path, monkeypatch):
     method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
     cell = _cell(tmp_path, CONFIG.format(name="wheel", width=2, method=method, n=4, workers=1, shard_size=4))
     shard = plan_shards(cell, 4)[0]
-    df = pd.DataFrame({"trajectory": range(4)})
+    tables = _real_shard(cell, shard)
     for table, path in shard.paths(tmp_path).items():
         meta = _shard_meta(cell, shard, table)
         assert "reluflow.git_commit" not in meta and "reluflow.git_dirty" not in meta
-        _tables.write_table(df, path, meta)
+        _tables.write_table(tables[table], path, meta)
     assert _shard_is_finished(cell, shard, tmp_path)
     # a shard that does record a commit (written from a checkout of the same source) is the same code
     traj_path = shard.paths(tmp_path)["trajectories"]
-    _tables.write_table(df, traj_path, {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "1" * 40})
+    _tables.write_table(tables["trajectories"], traj_path,
+                        {**_shard_meta(cell, shard, "trajectories"), "reluflow.git_commit": "1" * 40})
     assert _shard_is_finished(cell, shard, tmp_path)
 
 

@@ -33,7 +33,7 @@ from reluflow.pipeline._stages import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 GRID = ["w4", "w16", "w2x2"]
 CONFIG = """\
 studies:

@@ -22,7 +22,7 @@ from reluflow.pipeline import FIGURES, load_config_files, plan_config, read_fina
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
 
 TINY = """\
 studies:
@@ -57,6 +57,7 @@ def e2e(tmp_path_factory):
     (d / "config.yaml").write_text(TINY)
     run = snakemake(d, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
+    (d / "console.txt").write_text(run.stdout + run.stderr)  # what the first run showed on the console
     plan = plan_config(load_config_files([d / "config.yaml"]), SCHEMA)
     return d, plan.study("tiny")
 
@@ -117,7 +118,7 @@ def test_layout_and_logs(e2e):
     assert not (res / ".shards").exists() or not any((res / ".shards").rglob("*.parquet"))
     for cid in study.cell_ids:
         log = (d / "logs" / "tiny" / "integrate" / f"{cid}.log").read_text()
-        assert re.search(r"progress: 2/2 shards, [0-9.]+ trajectories/s", log), log
+        assert re.search(r"progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", log), log
         # both integrate jobs were clients of the run's one shared cluster (execution.shared_cluster)
         assert "the run's shared LocalCluster at tcp://" in log and "(1 single-threaded workers)" in log
     cluster_log = (d / "logs" / "dask-cluster.log").read_text()
@@ -398,6 +399,19 @@ def test_load(e2e):
                                   read_final(d / "results" / "tiny" / "final" / "w3-gd.parquet")[1])
     no_traj = load(d / "results" / "tiny", trajectories=False)
     assert no_traj.trajectories is None and no_traj.curves.equals(t.curves) and no_traj.summary.equals(t.summary)
+
+
+def test_console_shows_each_cells_progress_and_the_dashboard_once(e2e):
+    d, study = e2e
+    console = (d / "console.txt").read_text()
+    for cid in study.cell_ids:  # shard_size 7, 12 trajectories: one line per cell, when it is done
+        lines = re.findall(rf"^tiny/{cid} progress: .*$", console, flags=re.M)
+        assert len(lines) == 1 and re.fullmatch(
+            rf"tiny/{cid} progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", lines[0]), console
+    dashboards = re.findall(r"^reluflow: dask dashboard (\S+) \(the run's shared LocalCluster, 1 worker\(s\)\)$",
+                            console, flags=re.M)
+    assert len(dashboards) == 1 and dashboards[0].startswith("http://"), console
+    assert "INFO" not in console  # the jobs' logs stay in their files
 
 
 def test_rerun_does_nothing_even_with_other_execution_settings(e2e):

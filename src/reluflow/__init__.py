@@ -2,10 +2,9 @@
 
 from ._load import load
 from ._simulate import simulate
+from ._version import __version__
 from .network import ACTIVATIONS, DERIVATIVES, Architecture
 from .problem import Problem
 from .risk import BACKENDS
-
-__version__ = "0.1.0"
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "DERIVATIVES", "Architecture", "Problem", "__version__", "load", "simulate"]

@@ -111,7 +111,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _read_cells(study_dir: Path, what: str, cell_dtype: pd.CategoricalDtype) -> pd.DataFrame:
     import pandas as pd
 
-    from .pipeline._tables import check_table
+    from ._tableschema import check_table
 
     frames = []
     missing = []
@@ -148,7 +148,7 @@ def load(study_dir: str | Path, *, trajectories: bool = True, curves: bool = Tru
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from .pipeline._tables import check_table
+    from ._tableschema import check_table
 
     study_dir = Path(study_dir)
     cells_path = study_dir / "cells.parquet"

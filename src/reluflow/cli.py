@@ -17,7 +17,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from . import __version__
 
 __all__ = ["main"]
 
@@ -43,11 +45,37 @@ def _execution(args: argparse.Namespace) -> dict[str, Any]:
     return ex
 
 
+def _console(fd: int | None) -> TextIO | None:
+    """A text stream on descriptor ``fd``, the console that a Snakemake rule hands its job with ``3>&2`` before
+    sending stdout and stderr to the job's log; ``None`` without one (not given, or not open)."""
+    if fd is None:
+        return None
+    try:
+        return os.fdopen(fd, "w", buffering=1)
+    except OSError:
+        return None
+
+
+class _ConsoleFilter(logging.Filter):
+    """The records logged with ``extra={"console": True}``: progress lines and dashboard links."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(getattr(record, "console", False))
+
+
+def _log_to_console(console: TextIO, prefix: str) -> None:
+    """Copy the console records of reluflow's loggers to ``console``, each line starting with ``prefix``."""
+    handler = logging.StreamHandler(console)
+    handler.addFilter(_ConsoleFilter())
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + " %(message)s"))
+    logging.getLogger("reluflow").addHandler(handler)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from .pipeline import find_schema, load_config_files, plan_config
 
     files = args.configfile or ["config.yaml"]
-    schema = Path(args.schema) if args.schema else find_schema(*files)
+    schema = Path(args.schema) if args.schema else find_schema()
     plan = plan_config(load_config_files(files), schema)
     for study in plan.studies.values():
         mark = "*" if study.name in plan.run else " "
@@ -77,6 +105,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_integrate(args: argparse.Namespace) -> int:
     from .pipeline import SCHEDULER_FILE_ENV, Cell, write_integrate
 
+    cell = Cell.from_json(args.cell_json)
+    console = _console(args.console_fd)
+    if console is not None:  # progress lines (and the dashboard of a cluster of the job's own) on the console too
+        _log_to_console(console, f"{cell.study}/{cell.id}")
     ex = _execution(args)
     scheduler = ex.get("scheduler") or "local"
     # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
@@ -84,7 +116,7 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     # local: the LocalCluster the workflow runs for all its jobs, when it set one up (else the job's own)
     scheduler_file = (args.scheduler_file or os.environ.get(SCHEDULER_FILE_ENV)) if scheduler == "local" else None
     counts = write_integrate(
-        Cell.from_json(args.cell_json), args.init,
+        cell, args.init,
         {"trajectories": args.trajectories, "curves": args.curves, "final": args.final}, args.shard_dir,
         scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
         scheduler_file=scheduler_file,
@@ -101,7 +133,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise SystemExit(f"error: --workers = {args.workers} is not allowed: expected an integer >= 1")
-    serve_local_cluster(args.scheduler_file, workers=args.workers, parent_pid=args.parent_pid)
+    serve_local_cluster(args.scheduler_file, workers=args.workers, parent_pid=args.parent_pid,
+                        console=_console(args.console_fd))
     return 0
 
 
@@ -126,11 +159,13 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reluflow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="validate config file(s) and list the studies' cells")
     c.add_argument("-c", "--configfile", action="append", help="config file (repeatable; default config.yaml)")
-    c.add_argument("--schema", help="config schema (default: workflow/schemas/config.schema.yaml)")
+    c.add_argument("--schema", help="config schema (default: the one installed with reluflow, "
+                   "reluflow/pipeline/config.schema.yaml)")
     c.set_defaults(func=_cmd_check)
 
     c = sub.add_parser("cells", help="write cells.parquet for a study")
@@ -160,12 +195,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--retries", type=int)
     c.add_argument("--progress-interval", type=float)
     c.add_argument("--keep-shards", action="store_true")
+    c.add_argument("--console-fd", type=int, help="also write the progress lines to this open file descriptor "
+                   "(the workflow passes the console as 3 while the log takes stdout and stderr)")
     c.set_defaults(func=_cmd_integrate)
 
     c = sub.add_parser("cluster", help="run a LocalCluster that integrate jobs share (the workflow starts it)")
     c.add_argument("--scheduler-file", required=True, help="written (JSON, atomically) once the workers are up")
     c.add_argument("--workers", type=int, required=True, help="single-threaded worker processes")
     c.add_argument("--parent-pid", type=int, help="shut down when this process is gone (the Snakemake run)")
+    c.add_argument("--console-fd", type=int, help="write the dashboard's link to this open file descriptor once "
+                   "the workers are up, then close it")
     c.set_defaults(func=_cmd_cluster)
 
     c = sub.add_parser("aggregate", help="write a study's summary.parquet (and best_of_k.parquet)")

@@ -4,10 +4,22 @@
 from reluflow import __version__ as RELUFLOW_VERSION
 from reluflow.pipeline import FIGURE_TABLES, FIGURES, figure_tables
 from reluflow.pipeline import SCHEDULER_FILE_ENV, SharedCluster, cancel_pending_timers
+from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
 FIGURE_FORMATS = ("png", "pdf")
-LOCAL_WORKERS = PLAN.execution["workers"] or workflow.cores or 1
+
+
+def cores_given():
+    """The cores given with --cores (or --jobs), or None: commands that run no job (--unlock, --report, ...) need
+    none, and workflow.cores raises an error when there are none."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+LOCAL_WORKERS = PLAN.execution["workers"] or cores_given() or 1
 
 # scheduler 'local' with jobs running on this machine: one LocalCluster for the whole run (started by onstart when
 # the run has integrate jobs to run, stopped when it ends), shared by every integrate job through a scheduler

@@ -48,6 +48,8 @@ rule init:
 
 # Finished shards live in results/{study}/.shards/{cell}/, outside the declared outputs (Snakemake deletes
 # those before a job runs), so a killed job that is run again computes only the unfinished shards.
+# The log gets everything; its progress lines also reach the console (`3>&2` keeps Snakemake's stderr as
+# descriptor 3 before stdout and stderr go to the log), one line per cell every execution.progress_interval.
 rule integrate:
     input:
         init="results/{study}/init/{cell}.parquet",
@@ -72,4 +74,4 @@ rule integrate:
     shell:
         "python -m reluflow integrate --cell-json {params.cell:q} --init {input.init:q}"
         " --trajectories {output.trajectories:q} --curves {output.curves:q} --final {output.final:q}"
-        " --shard-dir {params.shard_dir:q} --workers {threads} > {log:q} 2>&1"
+        " --shard-dir {params.shard_dir:q} --workers {threads} --console-fd 3 3>&2 > {log:q} 2>&1"

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["BACKGROUND_INTERVALS", "BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "SCHEDULER_FILE_ENV",
            "SharedCluster", "WORKER_MALLOC_ENV", "WORKER_PRELOAD", "dask_client", "local_cluster",
@@ -139,13 +139,14 @@ def _process_gone(pid: int) -> bool:
 
 
 def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid: int | None = None,
-                        poll_s: float = 0.5) -> None:
+                        poll_s: float = 0.5, console: TextIO | None = None) -> None:
     """Run a ``local_cluster(workers)`` for other processes until stopped (SIGTERM, Ctrl-C) or, when
     ``parent_pid`` is given, until that process is gone (so a killed Snakemake run leaves no cluster behind).
 
     ``scheduler_file`` (JSON with the scheduler's address) is written, atomically, once every worker is up, and
     removed on exit; if the cluster cannot start, ``<scheduler_file>.failed`` holds the reason instead, so
-    clients stop waiting at once.
+    clients stop waiting at once. ``console`` (the run's console, see ``SharedCluster.start``) gets one line
+    with the dashboard's link once the workers are up, and is closed then.
     """
     import psutil
     from distributed import Client
@@ -162,6 +163,9 @@ def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid:
             os.replace(tmp, path)
             log.info("dask: shared LocalCluster with %d single-threaded worker processes at %s (dashboard %s, "
                      "pid %d)", workers, cluster.scheduler_address, client.dashboard_link, os.getpid())
+            if console is not None:
+                _announce(console, f"reluflow: dask dashboard {client.dashboard_link} (the run's shared "
+                                   f"LocalCluster, {workers} worker(s))")
             try:
                 while parent_pid is None or psutil.pid_exists(parent_pid):
                     time.sleep(poll_s)
@@ -172,6 +176,14 @@ def serve_local_cluster(scheduler_file: str | Path, *, workers: int, parent_pid:
     except Exception as exc:
         _failed_path(path).write_text(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _announce(console: TextIO, line: str) -> None:
+    """Write ``line`` to ``console`` and close it (nothing else is written there; a console that is gone, a
+    closed pipe say, is no reason to stop)."""
+    with contextlib.suppress(OSError, ValueError):
+        with console:
+            print(line, file=console, flush=True)
 
 
 class SharedCluster:
@@ -192,11 +204,20 @@ class SharedCluster:
         for stale in (self.scheduler_file, _failed_path(self.scheduler_file), _pid_path(self.scheduler_file)):
             stale.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "w") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(self.scheduler_file),
-                 "--workers", str(self.workers), "--parent-pid", str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        # The process logs to log_path; it writes the dashboard's link to this process's stderr (the console of
+        # a Snakemake run), through a copy of that descriptor that it closes once it has written the line.
+        console = _dup_stderr()
+        command = [sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(self.scheduler_file),
+                   "--workers", str(self.workers), "--parent-pid", str(os.getpid())]
+        try:
+            with open(self.log_path, "w") as log_file:
+                self.process = subprocess.Popen(
+                    command + (["--console-fd", str(console)] if console is not None else []),
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    pass_fds=(console,) if console is not None else ())
+        finally:
+            if console is not None:
+                os.close(console)
         # clients that wait for the workers give up at once if this process dies before writing its file
         pid_path = _pid_path(self.scheduler_file)
         pid_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +235,14 @@ class SharedCluster:
                 self.process.wait()
         for path in (self.scheduler_file, _failed_path(self.scheduler_file), _pid_path(self.scheduler_file)):
             path.unlink(missing_ok=True)
+
+
+def _dup_stderr() -> int | None:
+    """A new descriptor for this process's stderr, or ``None`` when it has none."""
+    try:
+        return os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a file, or closed
+        return None
 
 
 @contextlib.contextmanager
@@ -293,7 +322,7 @@ def _client_on(scheduler: str, *, workers: int, address: str | None, jobqueue: M
     elif scheduler == "local":
         with local_cluster(workers) as cluster, Client(cluster) as client:
             log.info("dask: LocalCluster with %d single-threaded worker processes (dashboard %s)", workers,
-                     client.dashboard_link)
+                     client.dashboard_link, extra={"console": True})
             yield client
     elif scheduler == "address":
         addr = address or os.environ.get("DASK_SCHEDULER_ADDRESS")

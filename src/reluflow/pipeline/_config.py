@@ -103,18 +103,15 @@ def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
 
 
 def find_schema(*near: str | Path) -> Path:
-    """``workflow/schemas/config.schema.yaml`` next to one of ``near`` (a config file or directory), or in the
-    current directory."""
-    candidates = []
-    for p in near:
-        p = Path(p)
-        base = p if p.is_dir() else p.parent
-        candidates += [base / SCHEMA_RELPATH, base.parent / SCHEMA_RELPATH]
-    candidates.append(Path.cwd() / SCHEMA_RELPATH)
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise ConfigError(f"cannot find the config schema ({SCHEMA_RELPATH}); pass its path with --schema")
+    """The config schema: ``config.schema.yaml``, shipped in this package next to this module. It is the one
+    schema: the Snakefile validates with it too. ``near`` (config files or directories, which older versions
+    searched for ``workflow/schemas/``) is accepted and not used: a schema from elsewhere could disagree with the
+    package that reads the config."""
+    schema = Path(__file__).with_name("config.schema.yaml")
+    if not schema.is_file():
+        raise ConfigError(f"the config schema is missing from the installed package ({schema}): reinstall "
+                          "reluflow, or pass a schema's path with --schema")
+    return schema
 
 
 # ---------------------------------------------------------------------------------------------- schema

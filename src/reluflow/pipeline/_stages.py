@@ -331,6 +331,9 @@ def _shard_data_problem(cell: Cell, shard: Shard, shard_dir: Path) -> str | None
             data[table] = pq.read_table(path, page_checksum_verification=True)  # every page of every column
         except (OSError, pa.ArrowException) as exc:
             return f"{path.name} is damaged ({type(exc).__name__}: {exc})"
+        lacking = [c for c in _SHARD_COLUMNS[table] if c not in data[table].column_names]
+        if lacking:
+            return f"{path.name} has no column(s) {lacking}"
         ids = data[table].column("trajectory").to_numpy()
         found = np.unique(ids) if table == "curves" else ids  # curves: one row per checkpoint
         if not np.array_equal(found, expected):
@@ -349,6 +352,11 @@ def _shard_data_problem(cell: Cell, shard: Shard, shard_dir: Path) -> str | None
             and np.array_equal(curves.column("step").to_numpy()[last], steps)):
         return f"{shard.paths(shard_dir)['curves'].name} does not run from checkpoint 0 to every final state"
     return None
+
+
+# the columns the shard check reads
+_SHARD_COLUMNS = {"trajectories": ("cell", "trajectory", "steps"), "final": ("cell", "trajectory"),
+                  "curves": ("cell", "trajectory", "checkpoint", "step")}
 
 
 def _id_range(ids: np.ndarray) -> str:
@@ -566,7 +574,10 @@ def _run_shards(client: Any, cell: Cell, todo: list[Shard], inputs: Iterator[tup
         now = time.monotonic()
         if now - last >= progress_interval or done == len(todo):
             rate = done_traj / max(now - t0, 1e-9)
-            log.info("progress: %d/%d shards, %.1f trajectories/s", done + reused, n_shards, rate)
+            eta = round((sum(s.n for s in todo) - done_traj) / rate)  # seconds, at the rate so far
+            log.info("progress: %d/%d shards (%d %%), %.1f trajectories/s, ETA %d:%02d:%02d", done + reused,
+                     n_shards, 100 * (done + reused) // n_shards, rate, eta // 3600, eta // 60 % 60, eta % 60,
+                     extra={"console": True})  # console: the CLI's --console-fd, if given
             last = now
 
 

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
+from .._tableschema import META_PREFIX, REQUIRED_COLUMNS, TABLE_SCHEMA_VERSION, check_table
+from .._version import __version__
 
 __all__ = [
     "META_PREFIX",
@@ -48,24 +50,9 @@ __all__ = [
     "write_tables_streaming",
 ]
 
-META_PREFIX = "reluflow."
-#: Version of the tables' layout and meaning, recorded as ``reluflow.schema_version`` on every file and checked by
-#: ``reluflow.load``. Version 1 (every reluflow before the key existed) wrote no such key; version 2 records the
-#: source hash, host and time, and GD and fixed-step GF rows report their real ``max_risk_increase`` (it was 0).
-TABLE_SCHEMA_VERSION = 2
 #: Metadata keys that differ between two runs of the same code, config and seed (the values never do): compare
 #: files' metadata without them.
 VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host"})
-#: Columns a reader relies on, per table: ``check_table`` raises when one is missing.
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "cells": ("cell", "key"),
-    "trajectories": ("cell", "trajectory", "status", "risk_final"),
-    "curves": ("cell", "trajectory", "checkpoint", "t", "risk"),
-    "summary": ("cell", "key", "n"),
-    "best_of_k": ("cell", "eps", "k", "estimate", "low", "high", "supported"),
-    "final": ("cell", "trajectory", "theta_final", "theta_refined"),
-    "init": ("cell", "trajectory", "theta"),
-}
 # The package's own files that make up its code: the modules, and data files should it ever ship any.
 _SOURCE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".toml")
 # mkstemp creates files readable by their owner only; tables get the permissions of any new file.
@@ -122,8 +109,6 @@ def source_hash() -> str | None:
 
 def provenance(table: str, **fields: Any) -> dict[str, str]:
     """The metadata of one file: ``reluflow.*`` keys (dicts and lists as canonical JSON) and library versions."""
-    from .. import __version__
-
     meta = {
         f"{META_PREFIX}table": table,
         f"{META_PREFIX}version": __version__,
@@ -154,33 +139,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """A parquet file's key/value metadata as ``str -> str`` (without pandas' own ``pandas`` entry)."""
     raw = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
-
-
-def check_table(path: str | Path, table: str) -> None:
-    """Raise ``ValueError`` unless the file at ``path`` is a ``table`` table (``REQUIRED_COLUMNS``) of this
-    ``TABLE_SCHEMA_VERSION`` with the columns readers rely on; each message says what to do."""
-    from .. import __version__
-
-    if table not in REQUIRED_COLUMNS:
-        raise ValueError(f"table = {table!r} is not allowed: expected one of {sorted(REQUIRED_COLUMNS)}")
-    schema = pq.read_schema(path)
-    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
-    rerun = f"rerun the study with this reluflow version ({__version__})"
-    version = meta.get(f"{META_PREFIX}schema_version")
-    if version is None:
-        raise ValueError(f"{path} has no reluflow.schema_version metadata, so it was written by a reluflow older than "
-                         f"table schema version {TABLE_SCHEMA_VERSION} (version 1 had no such key): {rerun}")
-    if version != str(TABLE_SCHEMA_VERSION):
-        raise ValueError(f"{path} has reluflow.schema_version = {version!r} but this reluflow reads table schema "
-                         f"version {TABLE_SCHEMA_VERSION}: {rerun}")
-    written_as = meta.get(f"{META_PREFIX}table")
-    if written_as is not None and written_as != table:
-        raise ValueError(f"{path} is a {written_as!r} table (reluflow.table) where a {table!r} table was expected: "
-                         f"{rerun}")
-    missing = [c for c in REQUIRED_COLUMNS[table] if c not in schema.names]
-    if missing:
-        raise ValueError(f"{path} has no column(s) {missing}, which every {table} table has (required: "
-                         f"{list(REQUIRED_COLUMNS[table])}): {rerun}")
 
 
 def table_from_frame(df: pd.DataFrame) -> pa.Table:

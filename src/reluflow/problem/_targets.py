@@ -61,6 +61,8 @@ class Target:
 
     output_dim: int = 1
     input_dim: int | None = None
+    #: the network of a teacher target, ``None`` for every other target (the ``gaussian`` backend reads it)
+    arch: Architecture | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

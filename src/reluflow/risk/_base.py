@@ -15,16 +15,46 @@ the numpy kernel's bits): no files, no global random state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..network import Architecture
-    from ..problem._measures import Measure
-    from ..problem._targets import Target
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class MeasureLike(Protocol):
+    """What the backends read of an input measure (``reluflow.problem``'s measures have it).
+
+    ``reluflow.problem`` builds problems and chooses their backend, so the backends do not import it: they read
+    measures and targets by these attributes alone (and ``sigma`` of a measure of kind ``"gaussian"``).
+    """
+
+    dim: int
+    kind: str
+
+    def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Points ``(n, dim)`` and weights ``(n,)``."""
+
+    def density_pieces(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A 1D piecewise polynomial density's knots and coefficients, else ``None``."""
+
+
+class TargetLike(Protocol):
+    """What the backends read of a target (``reluflow.problem``'s targets have it)."""
+
+    input_dim: int | None
+    output_dim: int
+    #: a teacher's network (``first_layer()`` and ``output_layer()`` give its parameters), else ``None``
+    arch: Architecture | None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``f(x)`` ``(n, output_dim)`` for ``x`` ``(n, input_dim)``."""
+
+    def piecewise_polynomial(self) -> Any:
+        """The target as 1D pieces (``breakpoints``, ``coefficients``), else ``None``."""
 
 
 class RiskBackend:
@@ -35,8 +65,8 @@ class RiskBackend:
     def __init__(
         self,
         arch: Architecture,
-        measure: Measure,
-        target: Target,
+        measure: MeasureLike,
+        target: TargetLike,
         *,
         dtype: Any = np.float64,
         n_points: int = 1024,
@@ -50,7 +80,7 @@ class RiskBackend:
         self.n_points = n_points
 
     @classmethod
-    def why_not(cls, arch: Architecture, measure: Measure, target: Target) -> str | None:
+    def why_not(cls, arch: Architecture, measure: MeasureLike, target: TargetLike) -> str | None:
         """``None`` if the backend can evaluate this problem, else the reason it cannot (for error messages)."""
         return None
 

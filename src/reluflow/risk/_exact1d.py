@@ -63,15 +63,14 @@ from __future__ import annotations
 
 import functools
 import warnings
-from fractions import Fraction
 from importlib.util import find_spec
-from math import comb
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ._base import RiskBackend
+from ._polynomials import shift_exact
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
 # A chunk holds about this many (slot, trajectory) pairs: small enough that its working set stays in cache, large
@@ -121,8 +120,8 @@ class Exact1DRisk(RiskBackend):
         # the target and density piece that covers each static piece, expanded about its center
         tpiece = np.searchsorted(breaks, centers, side="right")
         dpiece = np.searchsorted(dknots[1:-1], centers, side="right")
-        tc = _shift_exact(tcoefs[tpiece], centers)  # (S, k, nf+1)
-        dc = _shift_exact(dcoefs[dpiece][:, None, :], centers)[:, 0, :]  # (S, nd+1)
+        tc = shift_exact(tcoefs[tpiece], centers)  # (S, k, nf+1)
+        dc = shift_exact(dcoefs[dpiece][:, None, :], centers)[:, 0, :]  # (S, nd+1)
         # per degree q: (k, S), so that a gather by static index gives (k, pieces, T)
         self._tc = [np.ascontiguousarray(tc[:, :, q].T) for q in range(tc.shape[-1])]
         self._dc = [np.ascontiguousarray(dc[:, q]) for q in range(dc.shape[-1])]
@@ -533,24 +532,6 @@ def _trim(coefs: np.ndarray) -> np.ndarray:
     nonzero = np.flatnonzero(np.any(coefs != 0, axis=(0, 1)))
     top = int(nonzero[-1]) + 1 if len(nonzero) else 1
     return coefs[..., :top]
-
-
-def _shift_exact(coefs: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Re-expand ``coefs`` ``(S, k, n+1)`` (powers of ``x``) in powers of ``x - centers[s]``, ``(S, k, n+1)``.
-
-    Exact rational arithmetic, rounded once at the end: the given polynomials are the data, and this keeps the
-    centered form as accurate as float64 allows however far the piece is from the origin. One-off, small.
-    """
-    out = np.empty(coefs.shape, dtype=float)
-    n = coefs.shape[-1] - 1
-    for s in range(coefs.shape[0]):
-        c = Fraction(float(centers[s]))
-        powers = [c**i for i in range(n + 1)]
-        for kk in range(coefs.shape[1]):
-            g = [Fraction(float(x)) for x in coefs[s, kk]]
-            for qd in range(n + 1):
-                out[s, kk, qd] = float(sum(g[m] * comb(m, qd) * powers[m - qd] for m in range(qd, n + 1)))
-    return out
 
 
 def _taylor_shift(coefs: list[np.ndarray], delta: np.ndarray, tmp: np.ndarray) -> None:

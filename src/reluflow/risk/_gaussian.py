@@ -53,8 +53,6 @@ from typing import Any
 
 import numpy as np
 
-from ..problem._measures import Gaussian
-from ..problem._targets import Teacher
 from ._base import RiskBackend
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
@@ -154,7 +152,7 @@ class GaussianRisk(RiskBackend):
     # ------------------------------------------------------------------ applicability
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
-        if not isinstance(measure, Gaussian):
+        if measure.kind != "gaussian":
             return f"it needs a gaussian measure (got {measure.kind!r})"
         if measure.dim != arch.input_dim:
             return f"the measure has dimension {measure.dim} but network.input_dim = {arch.input_dim}"
@@ -164,9 +162,9 @@ class GaussianRisk(RiskBackend):
             return f"it needs activation 'relu' (got {arch.activation!r})"
         if any(arch.bias):
             return "it needs a bias-free student (network.bias: false)"
-        if not isinstance(target, Teacher):
+        t = getattr(target, "arch", None)  # a teacher's network (risk/ does not import reluflow.problem)
+        if t is None:
             return f"it needs a teacher target (got {type(target).__name__})"
-        t = target.arch
         if not t.is_shallow:
             return f"it needs a shallow teacher with one hidden layer (got widths {list(t.widths)})"
         if t.activation != "relu":

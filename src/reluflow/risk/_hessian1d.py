@@ -38,12 +38,10 @@ batch it is in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._exact1d import Exact1DRisk
+from ._base import RiskBackend
+from ._polynomials import shift_exact
 
 __all__ = ["exact1d_hessian", "hessian_parts"]
 
@@ -55,13 +53,11 @@ class _Density:
     """The density ``p`` on ``[alpha, beta]`` and its cumulative centred moments ``C_m``, ``m = 0, 1, 2``."""
 
     def __init__(self, knots: np.ndarray, coefs: np.ndarray, x0: float) -> None:
-        from ._exact1d import _shift_exact
-
         self.knots = np.asarray(knots, dtype=float)  # (K+1,)
         self.x0 = x0
         n_pieces = len(self.knots) - 1
         # each piece's polynomial in powers of u = x - x0 (exact conversion, rounded once)
-        self.coefs_u = _shift_exact(np.asarray(coefs, dtype=float)[:, None, :], np.full(n_pieces, x0))[:, 0, :]
+        self.coefs_u = shift_exact(np.asarray(coefs, dtype=float)[:, None, :], np.full(n_pieces, x0))[:, 0, :]
         self.start = np.zeros((3, n_pieces))  # C_m at each piece's left knot
         for m in range(3):
             acc = 0.0
@@ -103,11 +99,9 @@ class _Target:
     powers of absolute ``x``, as in the ``exact1d`` kernel, so that intervals far from the origin lose nothing."""
 
     def __init__(self, breakpoints: np.ndarray, coefs: np.ndarray, x0: float) -> None:
-        from ._exact1d import _shift_exact
-
         self.breakpoints = np.asarray(breakpoints, dtype=float)
         self.x0 = x0
-        self.coefs_u = _shift_exact(np.asarray(coefs, dtype=float), np.full(len(coefs), x0))  # (K, k, n+1)
+        self.coefs_u = shift_exact(np.asarray(coefs, dtype=float), np.full(len(coefs), x0))  # (K, k, n+1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``f(x)`` ``(..., k)`` for ``x`` of any shape."""
@@ -123,16 +117,19 @@ def _horner(coefs: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def hessian_parts(backend: Exact1DRisk) -> tuple[_Density, _Target]:
+def hessian_parts(backend: RiskBackend) -> tuple[_Density, _Target]:
     """The density and target of ``backend``'s problem in the centred form the Hessian evaluates (built once)."""
     knots, coefs = backend.measure.density_pieces()
     pp = backend.target.piecewise_polynomial()
     return _Density(knots, coefs, backend.x0), _Target(pp.breakpoints, pp.coefficients, backend.x0)
 
 
-def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray, dens: _Density, target: _Target) -> np.ndarray:
+def exact1d_hessian(backend: RiskBackend, theta: np.ndarray, dens: _Density, target: _Target) -> np.ndarray:
     """Hessian ``(T, P, P)`` float64 of the risk at ``theta`` ``(T, P)`` (module docstring); ``dens`` and
     ``target`` from ``hessian_parts(backend)``.
+
+    ``backend`` is an ``Exact1DRisk``, whose layout (slices, ``x0``, ``_evaluate_f64``) this reads; it is typed as
+    the base class because ``_exact1d`` imports this module (``Exact1DRisk.hessian``), not the other way round.
 
     Non-finite rows come back non-finite (NaN); other rows are unaffected.
     """
@@ -153,7 +150,7 @@ def exact1d_hessian(backend: Exact1DRisk, theta: np.ndarray, dens: _Density, tar
     return out
 
 
-def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.ndarray, dens: _Density,
+def _chunk(backend: RiskBackend, th: np.ndarray, moments: np.ndarray, out: np.ndarray, dens: _Density,
            target: _Target) -> None:
     """Fill ``out`` ``(T, P, P)`` (zeros on entry) with the Hessians of the rows ``th`` ``(T, P)``."""
     T = th.shape[0]
@@ -255,7 +252,7 @@ def _chunk(backend: Exact1DRisk, th: np.ndarray, moments: np.ndarray, out: np.nd
                     out[:, b_sl, co] = 2.0 * v[:, o] * s_m0
 
 
-def _kink_weight(backend: Exact1DRisk, th: np.ndarray, w: np.ndarray, z0: np.ndarray, v: np.ndarray,
+def _kink_weight(backend: RiskBackend, th: np.ndarray, w: np.ndarray, z0: np.ndarray, v: np.ndarray,
                  t: np.ndarray, inside: np.ndarray, dens: _Density, target: _Target) -> np.ndarray:
     """``2 sum_o r_o(t_j) v_oj p(t_j) / |w_j|`` ``(T, H)`` for units whose kink is inside ``(alpha, beta)``."""
     T, H = w.shape

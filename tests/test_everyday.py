@@ -1,0 +1,174 @@
+"""Everyday use: `snakemake --unlock`, `--report`, `-n` and `--lint` without `--cores`; the config schema shipped
+in the package, so `reluflow check` works from any directory; `reluflow --version`; integrate progress lines (percent
+done, ETA) in the log and on the console, and the shared cluster's dashboard link on the console."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import reluflow
+import reluflow.pipeline
+from reluflow import cli
+from reluflow.pipeline import find_schema, load_config_files, plan_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# execution.workers is left at its default (null: the cores given with --cores), which is what made the Snakefile
+# ask for --cores even where no job runs
+TINY = """\
+studies:
+  tiny:
+    problem:
+      network: {input_dim: 1, widths: [2]}
+      measure: {kind: uniform, low: 0.0, high: 1.0}
+      target: {kind: piecewise_affine, knots: [0.0, 0.5, 1.0], values: [0.0, 1.0, 0.0]}
+    method: {kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3}
+    grid:
+      problem.network.widths: [[3]]
+    n_trajectories: 10
+    seed: 3
+execution:
+  shard_size: 5
+"""
+
+
+# ------------------------------------------------------------------------------------------ version, check, schema
+def test_version():
+    run = subprocess.run([sys.executable, "-m", "reluflow", "--version"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and run.stdout == f"reluflow {reluflow.__version__}\n", run
+    assert re.fullmatch(r"\d+\.\d+\.\d+", reluflow.__version__)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+
+
+def test_check_works_from_any_directory(tmp_path):
+    config = tmp_path / "project" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text(TINY)
+    elsewhere = tmp_path / "elsewhere"  # no config.yaml, no workflow/ here or above
+    elsewhere.mkdir()
+    run = subprocess.run([sys.executable, "-m", "reluflow", "check", "-c", str(config)], cwd=elsewhere,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "* tiny: 1 cells x 10 trajectories" in run.stdout and "config OK" in run.stdout
+
+
+def test_the_schema_ships_in_the_package_and_is_the_only_one():
+    schema = find_schema()
+    assert schema == Path(reluflow.pipeline.__file__).with_name("config.schema.yaml") and schema.is_file()
+    assert find_schema(ROOT / "config.yaml") == schema  # what it used to search near is no longer looked at
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "config.schema.yaml" in package_data["reluflow.pipeline"]
+    assert not (ROOT / "workflow" / "schemas").exists()  # one copy: the Snakefile validates with find_schema()
+    assert "find_schema()" in (ROOT / "Snakefile").read_text()
+    plan_config(load_config_files([ROOT / "config.yaml"]), schema, check=False)  # the shipped config is valid
+
+
+# ------------------------------------------------------------------------------------------ snakemake, no --cores
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    """The workflow (Snakefile, rules, profiles) and a small config in a directory of their own: Snakemake run
+    there exactly as docs/running.md writes the commands, without touching the repository's .snakemake/."""
+    d = tmp_path_factory.mktemp("workflow")
+    shutil.copy(ROOT / "Snakefile", d)
+    shutil.copytree(ROOT / "workflow", d / "workflow")
+    shutil.copytree(ROOT / "profiles", d / "profiles")
+    (d / "config.yaml").write_text(TINY)
+    return d
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ("snakemake --unlock", "Unlocked working directory"),
+    ("snakemake --report report.html", "Report created"),
+    ("snakemake -n", "This was a dry-run"),
+    ("snakemake --lint", "Congratulations"),
+])
+def test_snakemake_commands_that_run_no_job_need_no_cores(workflow_copy, command, says):
+    assert command in (ROOT / "docs" / "running.md").read_text()  # verbatim, as documented
+    run = subprocess.run([sys.executable, "-m", *command.split()], cwd=workflow_copy, capture_output=True,
+                         text=True, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert says in out, out[-3000:]
+    if "--report" in command:
+        assert (workflow_copy / "report.html").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------ progress on the console
+def test_console_stream_is_none_without_an_open_descriptor():
+    assert cli._console(None) is None
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.close(fd)
+    assert cli._console(fd) is None  # --console-fd 3 without `3>&2`: the job runs, with its log only
+
+
+def test_integrate_writes_progress_to_the_log_and_one_line_per_report_to_the_console(tmp_path):
+    """The integrate rule's shell line: everything goes to the log; the progress lines (percent done, rate, ETA)
+    and the job's dashboard also go to the console, descriptor 3, each naming the study and cell."""
+    (tmp_path / "config.yaml").write_text(TINY)
+    cell = next(iter(plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema())
+                     .study("tiny").cells.values()))
+    init = tmp_path / "init.parquet"
+    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
+                   check=True, capture_output=True)
+    command = " ".join([
+        "set -euo pipefail;", sys.executable, "-m", "reluflow", "integrate", "--cell-json", f"'{cell.to_json()}'",
+        "--init", str(init), "--trajectories", str(tmp_path / "t.parquet"), "--curves", str(tmp_path / "c.parquet"),
+        "--final", str(tmp_path / "f.parquet"), "--shard-dir", str(tmp_path / "shards"), "--workers", "1",
+        "--shard-size", "5", "--execution-json", "'{}'", "--progress-interval", "0",
+        "--console-fd", "3", "3>&2", ">", str(tmp_path / "integrate.log"), "2>&1"])
+    run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False, cwd=tmp_path)
+    log = (tmp_path / "integrate.log").read_text()
+    assert run.returncode == 0, log[-3000:]
+    assert run.stdout == ""
+    console = run.stderr.splitlines()
+    progress = [line for line in console if " progress: " in line]
+    assert len(progress) == 2, run.stderr  # two shards of 5, a line after each (--progress-interval 0)
+    assert re.fullmatch(r"tiny/w3 progress: 1/2 shards \(50 %\), [0-9.]+ trajectories/s, ETA \d+:\d\d:\d\d",
+                        progress[0]), progress
+    assert re.fullmatch(r"tiny/w3 progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00",
+                        progress[1]), progress
+    assert [line for line in console if line not in progress] == [
+        next(line for line in console if "dashboard" in line)]
+    assert re.fullmatch(r"tiny/w3 dask: LocalCluster with 1 single-threaded worker processes "
+                        r"\(dashboard http://\S+\)", next(line for line in console if "dashboard" in line))
+    for line in progress:  # the log has every line, the progress lines included
+        assert line.removeprefix("tiny/w3 ") in log
+    assert "integrate: w3, 10 trajectories in 2 shards" in log and "wrote trajectories" in log
+
+
+def test_the_shared_cluster_writes_its_dashboard_link_to_the_console_once(tmp_path):
+    """`SharedCluster.start`, as the workflow's onstart handler calls it in Snakemake's process: the cluster logs to
+    its own file and writes one line, the dashboard's link, to the starting process's stderr (the console)."""
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from reluflow.pipeline import SharedCluster
+
+        shared = SharedCluster(Path({str(tmp_path)!r}) / "scheduler.json", workers=1,
+                               log_path=Path({str(tmp_path)!r}) / "cluster.log")
+        shared.start()
+        deadline = time.monotonic() + 240
+        while not shared.scheduler_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        shared.stop()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if "dashboard" in line]
+    assert len(lines) == 1, run.stderr
+    assert re.fullmatch(r"reluflow: dask dashboard http://\S+/status \(the run's shared LocalCluster, 1 worker\(s\)\)",
+                        lines[0])
+    log = (tmp_path / "cluster.log").read_text()
+    assert "shared LocalCluster with 1 single-threaded worker processes" in log and "dask dashboard" not in log
