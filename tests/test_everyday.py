@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -113,20 +112,14 @@ def test_console_stream_is_none_without_an_open_descriptor():
 
 
 def test_integrate_writes_progress_to_the_log_and_one_line_per_report_to_the_console(tmp_path):
-    """The integrate rule's shell line: everything goes to the log; the progress lines (percent done, rate, ETA)
-    and the job's dashboard also go to the console, descriptor 3, each naming the study and cell."""
+    """The integrate rule's shell line: everything goes to the log; the progress lines (percent done, rate, ETA),
+    each cell's completion and the job's dashboard also go to the console, descriptor 3, naming the study."""
     (tmp_path / "config.yaml").write_text(TINY)
-    cell = next(iter(plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema())
-                     .study("tiny").cells.values()))
-    init = tmp_path / "init.parquet"
-    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
-                   check=True, capture_output=True)
+    study = plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema()).study("tiny")
     command = " ".join([
-        "set -euo pipefail;", sys.executable, "-m", "reluflow", "integrate", "--cell-json", f"'{cell.to_json()}'",
-        "--init", str(init), "--trajectories", str(tmp_path / "t.parquet"), "--curves", str(tmp_path / "c.parquet"),
-        "--final", str(tmp_path / "f.parquet"), "--shard-dir", str(tmp_path / "shards"), "--workers", "1",
-        "--shard-size", "5", "--execution-json", "'{}'", "--progress-interval", "0",
-        "--console-fd", "3", "3>&2", ">", str(tmp_path / "integrate.log"), "2>&1"])
+        "set -euo pipefail;", sys.executable, "-m", "reluflow", "integrate", "--study-json", f"'{study.to_json()}'",
+        "--study-dir", str(tmp_path / "r"), "--workers", "1", "--shard-size", "5", "--execution-json", "'{}'",
+        "--progress-interval", "0", "--console-fd", "3", "3>&2", ">", str(tmp_path / "integrate.log"), "2>&1"])
     run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False, cwd=tmp_path)
     log = (tmp_path / "integrate.log").read_text()
     assert run.returncode == 0, log[-3000:]
@@ -134,41 +127,15 @@ def test_integrate_writes_progress_to_the_log_and_one_line_per_report_to_the_con
     console = run.stderr.splitlines()
     progress = [line for line in console if " progress: " in line]
     assert len(progress) == 2, run.stderr  # two shards of 5, a line after each (--progress-interval 0)
-    assert re.fullmatch(r"tiny/w3 progress: 1/2 shards \(50 %\), [0-9.]+ trajectories/s, ETA \d+:\d\d:\d\d",
+    assert re.fullmatch(r"tiny progress: 1/2 shards \(50 %\), [0-9.]+ trajectories/s, ETA \d+:\d\d:\d\d",
                         progress[0]), progress
-    assert re.fullmatch(r"tiny/w3 progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00",
+    assert re.fullmatch(r"tiny progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00",
                         progress[1]), progress
-    assert [line for line in console if line not in progress] == [
-        next(line for line in console if "dashboard" in line)]
-    assert re.fullmatch(r"tiny/w3 dask: LocalCluster with 1 single-threaded worker processes "
-                        r"\(dashboard http://\S+\)", next(line for line in console if "dashboard" in line))
+    dashboard = [line for line in console if "dashboard" in line]
+    assert len(dashboard) == 1 and re.fullmatch(
+        r"tiny dask: LocalCluster with 1 single-threaded worker processes \(dashboard http://\S+\)", dashboard[0])
+    assert sorted(set(console) - set(progress) - set(dashboard)) == ["tiny cell w3: done"]
     for line in progress:  # the log has every line, the progress lines included
-        assert line.removeprefix("tiny/w3 ") in log
-    assert "integrate: w3, 10 trajectories in 2 shards" in log and "wrote trajectories" in log
-
-
-def test_the_shared_cluster_writes_its_dashboard_link_to_the_console_once(tmp_path):
-    """`SharedCluster.start`, as the workflow's onstart handler calls it in Snakemake's process: the cluster logs to
-    its own file and writes one line, the dashboard's link, to the starting process's stderr (the console)."""
-    script = textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from reluflow.pipeline import SharedCluster
-
-        shared = SharedCluster(Path({str(tmp_path)!r}) / "scheduler.json", workers=1,
-                               log_path=Path({str(tmp_path)!r}) / "cluster.log")
-        shared.start()
-        deadline = time.monotonic() + 240
-        while not shared.scheduler_file.is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        shared.stop()
-    """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    lines = [line for line in run.stderr.splitlines() if "dashboard" in line]
-    assert len(lines) == 1, run.stderr
-    assert re.fullmatch(r"reluflow: dask dashboard http://\S+/status \(the run's shared LocalCluster, 1 worker\(s\)\)",
-                        lines[0])
-    log = (tmp_path / "cluster.log").read_text()
-    assert "shared LocalCluster with 1 single-threaded worker processes" in log and "dask dashboard" not in log
+        assert line.removeprefix("tiny ") in log
+    assert "integrate: 1 cell(s); 0 with finished tables (reused); 2 shard(s) of <= 5 trajectories" in log
+    assert "wrote trajectories" in log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import SHARD_TABLES, load_config_files, plan_config, write_init, write_integrate
+from reluflow.pipeline import CellFiles, load_config_files, plan_config, read_init, write_init, write_integrate
 from reluflow.pipeline._stages import _init_slices, _run_shards, plan_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,27 +33,29 @@ def _cell(tmp_path: Path, method: dict, n: int):
     return next(iter(study.cells.values()))
 
 
-def _integrate(cell, tmp_path: Path, init: Path, **kw) -> dict[str, int]:
-    outputs = {t: tmp_path / f"{t}.parquet" for t in SHARD_TABLES}
-    return write_integrate(cell, init, outputs, tmp_path / "shards", workers=1, shard_size=4, keep_shards=True,
-                           progress_interval=1e9, **kw)
+def _integrate(cell, tmp_path: Path, **kw) -> dict[str, int]:
+    """Integrate the cell into ``tmp_path`` keeping its shards, as if it had not been merged before (no .done)."""
+    shutil.rmtree(tmp_path / ".done", ignore_errors=True)
+    counts = write_integrate([cell], tmp_path, workers=1, shard_size=4, keep_shards=True, progress_interval=1e9,
+                             **kw)
+    return {"reused": counts["shards_reused"], "computed": counts["shards_computed"]}
 
 
 @pytest.fixture
 def finished(tmp_path):
     """A cell of 12 trajectories integrated once, its three shards kept."""
     cell = _cell(tmp_path, {"kind": "gd", "step_size": 0.05, "n_steps": 30, "n_checkpoints": 4}, 12)
-    init = tmp_path / "init.parquet"
-    write_init(cell, init)
-    assert _integrate(cell, tmp_path, init) == {"reused": 0, "computed": 3}
+    init = tmp_path / "init" / f"{cell.id}.parquet"
+    assert _integrate(cell, tmp_path) == {"reused": 0, "computed": 3}
     reference = simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=12, seed=cell.seed)
     return cell, init, reference
 
 
 def _assert_complete(tmp_path: Path, reference) -> None:
-    got = pd.read_parquet(tmp_path / "trajectories.parquet").drop(columns="cell")
+    (cell_id,) = [p.stem for p in (tmp_path / "trajectories").glob("*.parquet")]
+    got = pd.read_parquet(tmp_path / "trajectories" / f"{cell_id}.parquet").drop(columns="cell")
     pd.testing.assert_frame_equal(got, reference.trajectories, check_exact=True, check_dtype=False)
-    curves = pd.read_parquet(tmp_path / "curves.parquet").drop(columns="cell")
+    curves = pd.read_parquet(tmp_path / "curves" / f"{cell_id}.parquet").drop(columns="cell")
     pd.testing.assert_frame_equal(curves, reference.curves, check_exact=True, check_dtype=False)
 
 
@@ -60,11 +63,11 @@ def _assert_complete(tmp_path: Path, reference) -> None:
 def test_a_shard_rewritten_with_missing_rows_is_recomputed_not_merged(finished, tmp_path, caplog, table):
     cell, init, reference = finished
     shard = plan_shards(cell, 4)[1]
-    path = shard.paths(tmp_path / "shards")[table]
+    path = shard.paths(tmp_path / ".shards" / cell.id)[table]
     data = pq.read_table(path)
     pq.write_table(data.slice(0, data.num_rows - 2).replace_schema_metadata(data.schema.metadata), path)
     with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
-        assert _integrate(cell, tmp_path, init) == {"reused": 2, "computed": 1}
+        assert _integrate(cell, tmp_path) == {"reused": 2, "computed": 1}
     warned = [r.getMessage() for r in caplog.records if "recomputing" in r.getMessage()]
     assert len(warned) == 1 and shard.stem in warned[0] and path.name in warned[0], warned
     _assert_complete(tmp_path, reference)
@@ -73,7 +76,7 @@ def test_a_shard_rewritten_with_missing_rows_is_recomputed_not_merged(finished, 
 def test_a_shard_with_corrupt_pages_and_an_intact_footer_is_recomputed(finished, tmp_path, caplog):
     cell, init, reference = finished
     shard = plan_shards(cell, 4)[2]
-    path = shard.paths(tmp_path / "shards")["trajectories"]
+    path = shard.paths(tmp_path / ".shards" / cell.id)["trajectories"]
     raw = bytearray(path.read_bytes())
     footer = int.from_bytes(raw[-8:-4], "little") + 8
     assert raw[:4] == b"PAR1" and len(raw) > footer + 200
@@ -82,7 +85,7 @@ def test_a_shard_with_corrupt_pages_and_an_intact_footer_is_recomputed(finished,
     path.write_bytes(bytes(raw))
     pq.read_metadata(path)  # the footer still reads: only the pages are damaged
     with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
-        assert _integrate(cell, tmp_path, init) == {"reused": 2, "computed": 1}
+        assert _integrate(cell, tmp_path) == {"reused": 2, "computed": 1}
     assert any(shard.stem in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
     _assert_complete(tmp_path, reference)
 
@@ -91,11 +94,12 @@ def test_shards_of_another_cell_are_not_merged(finished, tmp_path, caplog):
     cell, init, reference = finished
     s0, s1 = plan_shards(cell, 4)[:2]
     # the first shard's trajectories file replaced by the second's (other ids, same metadata otherwise)
-    a, b = s0.paths(tmp_path / "shards")["trajectories"], s1.paths(tmp_path / "shards")["trajectories"]
+    shard_dir = tmp_path / ".shards" / cell.id
+    a, b = s0.paths(shard_dir)["trajectories"], s1.paths(shard_dir)["trajectories"]
     wrong = pq.read_table(b).replace_schema_metadata(pq.read_table(a).schema.metadata)
     pq.write_table(wrong, a)
     with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
-        assert _integrate(cell, tmp_path, init) == {"reused": 2, "computed": 1}
+        assert _integrate(cell, tmp_path) == {"reused": 2, "computed": 1}
     assert any("not 0..3" in r.getMessage() for r in caplog.records)
     _assert_complete(tmp_path, reference)
 
@@ -104,10 +108,7 @@ def test_init_is_read_shard_by_shard_and_checked(finished, tmp_path):
     cell, init, _ = finished
     shards = plan_shards(cell, 5)
     got = list(_init_slices(init, cell, shards[1:]))
-    ids, theta = pq.read_table(init).column("trajectory").to_numpy(), None
-    from reluflow.pipeline import read_init
-
-    _, theta = read_init(init)
+    ids, theta = read_init(init)
     assert [s.start for s, _ in got] == [5, 10] and ids.tolist() == list(range(12))
     for shard, theta0 in got:
         np.testing.assert_array_equal(theta0, theta[shard.start:shard.stop])
@@ -127,7 +128,8 @@ def test_a_lost_cluster_ends_the_job_with_one_sentence(tmp_path):
     from distributed import Client, LocalCluster
 
     cell = _slow_cell(tmp_path)
-    write_init(cell, tmp_path / "init.parquet")
+    files = CellFiles(cell, tmp_path)
+    write_init(cell, files.output("init"))
     shards = plan_shards(cell, 2)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -136,8 +138,8 @@ def test_a_lost_cluster_ends_the_job_with_one_sentence(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(RuntimeError, match=r"the dask cluster went away while shard .* was running .* rerun to "
                                                r"resume \(0 finished shard\(s\) are kept\)"):
-            _run_shards(client, cell, shards, _init_slices(tmp_path / "init.parquet", cell, shards),
-                        tmp_path / "shards", retries=2, window=4, n_shards=2, reused=0, progress_interval=1e9)
+            _run_shards(client, [files], {cell.id: shards}, retries=2, window=4, n_shards=2,
+                        progress_interval=1e9, on_cell_done=lambda f: None)
         timer.join()
         assert time.monotonic() - t0 < 120  # a bounded wait, not a hang
 
@@ -148,7 +150,8 @@ def test_dying_workers_end_the_job_with_one_sentence(tmp_path):
     from distributed import Client, LocalCluster
 
     cell = _slow_cell(tmp_path)
-    write_init(cell, tmp_path / "init.parquet")
+    files = CellFiles(cell, tmp_path)
+    write_init(cell, files.output("init"))
     shards = plan_shards(cell, 4)
 
     def kill_workers(client, stop):
@@ -166,8 +169,8 @@ def test_dying_workers_end_the_job_with_one_sentence(tmp_path):
         killer.start()
         try:
             with pytest.raises(RuntimeError, match=r"dask workers died running it .* lower execution.shard_size"):
-                _run_shards(client, cell, shards, _init_slices(tmp_path / "init.parquet", cell, shards),
-                            tmp_path / "shards", retries=0, window=2, n_shards=1, reused=0, progress_interval=1e9)
+                _run_shards(client, [files], {cell.id: shards}, retries=0, window=2, n_shards=1,
+                            progress_interval=1e9, on_cell_done=lambda f: None)
         finally:
             stop.set()
             killer.join(timeout=30)

@@ -4,10 +4,10 @@ job resumes from its finished shards and gives the identical table."""
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +46,14 @@ execution:
 """
 
 
-def _cell(tmp_path: Path, text: str):
+def _study(tmp_path: Path, text: str):
     (tmp_path / "config.yaml").write_text(text)
     plan = plan_config(load_config_files([tmp_path / "config.yaml"]), SCHEMA)
-    study = plan.studies[plan.run[0]]
-    return next(iter(study.cells.values()))
+    return plan.studies[plan.run[0]]
+
+
+def _cell(tmp_path: Path, text: str):
+    return next(iter(_study(tmp_path, text).cells.values()))
 
 
 def _reference(cell):
@@ -82,20 +85,17 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
     per run), each table equal to reluflow._simulate.simulate for the same cell and seed, so equal to each
     other; the slow variant runs the other two combinations."""
     method = "{kind: gd, step_size: 0.05, n_steps: 40, n_checkpoints: 4}"
-    cell = _cell(tmp_path, CONFIG.format(name="ident", width=3, method=method, n=20, workers=1, shard_size=7))
+    study = _study(tmp_path, CONFIG.format(name="ident", width=3, method=method, n=20, workers=1, shard_size=7))
+    cell = next(iter(study.cells.values()))
     script = textwrap.dedent(f"""
         if __name__ == "__main__":  # local dask workers start with spawn
             from reluflow.cli import main
-            cell = {cell.to_json()!r}
+            study = {study.to_json()!r}
             out = {str(tmp_path)!r}
-            assert main(["init", "--cell-json", cell, "--output", out + "/init.parquet"]) == 0
             for workers, shard in {runs!r}:
                 tag = f"{{workers}}-{{shard}}"
-                assert main(["integrate", "--cell-json", cell, "--init", out + "/init.parquet",
-                             "--trajectories", out + f"/t-{{tag}}.parquet", "--curves", out + f"/c-{{tag}}.parquet",
-                             "--final", out + f"/f-{{tag}}.parquet", "--shard-dir", out + f"/shards-{{tag}}",
-                             "--workers", str(workers),
-                             "--shard-size", str(shard), "--execution-json", "{{}}"]) == 0
+                assert main(["integrate", "--study-json", study, "--study-dir", out + f"/r-{{tag}}",
+                             "--workers", str(workers), "--shard-size", str(shard), "--execution-json", "{{}}"]) == 0
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
                          cwd=tmp_path)
@@ -107,18 +107,18 @@ def test_same_tables_for_any_worker_count_and_shard_size(tmp_path, runs):
     assert len(ref_traj) == 20 and ref_traj["trajectory"].tolist() == list(range(20))
     ref_final = np.stack(ref_states["theta_final"].to_numpy())
     for workers, shard in runs:
-        tag = f"{workers}-{shard}"
-        _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t-{tag}.parquet")), ref_traj)
-        _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c-{tag}.parquet")), ref_curves)
-        ids, final, refined = read_final(tmp_path / f"f-{tag}.parquet")
+        res = tmp_path / f"r-{workers}-{shard}"
+        _assert_same(_without_cell(pd.read_parquet(res / "trajectories" / f"{cell.id}.parquet")), ref_traj)
+        _assert_same(_without_cell(pd.read_parquet(res / "curves" / f"{cell.id}.parquet")), ref_curves)
+        ids, final, refined = read_final(res / "final" / f"{cell.id}.parquet")
         assert ids.tolist() == list(range(20))
         np.testing.assert_array_equal(final, ref_final)
         has = ref_states["theta_refined"].map(lambda v: v is not None).to_numpy()
         assert (~np.isnan(refined).any(axis=1) == has).all()
         if has.any():
             np.testing.assert_array_equal(refined[has], np.stack(ref_states["theta_refined"].to_numpy()[has]))
-        assert not (tmp_path / f"shards-{tag}").exists()  # shards are removed once the tables are written
-        assert read_metadata(tmp_path / f"t-{tag}.parquet")["reluflow.shard_size"] == str(shard)
+        assert not (res / ".shards" / cell.id).exists()  # shards are removed once the tables are written
+        assert read_metadata(res / "trajectories" / f"{cell.id}.parquet")["reluflow.shard_size"] == str(shard)
 
 
 def _integrate_driver(root: psutil.Process) -> psutil.Process | None:
@@ -147,8 +147,10 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
     method = "{kind: gd, step_size: 0.02, n_steps: 120, n_checkpoints: 5, refine: false}"
     cell = _cell(tmp_path, CONFIG.format(name="resume", width=8, method=method, n=40, workers=1, shard_size=2))
     target = f"results/resume/trajectories/{cell.id}.parquet"
+    snakemake_target = "results/resume/trajectories"  # the integrate job's output (one directory per table)
     shard_dir = tmp_path / "results" / "resume" / ".shards" / cell.id
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--cores", "1", target]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--cores", "1",
+           snakemake_target]
 
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -171,8 +173,8 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
 
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
-    log = (tmp_path / "logs" / "resume" / "integrate" / f"{cell.id}.log").read_text()
-    m = re.search(r"(\d+) shard\(s\) already finished \(reused\), (\d+) to compute", log)
+    log = (tmp_path / "logs" / "resume" / "integrate.log").read_text()
+    m = re.search(r"(\d+) already finished \(reused\), (\d+) to compute", log)
     assert m, log[-2000:]
     assert int(m.group(1)) == len(finished) and int(m.group(2)) == 20 - len(finished)
     for path, mtime in mtimes.items():  # the finished shards were not recomputed
@@ -276,21 +278,21 @@ def test_resume_recomputes_a_shard_written_by_other_code(tmp_path):
     import pyarrow.parquet as pq
 
     method = "{kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3, refine: false}"
-    cell = _cell(tmp_path, CONFIG.format(name="recode", width=3, method=method, n=9, workers=1, shard_size=3))
+    study = _study(tmp_path, CONFIG.format(name="recode", width=3, method=method, n=9, workers=1, shard_size=3))
+    cell = next(iter(study.cells.values()))
     script = textwrap.dedent(f"""
+        import shutil
         import sys
         import pyarrow.parquet as pq
         from pathlib import Path
         if __name__ == "__main__":  # local dask workers start with spawn
             from reluflow.cli import main
-            cell, out = {cell.to_json()!r}, Path({str(tmp_path)!r})
-            assert main(["init", "--cell-json", cell, "--output", str(out / "init.parquet")]) == 0
-            args = ["integrate", "--cell-json", cell, "--init", str(out / "init.parquet"), "--trajectories",
-                    str(out / "t.parquet"), "--curves", str(out / "c.parquet"), "--final", str(out / "f.parquet"),
-                    "--shard-dir", str(out / "shards"),
+            study, out = {study.to_json()!r}, Path({str(tmp_path)!r})
+            args = ["integrate", "--study-json", study, "--study-dir", str(out / "r"),
                     "--workers", "1", "--shard-size", "3", "--execution-json", '{{"keep_shards": true}}']
             assert main(args) == 0
-            victim = sorted((out / "shards").glob("*.trajectories.parquet"))[1]
+            shutil.rmtree(out / "r" / ".done")  # as if the job had been killed before the cell was merged
+            victim = sorted((out / "r" / ".shards" / {cell.id!r}).glob("*.trajectories.parquet"))[1]
             table = pq.read_table(victim)
             meta = dict(table.schema.metadata)
             meta[b"reluflow.source_hash"] = b"f" * 64
@@ -306,12 +308,14 @@ def test_resume_recomputes_a_shard_written_by_other_code(tmp_path):
     warnings = [line for line in second.splitlines() if "recomputing" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0], second[-3000:]
     assert f"shard {stem}: written by other code (reluflow.source_hash ffffffffffff... != " in warnings[0]
-    assert "2 shard(s) already finished (reused), 1 to compute" in second
-    assert read_metadata(tmp_path / "shards" / victim)["reluflow.source_hash"] != "f" * 64  # written again
+    assert "3 shard(s) of <= 3 trajectories, 2 already finished (reused), 1 to compute" in second
+    res = tmp_path / "r"
+    assert read_metadata(res / ".shards" / cell.id / victim)["reluflow.source_hash"] != "f" * 64  # written again
     ref_traj, ref_curves, _ = _reference(cell)
-    _assert_same(_without_cell(pd.read_parquet(tmp_path / "t.parquet")), ref_traj)
-    _assert_same(_without_cell(pd.read_parquet(tmp_path / "c.parquet")), ref_curves)
-    assert pq.read_schema(tmp_path / "t.parquet").metadata[b"reluflow.schema_version"] == b"2"
+    _assert_same(_without_cell(pd.read_parquet(res / "trajectories" / f"{cell.id}.parquet")), ref_traj)
+    _assert_same(_without_cell(pd.read_parquet(res / "curves" / f"{cell.id}.parquet")), ref_curves)
+    schema = pq.read_schema(res / "trajectories" / f"{cell.id}.parquet")
+    assert schema.metadata[b"reluflow.schema_version"] == b"2"
 
 
 @pytest.mark.slow
@@ -336,16 +340,13 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
     """Slow: SIGTERM (a SLURM time limit, scancel) unwinds the driver: exit status 143, the dask workers are gone,
     no final or temporary table is left, and the finished shards stay for the next run."""
     method = "{kind: gd, step_size: 0.02, n_steps: 200, n_checkpoints: 3, refine: false}"
-    cell = _cell(tmp_path, CONFIG.format(name="term", width=8, method=method, n=40, workers=1, shard_size=2))
-    init = tmp_path / "init.parquet"
-    assert subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output",
-                           str(init)], capture_output=True, check=False).returncode == 0
-    shards = tmp_path / "shards"
-    proc = subprocess.Popen([sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(),
-                             "--init", str(init), "--trajectories", str(tmp_path / "t.parquet"), "--curves",
-                             str(tmp_path / "c.parquet"), "--final", str(tmp_path / "f.parquet"), "--shard-dir",
-                             str(shards), "--workers", "1",
-                             "--shard-size", "2", "--execution-json", "{}"], stderr=subprocess.PIPE, text=True)
+    study = _study(tmp_path, CONFIG.format(name="term", width=8, method=method, n=40, workers=1, shard_size=2))
+    cell = next(iter(study.cells.values()))
+    res = tmp_path / "r"
+    shards = res / ".shards" / cell.id
+    proc = subprocess.Popen([sys.executable, "-m", "reluflow", "integrate", "--study-json", study.to_json(),
+                             "--study-dir", str(res), "--workers", "1", "--shard-size", "2", "--execution-json",
+                             "{}"], stderr=subprocess.PIPE, text=True)
     while len(list(shards.glob("*.trajectories.parquet"))) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.02)
@@ -354,7 +355,7 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
     err = proc.communicate()[1]
     assert proc.returncode == 143, err[-3000:]
     psutil.wait_procs(children)  # the workers exit once the driver has shut its cluster down
-    assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "c.parquet").exists()
+    assert not (res / "trajectories" / f"{cell.id}.parquet").exists() and not (res / ".done").exists()
     assert not [p for p in tmp_path.rglob("*.tmp")]
     assert len(list(shards.glob("*.trajectories.parquet"))) >= 2
 
@@ -437,97 +438,41 @@ def test_background_intervals_keep_what_the_user_set_and_name_the_env_vars_dask_
         assert "distributed.worker.memory.monitor-interval" not in _background_intervals()
 
 
+def test_a_changed_cell_is_the_only_one_computed_again(tmp_path):
+    """The study's integrate job reruns when any cell changes (Snakemake removes all its outputs first); the
+    cells whose parameters did not change get their finished tables back from .done (the same files: hard links),
+    only the changed one is computed, and a removed cell's .done names go."""
+    from reluflow.pipeline import write_integrate
 
-def _wait_gone(proc: psutil.Process | subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (proc.poll() is not None) if isinstance(proc, subprocess.Popen) else not proc.is_running():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"process {proc.pid} still running after {timeout} s")
+    def study(step: float):
+        text = CONFIG.format(name="two", width=2, method="{kind: gd, step_size: 0.05, n_steps: 10, n_checkpoints: 2}",
+                             n=6, workers=1, shard_size=3)
+        config = load_config_files([_write(tmp_path / "c.yaml", text)])
+        spec = config["studies"]["two"]
+        spec["method"], spec["grid"] = spec["grid"]["method"][0], {"method.step_size": [0.05, step]}
+        return plan_config(config, SCHEMA).study("two")
 
-
-def test_integrate_jobs_share_the_cluster_reluflow_cluster_serves(tmp_path):
-    """`reluflow cluster` (what the workflow starts once per run) serves two concurrent integrate jobs, whose
-    tables equal simulate's; it shuts down, workers and scheduler file included, when its parent is gone."""
-    method = "{kind: gd, step_size: 0.05, n_steps: 40, n_checkpoints: 4}"
-    cell = _cell(tmp_path, CONFIG.format(name="shared", width=3, method=method, n=20, workers=1, shard_size=7))
-    init = tmp_path / "init.parquet"
-    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
-                   check=True, capture_output=True)
-    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    sched = tmp_path / "run" / "scheduler.json"
-    log = open(tmp_path / "cluster.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "reluflow", "cluster", "--scheduler-file", str(sched),
-                               "--workers", "2", "--parent-pid", str(parent.pid)], stdout=log, stderr=log)
-    try:
-        env = {k: v for k, v in os.environ.items() if k != "RELUFLOW_SCHEDULER_FILE"}
-        jobs = [subprocess.Popen(
-            [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
-             "--trajectories", str(tmp_path / f"t{i}.parquet"), "--curves", str(tmp_path / f"c{i}.parquet"),
-             "--final", str(tmp_path / f"f{i}.parquet"), "--shard-dir", str(tmp_path / f"shards{i}"),
-             "--scheduler-file", str(sched), "--execution-json",
-             json.dumps({"shard_size": shard})], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for i, shard in enumerate((7, 3))]  # started before the cluster is up: they wait for it
-        for job in jobs:
-            _, err = job.communicate(timeout=300)
-            assert job.returncode == 0, err[-3000:]
-            assert "the run's shared LocalCluster at tcp://" in err and "(2 single-threaded workers)" in err
-            assert "LocalCluster with" not in err  # no cluster of its own
-        assert sched.is_file()
+    res = tmp_path / "r"
+    first = study(0.02)
+    assert write_integrate(list(first.cells.values()), res, shard_size=3, progress_interval=1e9) == {
+        "cells_reused": 0, "shards_reused": 0, "shards_computed": 4}
+    kept = first.cell_ids[0]
+    inode = (res / "trajectories" / f"{kept}.parquet").stat().st_ino
+    shutil.rmtree(res / "trajectories")  # what Snakemake does to the outputs of a job it reruns
+    shutil.rmtree(res / "curves")
+    second = study(0.03)
+    assert second.cell_ids[0] == kept and second.cell_ids[1] != first.cell_ids[1]
+    assert write_integrate(list(second.cells.values()), res, shard_size=3, progress_interval=1e9) == {
+        "cells_reused": 1, "shards_reused": 0, "shards_computed": 2}
+    assert (res / "trajectories" / f"{kept}.parquet").stat().st_ino == inode  # the same file, not recomputed
+    for cell in second.cells.values():
         ref_traj, ref_curves, _ = _reference(cell)
-        for i in range(2):
-            _assert_same(_without_cell(pd.read_parquet(tmp_path / f"t{i}.parquet")), ref_traj)
-            _assert_same(_without_cell(pd.read_parquet(tmp_path / f"c{i}.parquet")), ref_curves)
-        workers = psutil.Process(server.pid).children(recursive=True)
-        assert len(workers) >= 2
-    finally:
-        parent.kill()
-        parent.wait()
-    _wait_gone(server)  # its parent is gone: it shuts down by itself
-    for w in workers:
-        _wait_gone(w)
-    assert not sched.exists()
-    log.close()
-    text = (tmp_path / "cluster.log").read_text()
-    assert "shared LocalCluster with 2 single-threaded worker processes" in text
-    assert f"process {parent.pid} is gone" in text
+        _assert_same(_without_cell(pd.read_parquet(res / "trajectories" / f"{cell.id}.parquet")), ref_traj)
+        _assert_same(_without_cell(pd.read_parquet(res / "curves" / f"{cell.id}.parquet")), ref_curves)
+    stems = {p.name.split(".")[0] for p in (res / ".done").glob("*.parquet")}
+    assert len(stems) == 2 and all(f"k{c.key:016x}" in " ".join(stems) for c in second.cells.values())
 
 
-def test_integrate_reports_a_shared_cluster_that_failed_to_start(tmp_path):
-    """A client does not wait out its timeout when the cluster process recorded why it could not start."""
-    method = "{kind: gd, step_size: 0.05, n_steps: 5, n_checkpoints: 2}"
-    cell = _cell(tmp_path, CONFIG.format(name="failed", width=2, method=method, n=3, workers=1, shard_size=7))
-    init = tmp_path / "init.parquet"
-    subprocess.run([sys.executable, "-m", "reluflow", "init", "--cell-json", cell.to_json(), "--output", str(init)],
-                   check=True, capture_output=True)
-    sched = tmp_path / "scheduler.json"
-    (tmp_path / "scheduler.json.failed").write_text("OSError: no free port")
-    run = subprocess.run(
-        [sys.executable, "-m", "reluflow", "integrate", "--cell-json", cell.to_json(), "--init", str(init),
-         "--trajectories", str(tmp_path / "t.parquet"), "--curves", str(tmp_path / "c.parquet"),
-         "--final", str(tmp_path / "f.parquet"), "--shard-dir", str(tmp_path / "shards"),
-         "--scheduler-file", str(sched)],
-        capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0
-    assert "shared dask cluster" in run.stderr and "failed to start: OSError: no free port" in run.stderr
-    assert not (tmp_path / "t.parquet").exists()
-
-
-def test_client_stops_waiting_when_the_shared_cluster_process_died(tmp_path):
-    """A cluster process killed before its workers were up (SIGKILL: it writes nothing) is noticed through the
-    pid that SharedCluster records: the client reports it instead of waiting out its timeout."""
-    from reluflow.pipeline import SharedCluster
-    from reluflow.pipeline._cluster import _shared_client
-
-    shared = SharedCluster(tmp_path / "run" / "scheduler.json", workers=1, log_path=tmp_path / "cluster.log")
-    shared.start()
-    try:
-        assert (tmp_path / "run" / "scheduler.json.pid").read_text() == str(shared.process.pid)
-        shared.process.kill()  # not reaped yet: a zombie, which counts as gone
-        with pytest.raises(RuntimeError, match=r"exited before its workers came up"):
-            with _shared_client(shared.scheduler_file, wait_s=120):
-                pass
-    finally:
-        shared.stop()
-    assert not (tmp_path / "run" / "scheduler.json.pid").exists()
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -21,7 +21,6 @@ import pytest
 from reluflow.pipeline import load_config_files, plan_config, read_init, write_aggregate, write_cells, write_init
 from reluflow.pipeline._stages import (
     CATEGORY,
-    SHARD_TABLES,
     THETA,
     _write_shard,
     cell_array,
@@ -66,9 +65,8 @@ def study_dir(tmp_path_factory):
         for shard in plan_shards(cell, 2):  # three shards: the tables are joined from several files
             tables = run_shard(cell.to_json(), shard.start, shard.stop, theta0[shard.start:shard.stop])
             _write_shard(cell, shard, shard_dir, tables)
-        counts = write_integrate(cell, init, {t: res / t / f"{cid}.parquet" for t in SHARD_TABLES}, shard_dir,
-                                 shard_size=2)
-        assert counts == {"reused": 3, "computed": 0}
+    counts = write_integrate(list(study.cells.values()), res, shard_size=2)
+    assert counts == {"cells_reused": 0, "shards_reused": 3 * len(GRID), "shards_computed": 0}
     write_aggregate(study, {cid: res / "trajectories" / f"{cid}.parquet" for cid in GRID}, res / "summary.parquet")
     return res
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -114,18 +113,22 @@ def test_layout_and_logs(e2e):
         expected |= {f"{table}/{cid}.parquet" for table in ("init", "trajectories", "curves", "final")}
     expected |= {f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
     found = {str(p.relative_to(res)) for p in res.rglob("*") if p.is_file()}
-    assert found == expected  # no temporary files, no shards left
-    assert not (res / ".shards").exists() or not any((res / ".shards").rglob("*.parquet"))
-    for cid in study.cell_ids:
-        log = (d / "logs" / "tiny" / "integrate" / f"{cid}.log").read_text()
-        assert re.search(r"progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", log), log
-        # both integrate jobs were clients of the run's one shared cluster (execution.shared_cluster)
-        assert "the run's shared LocalCluster at tcp://" in log and "(1 single-threaded workers)" in log
-    cluster_log = (d / "logs" / "dask-cluster.log").read_text()
-    assert "shared LocalCluster with 1 single-threaded worker processes" in cluster_log
-    pid = int(re.search(r"pid (\d+)\)", cluster_log).group(1))
-    assert not psutil.pid_exists(pid)  # stopped when the run ended
-    assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
+    # hidden names aside (Snakemake's .snakemake_timestamp in each directory it declared, .done, .shards)
+    visible = {f for f in found if not any(part.startswith(".") for part in Path(f).parts)}
+    assert visible == expected  # no temporary files
+    assert not (res / ".shards").exists() or not any((res / ".shards").rglob("*.parquet"))  # no shards left
+    # each finished table has a second name in .done (a hard link: the same file), for a rerun of the job
+    done = sorted(f for f in found if f.startswith(".done/"))
+    assert len(done) == 4 * len(study.cell_ids)
+    for cid, cell in study.cells.items():
+        for table in ("init", "trajectories", "curves", "final"):
+            name = res / ".done" / f"k{cell.key:016x}-s{cell.seed}-n{cell.n_trajectories}.{table}.parquet"
+            assert name.stat().st_ino == (res / table / f"{cid}.parquet").stat().st_ino
+    # one integrate job for the study, on its own cluster: every cell's shards, then the cluster is gone
+    log = (d / "logs" / "tiny" / "integrate.log").read_text()
+    assert re.search(r"progress: 4/4 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", log), log
+    assert "dask: LocalCluster with 1 single-threaded worker processes" in log
+    assert "integrate done: 0 cell(s) reused; 0 shard(s) reused, 4 computed" in log
 
 
 def test_tables_match_docs_and_carry_metadata(e2e):
@@ -137,6 +140,8 @@ def test_tables_match_docs_and_carry_metadata(e2e):
     from reluflow.pipeline._tables import source_hash
 
     for path in sorted(res.rglob("*.parquet")):
+        if path.parent.name == ".done":  # second names of the per-cell tables (hard links), checked there
+            continue
         table = path.parent.name if path.parent != res else path.stem
         check_against_docs(table, pq.read_schema(path), docs)
         meta = read_metadata(path)
@@ -360,18 +365,18 @@ def test_figure_rules_declare_the_tables_their_figures_are_drawn_from():
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     jobs = re.findall(r"^rule (\w+):\n    input: (.*)\n    output: (.*)$", out, flags=re.MULTILINE)
-    n_cells = sum(rule == "integrate" for rule, _, _ in jobs)
+    assert sum(rule == "integrate" for rule, _, _ in jobs) == 1  # one job for the study's cells
     figure_jobs = {rule: (inputs, outputs) for rule, inputs, outputs in jobs if rule.endswith("_figures")}
-    assert set(figure_jobs) == {"cell_figures", "summary_figures"} and n_cells > 1
+    assert set(figure_jobs) == {"cell_figures", "summary_figures"}
     for rule, (inputs, outputs) in figure_jobs.items():
         names = {Path(f).stem for f in outputs.split(", ")}
         wanted = {"cells", *(table for name in names for table in FIGURE_TABLES[name])}
         kinds: dict[str, int] = {}
-        for f in inputs.split(", "):
-            kind = Path(f).stem if Path(f).parent.name == "quickstart" else Path(f).parent.name
+        for f in inputs.split(", "):  # cells.parquet, summary.parquet, or a per-cell table's directory
+            kind = Path(f).stem
             kinds[kind] = kinds.get(kind, 0) + 1
         assert set(kinds) == wanted, (rule, kinds)
-        assert all(kinds[k] == (1 if k in ("cells", "summary") else n_cells) for k in kinds), (rule, kinds)
+        assert all(n == 1 for n in kinds.values()), (rule, kinds)
 
 
 def test_load(e2e):
@@ -404,11 +409,12 @@ def test_load(e2e):
 def test_console_shows_each_cells_progress_and_the_dashboard_once(e2e):
     d, study = e2e
     console = (d / "console.txt").read_text()
-    for cid in study.cell_ids:  # shard_size 7, 12 trajectories: one line per cell, when it is done
-        lines = re.findall(rf"^tiny/{cid} progress: .*$", console, flags=re.M)
-        assert len(lines) == 1 and re.fullmatch(
-            rf"tiny/{cid} progress: 2/2 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", lines[0]), console
-    dashboards = re.findall(r"^reluflow: dask dashboard (\S+) \(the run's shared LocalCluster, 1 worker\(s\)\)$",
+    for cid in study.cell_ids:  # one line per cell when it is done
+        assert len(re.findall(rf"^tiny cell {cid}: done$", console, flags=re.M)) == 1, console
+    lines = re.findall(r"^tiny progress: .*$", console, flags=re.M)  # and the study's progress, here once
+    assert len(lines) == 1 and re.fullmatch(
+        r"tiny progress: 4/4 shards \(100 %\), [0-9.]+ trajectories/s, ETA 0:00:00", lines[0]), console
+    dashboards = re.findall(r"^tiny dask: LocalCluster with 1 single-threaded worker processes \(dashboard (\S+)\)$",
                             console, flags=re.M)
     assert len(dashboards) == 1 and dashboards[0].startswith("http://"), console
     assert "INFO" not in console  # the jobs' logs stay in their files
@@ -424,25 +430,14 @@ def test_rerun_does_nothing_even_with_other_execution_settings(e2e):
 def test_redrawing_a_figure_starts_no_cluster(e2e):
     d, _ = e2e
     figure = d / "results" / "tiny" / "figures" / "risk_curves.png"
-    cluster_log = d / "logs" / "dask-cluster.log"
-    drawn, started = figure.read_bytes(), cluster_log.stat().st_mtime_ns  # the first run started the cluster
+    integrate_log = d / "logs" / "tiny" / "integrate.log"
+    drawn, integrated = figure.read_bytes(), integrate_log.stat().st_mtime_ns
     figure.unlink()
     run = snakemake(d, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
     assert figure.read_bytes() == drawn
     assert re.search(r"cell_figures\s+1\b", run.stdout + run.stderr) and "integrate" not in run.stdout + run.stderr
-    assert cluster_log.stat().st_mtime_ns == started  # SharedCluster.start rewrites it
-    assert not list((d / ".snakemake" / "reluflow").glob("dask-scheduler-*"))
-
-
-def test_without_hooks_integrate_jobs_start_their_own_cluster(tmp_path):
-    # --no-hooks skips onstart, which starts the shared cluster: jobs must not wait for a cluster that never comes
-    (tmp_path / "config.yaml").write_text(TINY)
-    run = snakemake(tmp_path, "--cores", "2", "--no-hooks", "results/tiny/trajectories/w3-gd.parquet")
-    assert run.returncode == 0, run.stderr[-4000:]
-    log = (tmp_path / "logs" / "tiny" / "integrate" / "w3-gd.log").read_text()
-    assert "dask: LocalCluster with 1 single-threaded worker processes" in log, log[-2000:]
-    assert not (tmp_path / "logs" / "dask-cluster.log").exists()
+    assert integrate_log.stat().st_mtime_ns == integrated  # no integrate job, so no cluster
 
 
 def test_parameter_change_reruns_only_that_cell(e2e):
@@ -451,12 +446,10 @@ def test_parameter_change_reruns_only_that_cell(e2e):
     run = snakemake(d, "-n", "--configfile", "changed.yaml")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-2000:]
-    assert "results/tiny/trajectories/w3-gd.parquet" in out
-    assert "results/tiny/trajectories/w3-gf.parquet" not in out.split("Job stats")[0].replace(
-        "input: results/tiny/cells.parquet, results/tiny/trajectories/w3-gd.parquet, "
-        "results/tiny/trajectories/w3-gf.parquet", "")
-    stats = out.split("Job stats:")[1]
-    assert re.search(r"integrate\s+1\b", stats) and re.search(r"init\s+1\b", stats)
+    # one integrate job, the study's: it gets the unchanged cell's tables back from .done and computes only the
+    # changed one (tests/test_pipeline_integrate.py::test_a_changed_cell_is_the_only_one_computed_again)
+    stats = out.split("Job stats:")[1].split("\n\n")[0]
+    assert re.search(r"integrate\s+1\b", stats) and not re.search(r"^init\b", stats, flags=re.M), stats
 
 
 # ------------------------------------------------------------------------------------------ the shipped workflow
@@ -489,9 +482,9 @@ def test_dry_run_of_the_default_study():
 
 
 @pytest.mark.parametrize("extra, threads", [
-    ([], 1),  # a client of the run's shared cluster: one core, whatever --cores
-    (["--config", "execution={shared_cluster: false}"], 4),  # a LocalCluster per job: one worker per core
-    (["--config", "execution={shared_cluster: false, workers: 3}"], 3),
+    ([], 4),  # the study's LocalCluster: one worker per core given
+    (["--config", "execution={workers: 3}"], 3),
+    (["--config", "execution={scheduler: address, address: 'tcp://127.0.0.1:1'}"], 1),  # a client only
 ])
 def test_integrate_threads_follow_the_cluster_mode(tmp_path, extra, threads):
     (tmp_path / "config.yaml").write_text(TINY.replace("  workers: 1", "  workers: null"))
@@ -499,7 +492,7 @@ def test_integrate_threads_follow_the_cluster_mode(tmp_path, extra, threads):
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     jobs = [j for j in out.split("\n\n") if "rule integrate:" in j]
-    assert len(jobs) == 2
+    assert len(jobs) == 1
     for job in jobs:
         assert re.search(rf"--workers {threads}\b", job), job
 

@@ -95,46 +95,26 @@ def _cmd_cells(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    from .pipeline import Cell, write_init
-
-    write_init(Cell.from_json(args.cell_json), args.output)
-    return 0
-
-
 def _cmd_integrate(args: argparse.Namespace) -> int:
-    from .pipeline import SCHEDULER_FILE_ENV, Cell, write_integrate
+    from .pipeline import Study, write_integrate
 
-    cell = Cell.from_json(args.cell_json)
+    study = Study.from_json(args.study_json)
     console = _console(args.console_fd)
-    if console is not None:  # progress lines (and the dashboard of a cluster of the job's own) on the console too
-        _log_to_console(console, f"{cell.study}/{cell.id}")
+    if console is not None:  # progress lines and the dashboard link on the console too
+        _log_to_console(console, study.name)
     ex = _execution(args)
     scheduler = ex.get("scheduler") or "local"
     # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
     workers = (ex.get("workers") if scheduler == "jobqueue" else args.workers or ex.get("workers")) or 1
-    # local: the LocalCluster the workflow runs for all its jobs, when it set one up (else the job's own)
-    scheduler_file = (args.scheduler_file or os.environ.get(SCHEDULER_FILE_ENV)) if scheduler == "local" else None
     counts = write_integrate(
-        cell, args.init,
-        {"trajectories": args.trajectories, "curves": args.curves, "final": args.final}, args.shard_dir,
+        list(study.cells.values()), args.study_dir,
         scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
-        scheduler_file=scheduler_file,
         shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
         keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
     )
-    logging.getLogger("reluflow.pipeline").info("integrate done: %d shard(s) reused, %d computed",
-                                                counts["reused"], counts["computed"])
-    return 0
-
-
-def _cmd_cluster(args: argparse.Namespace) -> int:
-    from .pipeline._cluster import serve_local_cluster
-
-    if args.workers < 1:
-        raise SystemExit(f"error: --workers = {args.workers} is not allowed: expected an integer >= 1")
-    serve_local_cluster(args.scheduler_file, workers=args.workers, parent_pid=args.parent_pid,
-                        console=_console(args.console_fd))
+    logging.getLogger("reluflow.pipeline").info(
+        "integrate done: %d cell(s) reused; %d shard(s) reused, %d computed", counts["cells_reused"],
+        counts["shards_reused"], counts["shards_computed"])
     return 0
 
 
@@ -142,7 +122,7 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     from .pipeline import Study, write_aggregate
 
     study = Study.from_json(args.study_json)
-    by_cell = {Path(p).name.removesuffix(".parquet"): p for p in args.trajectories}
+    by_cell = {cell: Path(args.study_dir, "trajectories", f"{cell}.parquet") for cell in study.cell_ids}
     write_aggregate(study, by_cell, args.output, best_of_k_output=args.best_of_k)
     return 0
 
@@ -173,21 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True)
     c.set_defaults(func=_cmd_cells)
 
-    c = sub.add_parser("init", help="write a cell's initial parameters")
-    c.add_argument("--cell-json", required=True)
-    c.add_argument("--output", required=True)
-    c.set_defaults(func=_cmd_init)
-
-    c = sub.add_parser("integrate", help="integrate a cell's trajectories on dask, resuming finished shards")
-    c.add_argument("--cell-json", required=True)
-    c.add_argument("--init", required=True, help="the cell's init table")
-    c.add_argument("--trajectories", required=True, help="output: per-trajectory table")
-    c.add_argument("--curves", required=True, help="output: curves table")
-    c.add_argument("--final", required=True, help="output: final-state table (final and refined parameters)")
-    c.add_argument("--shard-dir", required=True, help="where finished shards are kept for resuming")
+    c = sub.add_parser("integrate", help="integrate every cell of a study on one dask cluster, resuming finished "
+                       "shards and reusing finished cells")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}: where the cells' tables go")
     c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
-    c.add_argument("--scheduler-file", help="scheduler 'local': use the cluster `reluflow cluster` serves "
-                   "with this file instead of starting one (default: $RELUFLOW_SCHEDULER_FILE, set by the workflow)")
     c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
     c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
     c.add_argument("--address")
@@ -199,17 +169,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(the workflow passes the console as 3 while the log takes stdout and stderr)")
     c.set_defaults(func=_cmd_integrate)
 
-    c = sub.add_parser("cluster", help="run a LocalCluster that integrate jobs share (the workflow starts it)")
-    c.add_argument("--scheduler-file", required=True, help="written (JSON, atomically) once the workers are up")
-    c.add_argument("--workers", type=int, required=True, help="single-threaded worker processes")
-    c.add_argument("--parent-pid", type=int, help="shut down when this process is gone (the Snakemake run)")
-    c.add_argument("--console-fd", type=int, help="write the dashboard's link to this open file descriptor once "
-                   "the workers are up, then close it")
-    c.set_defaults(func=_cmd_cluster)
-
     c = sub.add_parser("aggregate", help="write a study's summary.parquet (and best_of_k.parquet)")
     c.add_argument("--study-json", required=True)
-    c.add_argument("--trajectories", nargs="+", required=True, help="trajectories/{cell}.parquet of every cell")
+    c.add_argument("--study-dir", required=True, help="results/{study}: its trajectories/{cell}.parquet are read")
     c.add_argument("--output", required=True, help="output: summary.parquet")
     c.add_argument("--best-of-k", metavar="PATH", help="output: best_of_k.parquet, best-of-K with intervals "
                    "(long format; not written when omitted)")

@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         cells="results/{study}/cells.parquet",
-        trajectories=study_tables("trajectories"),
+        trajectories="results/{study}/trajectories",
     output:
         summary="results/{study}/summary.parquet",
         best_of_k="results/{study}/best_of_k.parquet",
@@ -23,7 +23,7 @@ rule aggregate:
         "../envs/reluflow.yaml"
     shell:
         "python -m reluflow aggregate --study-json {params.study:q}"
-        " --trajectories {input.trajectories:q} --output {output.summary:q}"
+        " --study-dir results/{wildcards.study:q} --output {output.summary:q}"
         " --best-of-k {output.best_of_k:q} > {log:q} 2>&1"
 
 

@@ -22,49 +22,28 @@ rule cells:
         "python -m reluflow cells --study-json {params.study:q} --output {output.cells:q} > {log:q} 2>&1"
 
 
-# Inits (about a second each) go before any integrate job: with the run's shared cluster, integrate jobs are
-# clients that hold a Snakemake core while they wait, so inits queued behind them would keep later cells'
-# shards from reaching the workers.
-rule init:
-    output:
-        init="results/{study}/init/{cell}.parquet",
-    params:
-        cell=cell_json,
-        version=RELUFLOW_VERSION,
-    log:
-        "logs/{study}/init/{cell}.log",
-    benchmark:
-        "benchmarks/{study}/init/{cell}.tsv"
-    priority: 10
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/reluflow.yaml"
-    shell:
-        "python -m reluflow init --cell-json {params.cell:q} --output {output.init:q} > {log:q} 2>&1"
-
-
-# Finished shards live in results/{study}/.shards/{cell}/, outside the declared outputs (Snakemake deletes
-# those before a job runs), so a killed job that is run again computes only the unfinished shards.
-# The log gets everything; its progress lines also reach the console (`3>&2` keeps Snakemake's stderr as
-# descriptor 3 before stdout and stderr go to the log), one line per cell every execution.progress_interval.
+# One integrate job per study: it owns a dask LocalCluster (or joins the scheduler execution names) and runs the
+# shards of every cell on it, writing each cell's tables (init, trajectories, curves, final) as the cell's last
+# shard comes in. Finished shards live in results/{study}/.shards/ and finished cells' tables also under
+# results/{study}/.done/ (hard links), outside the declared outputs, which Snakemake deletes before it reruns
+# the job: a killed job computes only the unfinished shards, and a job rerun because one cell changed computes
+# only that cell. The log gets everything; its progress lines also reach the console (`3>&2` keeps Snakemake's
+# stderr as descriptor 3 before stdout and stderr go to the log).
 rule integrate:
     input:
-        init="results/{study}/init/{cell}.parquet",
+        cells="results/{study}/cells.parquet",
     output:
-        trajectories="results/{study}/trajectories/{cell}.parquet",
-        curves="results/{study}/curves/{cell}.parquet",
-        final="results/{study}/final/{cell}.parquet",
+        init=directory("results/{study}/init"),
+        trajectories=directory("results/{study}/trajectories"),
+        curves=directory("results/{study}/curves"),
+        final=directory("results/{study}/final"),
     params:
-        cell=cell_json,
+        study=study_json,
         version=RELUFLOW_VERSION,
-        shard_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}/.shards/{wildcards.cell}",
     log:
-        "logs/{study}/integrate/{cell}.log",
+        "logs/{study}/integrate.log",
     benchmark:
-        "benchmarks/{study}/integrate/{cell}.tsv"
+        "benchmarks/{study}/integrate.tsv"
     threads: INTEGRATE_THREADS
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 1000 * threads,
@@ -72,6 +51,5 @@ rule integrate:
     conda:
         "../envs/reluflow.yaml"
     shell:
-        "python -m reluflow integrate --cell-json {params.cell:q} --init {input.init:q}"
-        " --trajectories {output.trajectories:q} --curves {output.curves:q} --final {output.final:q}"
-        " --shard-dir {params.shard_dir:q} --workers {threads} --console-fd 3 3>&2 > {log:q} 2>&1"
+        "python -m reluflow integrate --study-json {params.study:q} --study-dir results/{wildcards.study:q}"
+        " --workers {threads} --console-fd 3 3>&2 > {log:q} 2>&1"

@@ -6,7 +6,7 @@ The only layer that knows files, dask and provenance; the Snakemake rules call i
 import importlib
 from typing import TYPE_CHECKING
 
-from ._cluster import SCHEDULER_FILE_ENV, SharedCluster, dask_client, pin_blas_threads
+from ._cluster import dask_client, pin_blas_threads
 from ._config import (
     DEFAULT_INIT,
     Cell,
@@ -24,20 +24,22 @@ from ._config import (
     validate_schema,
 )
 from ._figures import FIGURE_TABLES, FIGURES, figure_tables, write_figures
-from ._hooks import cancel_pending_timers
 from ._yaml import DuplicateKeyError, load_yaml
 
 # The stages and table writers import pandas and pyarrow (0.4 s): they are imported on first use (PEP 562), so
 # the Snakefile, which imports this package to read the config before Snakemake starts any job, does not pay
 # for them. Every name is still listed here and in __all__.
 _LAZY = {
-    **dict.fromkeys(("SHARD_TABLES", "flatten_params", "plan_shards", "read_final", "read_init", "run_shard",
-                     "write_aggregate", "write_cells", "write_init", "write_integrate"), "._stages"),
+    **dict.fromkeys(("CELL_TABLES", "SHARD_TABLES", "CellFiles", "flatten_params", "plan_shards", "read_final",
+                     "read_init", "run_shard", "write_aggregate", "write_cells", "write_init", "write_integrate"),
+                    "._stages"),
     **dict.fromkeys(("provenance", "read_metadata", "write_table"), "._tables"),
 }
 if TYPE_CHECKING:
     from ._stages import (
+        CELL_TABLES,
         SHARD_TABLES,
+        CellFiles,
         flatten_params,
         plan_shards,
         read_final,
@@ -51,13 +53,12 @@ if TYPE_CHECKING:
     from ._tables import provenance, read_metadata, write_table
 
 __all__ = [
-    "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SCHEDULER_FILE_ENV", "SHARD_TABLES", "Cell", "ConfigError",
-    "DuplicateKeyError",
-    "Plan", "SharedCluster", "Study", "cancel_pending_timers", "check_config_files", "dask_client",
-    "default_k_list", "expand_study", "figure_tables", "find_schema", "flatten_params", "load_config_files",
-    "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance",
-    "read_final", "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate",
-    "write_cells", "write_figures", "write_init", "write_integrate", "write_table",
+    "CELL_TABLES", "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SHARD_TABLES", "Cell", "CellFiles", "ConfigError",
+    "DuplicateKeyError", "Plan", "Study", "check_config_files", "dask_client", "default_k_list", "expand_study",
+    "figure_tables", "find_schema", "flatten_params", "load_config_files", "load_yaml", "pin_blas_threads",
+    "plan_config", "plan_from_snakemake", "plan_shards", "provenance", "read_final", "read_init", "read_metadata",
+    "run_shard", "validate_cell", "validate_schema", "write_aggregate", "write_cells", "write_figures", "write_init",
+    "write_integrate", "write_table",
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +35,8 @@ __all__ = [
     "cell_columns",
     "flatten_params",
     "plan_shards",
+    "CELL_TABLES",
+    "CellFiles",
     "SHARD_TABLES",
     "final_table",
     "read_final",
@@ -293,24 +296,10 @@ def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
     for path in shard.paths(shard_dir).values():
         if not path.is_file():
             return False
-        try:
-            meta = read_metadata(path)
-        except (OSError, pa.ArrowException) as exc:
-            log.warning("shard %s: cannot read %s (%s), recomputing", shard.stem, path.name, exc)
+        problem = _metadata_problem(path, lambda table: _shard_meta(cell, shard, table), _SHARD_CHECKS)
+        if problem is not None:
+            log.warning("shard %s: %s, recomputing", shard.stem, problem)
             return False
-        expected = _shard_meta(cell, shard, meta.get("reluflow.table", ""))
-        # The code too: a shard from other code (source hash), version or table schema is recomputed, never mixed
-        # in. The git commit is not compared: it is unknown outside a checkout, and a dirty tree hides edits.
-        for key, what in _SHARD_CHECKS:
-            found, want = meta.get(key), expected.get(key)
-            if want is None:  # e.g. no source hash: this process cannot tell which code wrote the shard
-                log.warning("shard %s: %s is unknown in this process, so no shard can be matched to this code, "
-                            "recomputing", shard.stem, key)
-                return False
-            if found != want:
-                detail = f"{key} differs" if key == "reluflow.params" else f"{key} {_short(found)} != {_short(want)}"
-                log.warning("shard %s: written by %s (%s), recomputing", shard.stem, what, detail)
-                return False
     problem = _shard_data_problem(cell, shard, shard_dir)
     if problem is not None:
         log.warning("shard %s: %s, recomputing", shard.stem, problem)
@@ -318,6 +307,26 @@ def _shard_is_finished(cell: Cell, shard: Shard, shard_dir: Path) -> bool:
             path.unlink(missing_ok=True)
         return False
     return True
+
+
+def _metadata_problem(path: Path, expected_meta: Any, checks: Sequence[tuple[str, str]]) -> str | None:
+    """Why the file at ``path`` was not made for what ``expected_meta(table)`` describes (None: it was), comparing
+    the metadata keys of ``checks``. The code too: a file from other code (source hash), version or table schema
+    is never mixed in. The git commit is not compared: it is unknown outside a checkout, and a dirty tree hides
+    edits. A missing key is a mismatch, never an error."""
+    try:
+        meta = read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        return f"cannot read {path.name} ({exc})"
+    expected = expected_meta(meta.get("reluflow.table", ""))
+    for key, what in checks:
+        found, want = meta.get(key), expected.get(key)
+        if want is None:  # e.g. no source hash: this process cannot tell which code wrote the file
+            return f"{key} is unknown in this process, so no file can be matched to this code"
+        if found != want:
+            detail = f"{key} differs" if key == "reluflow.params" else f"{key} {_short(found)} != {_short(want)}"
+            return f"written by {what} ({detail})"
+    return None
 
 
 def _shard_data_problem(cell: Cell, shard: Shard, shard_dir: Path) -> str | None:
@@ -423,72 +432,161 @@ def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
     })
 
 
+# ---------------------------------------------------------------------------------------------- integrate
+# The per-cell tables the integrate stage writes, each in results/{study}/{table}/{cell}.parquet
+CELL_TABLES = ("init", *SHARD_TABLES)
+_DONE_CHECKS = tuple((k, w) for k, w in _SHARD_CHECKS if k != "reluflow.trajectory_range") + (
+    ("reluflow.n_trajectories", "another number of trajectories"),)
+
+
+@dataclass(frozen=True)
+class CellFiles:
+    """Where the integrate stage keeps one cell's files under ``study_dir``: its tables, its finished shards
+    (``.shards/{cell}/``) and a second name of each finished table (``.done/``), which survives Snakemake's
+    removal of the outputs of a job it reruns, so that an unchanged cell is not computed again."""
+
+    cell: Cell
+    study_dir: Path
+
+    def output(self, table: str) -> Path:
+        return self.study_dir / table / f"{self.cell.id}.parquet"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.study_dir / ".shards" / self.cell.id
+
+    @property
+    def stem(self) -> str:  # what the tables are a function of, besides the code: parameters, seed, size
+        return f"k{self.cell.key:016x}-s{self.cell.seed}-n{self.cell.n_trajectories}"
+
+    def done(self, table: str) -> Path:
+        return self.study_dir / ".done" / f"{self.stem}.{table}.parquet"
+
+
 def write_integrate(
-    cell: Cell,
-    init_path: str | Path,
-    outputs: Mapping[str, str | Path],
-    shard_dir: str | Path,
+    cells: Sequence[Cell],
+    study_dir: str | Path,
     *,
     scheduler: str = "local",
     workers: int = 1,
     address: str | None = None,
     jobqueue: Mapping[str, Any] | None = None,
-    scheduler_file: str | Path | None = None,
     shard_size: int = 128,
     retries: int = 2,
     keep_shards: bool = False,
     progress_interval: float = 10.0,
 ) -> dict[str, int]:
-    """Integrate one cell: run its unfinished shards as dask tasks, then join every shard into the cell's
-    tables, ``outputs`` giving the path of each of ``SHARD_TABLES`` (trajectories, curves, final). Returns
-    counts of shards ``reused`` and ``computed``.
+    """Integrate ``cells`` (a study's) into ``study_dir``: each cell's ``CELL_TABLES`` (init, curves, final,
+    trajectories), all shards of all cells on one dask cluster that this call starts (or joins) and stops.
+    Returns counts: ``cells_reused`` (finished tables kept from an earlier run), ``shards_reused`` and
+    ``shards_computed``.
 
+    A cell whose finished tables are on disk (``CellFiles.done``, made by the same code for the same parameters,
+    seed and size) is not computed again; the others get their init table, then their unfinished shards run.
     Every shard is verified before it is merged (``_shard_is_finished``: its metadata, every page against its
     checksum, its rows and trajectory ids): a shard on disk that fails is recomputed with a warning, a freshly
-    written one that fails stops the job. Initial parameters are read shard by shard, and at most a few shards
-    per worker are in flight, so the driver's memory stays at a few shards whatever the cell's size.
+    written one that fails stops the job. A cell's tables are written as soon as its last shard is in. Initial
+    parameters are read shard by shard, and at most a few shards per worker are in flight, so the driver's
+    memory stays at a few shards whatever the study's size.
 
-    ``scheduler``, ``workers``, ``address``, ``jobqueue`` and ``scheduler_file`` choose the cluster
-    (``dask_client``); none of them changes a result."""
+    ``scheduler``, ``workers``, ``address`` and ``jobqueue`` choose the cluster (``dask_client``); none of them,
+    nor ``shard_size``, changes a result."""
     from ._cluster import dask_client
 
-    missing = sorted(set(SHARD_TABLES) - set(outputs))
-    if missing:
-        raise ValueError(f"write_integrate: no output path for table(s) {missing}")
-    shard_dir = Path(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    shards = plan_shards(cell, shard_size)
-    todo = [s for s in shards if not _shard_is_finished(cell, s, shard_dir)]
-    reused = len(shards) - len(todo)
-    log.info("integrate: %s, %d trajectories in %d shards of <= %d; %d shard(s) already finished (reused), "
-             "%d to compute", cell.id, cell.n_trajectories, len(shards), shard_size, reused, len(todo))
+    study_dir = Path(study_dir)
+    files = [CellFiles(c, study_dir) for c in cells]
+    pending = [f for f in files if not _restore_done(f)]
+    cells_reused = len(files) - len(pending)
+    plans: dict[str, list[Shard]] = {}
+    todo: dict[str, list[Shard]] = {}
+    for f in pending:
+        write_init(f.cell, f.output("init"))
+        f.shard_dir.mkdir(parents=True, exist_ok=True)
+        plans[f.cell.id] = plan_shards(f.cell, shard_size)
+        todo[f.cell.id] = [s for s in plans[f.cell.id] if not _shard_is_finished(f.cell, s, f.shard_dir)]
+    n_shards = sum(len(p) for p in plans.values())
+    n_todo = sum(len(t) for t in todo.values())
+    log.info("integrate: %d cell(s); %d with finished tables (reused); %d shard(s) of <= %d trajectories, %d "
+             "already finished (reused), %d to compute", len(files), cells_reused, n_shards, shard_size,
+             n_shards - n_todo, n_todo)
+    for f in pending:
+        if not todo[f.cell.id]:
+            _finish_cell(f, plans[f.cell.id], [], shard_size=shard_size, keep_shards=keep_shards)
+    running = [f for f in pending if todo[f.cell.id]]
+    if running:
+        with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue) as client:
+            _run_shards(client, running, todo, retries=retries, window=2 * max(workers, 1) + 2,
+                        n_shards=n_shards, progress_interval=progress_interval,
+                        on_cell_done=lambda f: _finish_cell(f, plans[f.cell.id], todo[f.cell.id],
+                                                            shard_size=shard_size, keep_shards=keep_shards))
+    _prune_done(study_dir, {f.stem for f in files})
+    return {"cells_reused": cells_reused, "shards_reused": n_shards - n_todo, "shards_computed": n_todo}
 
-    if todo:
-        with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue,
-                         scheduler_file=scheduler_file) as client:
-            _run_shards(client, cell, todo, _init_slices(init_path, cell, todo), shard_dir, retries=retries,
-                        window=2 * max(workers, 1) + 2, n_shards=len(shards), reused=reused,
-                        progress_interval=progress_interval)
-        bad = [s for s in todo if not _shard_is_finished(cell, s, shard_dir)]
-        if bad:
-            raise RuntimeError(f"{len(bad)} shard(s) of {cell.id} failed verification right after they were "
-                               f"written (first: {bad[0].stem} in {shard_dir}): the disk may be failing or full; "
-                               "nothing was merged, rerun to recompute them")
 
+def _restore_done(f: CellFiles) -> bool:
+    """Put a cell's finished tables back in place from ``.done`` (a hard link, else a copy), if every one is there
+    and was made by this code for this cell; True if it did."""
+    paths = {t: f.done(t) for t in CELL_TABLES}
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    for table, path in paths.items():
+        problem = _metadata_problem(path, lambda kind: _cell_meta(f.cell, kind), _DONE_CHECKS)
+        if problem is None and table != "curves" and pq.read_metadata(path).num_rows != f.cell.n_trajectories:
+            problem = f"{path.name} holds {pq.read_metadata(path).num_rows} rows, not {f.cell.n_trajectories}"
+        if problem is not None:
+            log.warning("cell %s: finished tables not reused: %s; computing the cell", f.cell.id, problem)
+            for p in paths.values():
+                p.unlink(missing_ok=True)
+            return False
+    for table, path in paths.items():
+        _link(path, f.output(table))
+    log.info("cell %s: finished tables of an earlier run reused", f.cell.id)
+    return True
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Give ``src`` the second name ``dst``, atomically: a hard link (no copy of the data), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (another file system, or not supported)
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _prune_done(study_dir: Path, keep: set[str]) -> None:
+    """Remove the ``.done`` names of tables no cell of the study has any more (a changed parameter, seed, size)."""
+    done_dir = study_dir / ".done"
+    if done_dir.is_dir():
+        for path in done_dir.glob("*.parquet"):
+            if path.name.split(".", 1)[0] not in keep:
+                path.unlink(missing_ok=True)
+
+
+def _finish_cell(f: CellFiles, shards: list[Shard], fresh: list[Shard], *, shard_size: int,
+                 keep_shards: bool) -> None:
+    """Merge a cell whose shards are all in: verify the fresh ones again, stream every shard into the cell's
+    tables, give them their ``.done`` names, remove the shards (unless ``keep_shards``)."""
+    bad = [s for s in fresh if not _shard_is_finished(f.cell, s, f.shard_dir)]
+    if bad:
+        raise RuntimeError(f"{len(bad)} shard(s) of {f.cell.id} failed verification right after they were written "
+                           f"(first: {bad[0].stem} in {f.shard_dir}): the disk may be failing or full; nothing of "
+                           "this cell was merged, rerun to recompute them")
     for table in SHARD_TABLES:
-        out = outputs[table]
-        files = [s.paths(shard_dir)[table] for s in shards]
-        schema = pa.unify_schemas([pq.read_schema(f).remove_metadata() for f in files],
+        paths = [s.paths(f.shard_dir)[table] for s in shards]
+        schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in paths],
                                   promote_options="permissive")
-        pandas_meta = pq.read_schema(files[0]).metadata or {}
+        pandas_meta = pq.read_schema(paths[0]).metadata or {}
         schema = schema.with_metadata({k: v for k, v in pandas_meta.items() if k == b"pandas"})
-        pieces = (_read_checked(f) for f in files)
-        n = write_tables_streaming(pieces, out, _cell_meta(cell, table, shard_size=str(shard_size)), schema=schema)
-        log.info("wrote %s: %d rows -> %s", table, n, out)
-
+        n = write_tables_streaming((_read_checked(p) for p in paths), f.output(table),
+                                   _cell_meta(f.cell, table, shard_size=str(shard_size)), schema=schema)
+        log.info("wrote %s: %d rows -> %s", table, n, f.output(table))
+    for table in CELL_TABLES:
+        _link(f.output(table), f.done(table))
     if not keep_shards:
-        shutil.rmtree(shard_dir, ignore_errors=True)
-    return {"reused": reused, "computed": len(todo)}
+        shutil.rmtree(f.shard_dir, ignore_errors=True)
 
 
 def _read_checked(path: Path) -> pa.Table:
@@ -525,58 +623,74 @@ def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iter
         buf_ids, buf_theta, start = [ids[hi:]], [theta[hi:]], shard.stop
 
 
-def _run_shards(client: Any, cell: Cell, todo: list[Shard], inputs: Iterator[tuple[Shard, np.ndarray]],
-                shard_dir: Path, *, retries: int, window: int, n_shards: int, reused: int,
-                progress_interval: float) -> None:
-    """Run shards on ``client``, at most ``window`` in flight, writing each as it completes. A lost cluster or
-    a shard whose workers keep dying ends the job with one sentence; finished shards stay for a rerun."""
+def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Shard]], *, retries: int,
+                window: int, n_shards: int, progress_interval: float, on_cell_done: Any) -> None:
+    """Run the ``todo`` shards of ``cells`` on ``client``, cell after cell, at most ``window`` in flight; write
+    each shard as it completes, and call ``on_cell_done(cell_files)`` once a cell's last shard is in. A lost
+    cluster or a shard whose workers keep dying ends the job with one sentence; finished shards stay for a rerun.
+    """
     from distributed import KilledWorker, as_completed
 
-    cell_json = cell.to_json()
-    by_key: dict[str, Shard] = {}
+    def inputs() -> Iterator[tuple[CellFiles, Shard, np.ndarray]]:
+        for f in cells:
+            for shard, theta0 in _init_slices(f.output("init"), f.cell, todo[f.cell.id]):
+                yield f, shard, theta0
+
+    source = inputs()
+    cell_json = {f.cell.id: f.cell.to_json() for f in cells}
+    left = {f.cell.id: len(todo[f.cell.id]) for f in cells}
+    by_key: dict[str, tuple[CellFiles, Shard]] = {}
     running = as_completed()
 
     def submit_next() -> None:
-        nxt = next(inputs, None)
+        nxt = next(source, None)
         if nxt is not None:
-            shard, theta0 = nxt
+            f, shard, theta0 = nxt
             # an explicit, distinct key per shard: submit is pure by default and would merge equal-looking tasks
-            future = client.submit(run_shard, cell_json, shard.start, shard.stop, theta0,
+            future = client.submit(run_shard, cell_json[f.cell.id], shard.start, shard.stop, theta0,
                                    key=f"reluflow-shard-{shard.stem}", retries=retries, pure=False)
-            by_key[future.key] = shard
+            by_key[future.key] = (f, shard)
             running.add(future)
 
     for _ in range(window):
         submit_next()
+    n_todo = sum(left.values())
+    total_traj = sum(s.n for f in cells for s in todo[f.cell.id])
     t0 = last = time.monotonic()
     done = done_traj = 0
     for future in running:
-        shard = by_key.pop(future.key)
+        f, shard = by_key.pop(future.key)
         try:
             tables = future.result()
         except KilledWorker as exc:
             raise RuntimeError(
-                f"shard {shard.stem} of {cell.id}: dask workers died running it {retries + 1} or more times "
+                f"shard {shard.stem} of {f.cell.id}: dask workers died running it {retries + 1} or more times "
                 f"(out of memory, or killed): lower execution.shard_size or give workers more memory, then rerun "
-                f"({done + reused} finished shard(s) are kept and reused) [{exc}]") from None
+                f"({n_shards - n_todo + done} finished shard(s) are kept and reused) [{exc}]") from None
         except CancelledError:
             raise RuntimeError(
-                f"the dask cluster went away while shard {shard.stem} of {cell.id} was running (its scheduler "
-                f"stopped or was killed): rerun to resume ({done + reused} finished shard(s) are kept)") from None
+                f"the dask cluster went away while shard {shard.stem} of {f.cell.id} was running (its scheduler "
+                f"stopped or was killed): rerun to resume ({n_shards - n_todo + done} finished shard(s) are kept)"
+            ) from None
         n_rows = tables["trajectories"].num_rows
         if n_rows != shard.n:
             raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
-        _write_shard(cell, shard, shard_dir, tables)
+        _write_shard(f.cell, shard, f.shard_dir, tables)
         future.release()
         submit_next()
         done += 1
         done_traj += shard.n
+        left[f.cell.id] -= 1
+        if left[f.cell.id] == 0:
+            on_cell_done(f)
+            log.info("cell %s: done", f.cell.id, extra={"console": True})
         now = time.monotonic()
-        if now - last >= progress_interval or done == len(todo):
+        if now - last >= progress_interval or done == n_todo:
             rate = done_traj / max(now - t0, 1e-9)
-            eta = round((sum(s.n for s in todo) - done_traj) / rate)  # seconds, at the rate so far
-            log.info("progress: %d/%d shards (%d %%), %.1f trajectories/s, ETA %d:%02d:%02d", done + reused,
-                     n_shards, 100 * (done + reused) // n_shards, rate, eta // 3600, eta // 60 % 60, eta % 60,
+            eta = round((total_traj - done_traj) / rate)  # seconds, at the rate so far
+            finished = n_shards - n_todo + done
+            log.info("progress: %d/%d shards (%d %%), %.1f trajectories/s, ETA %d:%02d:%02d", finished, n_shards,
+                     100 * finished // n_shards, rate, eta // 3600, eta // 60 % 60, eta % 60,
                      extra={"console": True})  # console: the CLI's --console-fd, if given
             last = now
 
