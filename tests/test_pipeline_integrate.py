@@ -155,8 +155,10 @@ def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # wait until a few shards are finished (a shard's trajectories file is written last), then kill the job
+        deadline = time.monotonic() + 300
         while len(list(shard_dir.glob("*.trajectories.parquet"))) < 3:
             assert first.poll() is None, first.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no shard finished within 300 s"
             time.sleep(0.02)
         driver = _integrate_driver(psutil.Process(first.pid))
         assert driver is not None
@@ -347,8 +349,10 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "reluflow", "integrate", "--study-json", study.to_json(),
                              "--study-dir", str(res), "--workers", "1", "--shard-size", "2", "--execution-json",
                              "{}"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
     while len(list(shards.glob("*.trajectories.parquet"))) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no shard finished within 300 s"
         time.sleep(0.02)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
