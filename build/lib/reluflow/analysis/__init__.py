@@ -1,0 +1,57 @@
+"""Per-trajectory analysis (critical points, Hessian spectra, classes, rate fits) and per-cell aggregates.
+
+Pure numpy/pandas functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
+confidence intervals for the per-cell fractions, medians and best-of-K probabilities.
+"""
+
+from ._aggregate import (
+    BEST_OF_K_COLUMNS,
+    MIN_GROUPS,
+    QUANTILES,
+    STATUSES,
+    best_of_k,
+    best_of_k_column,
+    best_of_k_successes,
+    best_of_k_table,
+    summarize_cell,
+)
+from ._classify import CLASSES, CRITICAL_CLASSES, DIVERGED_STATUSES, at_optimum, classify, critical_class
+from ._critical import refine_critical_points
+from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints
+from ._hessian import hessian, hessian_spectrum, spectrum_from_hessian
+from ._intervals import BINOMIAL_METHODS, BOOTSTRAP_RESAMPLES, CONFIDENCE, binomial_interval, bootstrap_median_interval
+from ._rates import RATE_MODELS, rate_fits
+
+__all__ = [
+    "BEST_OF_K_COLUMNS",
+    "BINOMIAL_METHODS",
+    "BOOTSTRAP_RESAMPLES",
+    "CLASSES",
+    "CONFIDENCE",
+    "CRITICAL_CLASSES",
+    "DIVERGED_STATUSES",
+    "HESSIAN_AT",
+    "HESSIAN_COLUMNS",
+    "MIN_GROUPS",
+    "QUANTILES",
+    "RATE_MODELS",
+    "REFINE_STATUSES",
+    "STATUSES",
+    "TRUST_RTOL",
+    "analyse_endpoints",
+    "at_optimum",
+    "best_of_k",
+    "best_of_k_column",
+    "best_of_k_successes",
+    "best_of_k_table",
+    "binomial_interval",
+    "bootstrap_median_interval",
+    "classify",
+    "critical_class",
+    "hessian",
+    "hessian_spectrum",
+    "rate_fits",
+    "refine_critical_points",
+    "spectrum_from_hessian",
+    "summarize_cell",
+]

@@ -1,0 +1,207 @@
+"""The ``reluflow`` command line: what the Snakemake rules call (``python -m reluflow STAGE ...``).
+
+Each stage takes its cell or study as canonical JSON (the Snakemake rule passes it as a param, so a changed
+parameter reruns exactly the affected jobs) and explicit input/output paths. Execution settings (dask
+scheduler, workers, shard size) come from ``--execution-json`` or the ``RELUFLOW_EXECUTION`` environment
+variable the Snakefile sets: they never change results, so they are not params (no reruns when they change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+
+__all__ = ["main"]
+
+EXECUTION_ENV = "RELUFLOW_EXECUTION"
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _execution(args: argparse.Namespace) -> dict[str, Any]:
+    text = args.execution_json or os.environ.get(EXECUTION_ENV) or "{}"
+    try:
+        ex = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: execution settings are not valid JSON ({exc}): {text!r}") from None
+    for name in ("scheduler", "address", "shard_size", "retries", "progress_interval"):
+        value = getattr(args, name, None)
+        if value is not None:
+            ex[name] = value
+    if getattr(args, "keep_shards", False):
+        ex["keep_shards"] = True
+    return ex
+
+
+def _console(fd: int | None) -> TextIO | None:
+    """A text stream on descriptor ``fd``, the console that a Snakemake rule hands its job with ``3>&2`` before
+    sending stdout and stderr to the job's log; ``None`` without one (not given, or not open)."""
+    if fd is None:
+        return None
+    try:
+        return os.fdopen(fd, "w", buffering=1)
+    except OSError:
+        return None
+
+
+class _ConsoleFilter(logging.Filter):
+    """The records logged with ``extra={"console": True}``: progress lines and dashboard links."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(getattr(record, "console", False))
+
+
+def _log_to_console(console: TextIO, prefix: str) -> None:
+    """Copy the console records of reluflow's loggers to ``console``, each line starting with ``prefix``."""
+    handler = logging.StreamHandler(console)
+    handler.addFilter(_ConsoleFilter())
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + " %(message)s"))
+    logging.getLogger("reluflow").addHandler(handler)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .pipeline import find_schema, load_config_files, plan_config
+
+    files = args.configfile or ["config.yaml"]
+    schema = Path(args.schema) if args.schema else find_schema()
+    plan = plan_config(load_config_files(files), schema)
+    for study in plan.studies.values():
+        mark = "*" if study.name in plan.run else " "
+        print(f"{mark} {study.name}: {len(study.cells)} cells x {study.n_trajectories} trajectories, "
+              f"seed {study.seed}")
+        for cell in study.cells.values():
+            print(f"    {cell.id:<32} key {cell.key}")
+    print(f"execution: {json.dumps(plan.execution, sort_keys=True)}")
+    print("config OK (* = built by `rule all`)")
+    return 0
+
+
+def _cmd_cells(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_cells
+
+    write_cells(Study.from_json(args.study_json), args.output)
+    return 0
+
+
+def _cmd_integrate(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_integrate
+
+    study = Study.from_json(args.study_json)
+    console = _console(args.console_fd)
+    if console is not None:  # progress lines and the dashboard link on the console too
+        _log_to_console(console, study.name)
+    ex = _execution(args)
+    scheduler = ex.get("scheduler") or "local"
+    # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
+    workers = (ex.get("workers") if scheduler == "jobqueue" else args.workers or ex.get("workers")) or 1
+    counts = write_integrate(
+        list(study.cells.values()), args.study_dir,
+        scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
+        shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
+        keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
+    )
+    logging.getLogger("reluflow.pipeline").info(
+        "integrate done: %d cell(s) reused; %d shard(s) reused, %d computed", counts["cells_reused"],
+        counts["shards_reused"], counts["shards_computed"])
+    return 0
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_aggregate
+
+    study = Study.from_json(args.study_json)
+    by_cell = {cell: Path(args.study_dir, "trajectories", f"{cell}.parquet") for cell in study.cell_ids}
+    write_aggregate(study, by_cell, args.output, best_of_k_output=args.best_of_k)
+    return 0
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from .pipeline import Study, write_figures
+
+    if args.processes < 1:
+        raise SystemExit(f"error: --processes = {args.processes} is not allowed: expected an integer >= 1")
+    write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output,
+                  processes=args.processes)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reluflow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate config file(s) and list the studies' cells")
+    c.add_argument("-c", "--configfile", action="append", help="config file (repeatable; default config.yaml)")
+    c.add_argument("--schema", help="config schema (default: the one installed with reluflow, "
+                   "reluflow/pipeline/config.schema.yaml)")
+    c.set_defaults(func=_cmd_check)
+
+    c = sub.add_parser("cells", help="write cells.parquet for a study")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--output", required=True)
+    c.set_defaults(func=_cmd_cells)
+
+    c = sub.add_parser("integrate", help="integrate every cell of a study on one dask cluster, resuming finished "
+                       "shards and reusing finished cells")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}: where the cells' tables go")
+    c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
+    c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
+    c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
+    c.add_argument("--address")
+    c.add_argument("--shard-size", type=int)
+    c.add_argument("--retries", type=int)
+    c.add_argument("--progress-interval", type=float)
+    c.add_argument("--keep-shards", action="store_true")
+    c.add_argument("--console-fd", type=int, help="also write the progress lines to this open file descriptor "
+                   "(the workflow passes the console as 3 while the log takes stdout and stderr)")
+    c.set_defaults(func=_cmd_integrate)
+
+    c = sub.add_parser("aggregate", help="write a study's summary.parquet (and best_of_k.parquet)")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}: its trajectories/{cell}.parquet are read")
+    c.add_argument("--output", required=True, help="output: summary.parquet")
+    c.add_argument("--best-of-k", metavar="PATH", help="output: best_of_k.parquet, best-of-K with intervals "
+                   "(long format; not written when omitted)")
+    c.set_defaults(func=_cmd_aggregate)
+
+    c = sub.add_parser("figures", help="draw a study's figures")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}")
+    c.add_argument("--output", nargs="+", required=True, help="figure files to write (.png / .pdf)")
+    c.add_argument("--processes", type=int, default=1, help="draw the figures in this many processes (default 1; "
+                   "the files are the same whatever the number)")
+    c.set_defaults(func=_cmd_figures)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``reluflow`` and ``python -m reluflow``."""
+    args = _parser().parse_args(argv)
+    # SLURM (time limit, scancel) and Snakemake stop jobs with SIGTERM: unwind like Ctrl-C, so the dask cluster
+    # shuts down and no temporary file is left behind; finished shards stay for the next run.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    # dask's own INFO lines (scheduler, nannies; workers inherit the environment) would drown our progress lines
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .pipeline import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,28 @@
+"""Dynamics: initializations, GD and GF solvers behind one ``step`` contract, and the ``integrate`` loop.
+
+See ``docs/methods.md`` for the ``method`` and ``init`` dicts and the tables ``reluflow.simulate`` returns.
+"""
+
+from ._events import STATUSES, Stop, check_events
+from ._init import INIT_KEYS, global_min_center, init_from_dict, initialize
+from ._integrate import Record, Solution, checkpoint_grid, integrate
+from ._method import METHOD_KEYS, Method, method_from_dict
+from ._schedules import (
+    ConstantSchedule,
+    ConstantStepSize,
+    PIDController,
+    PiecewiseSchedule,
+    PowerSchedule,
+    Schedule,
+    ScheduledStepSize,
+    StepSizeController,
+)
+from ._solvers import RK4, SOLVERS, AbstractSolver, Dopri5, Euler, GradientDescent, StepResult
+
+__all__ = [
+    "INIT_KEYS", "METHOD_KEYS", "RK4", "SOLVERS", "STATUSES", "AbstractSolver", "ConstantSchedule",
+    "ConstantStepSize", "Dopri5", "Euler", "GradientDescent", "Method", "PIDController", "PiecewiseSchedule",
+    "PowerSchedule", "Record", "Schedule", "ScheduledStepSize", "Solution", "StepResult", "StepSizeController",
+    "Stop", "check_events", "checkpoint_grid", "global_min_center", "init_from_dict", "initialize", "integrate",
+    "method_from_dict",
+]

@@ -1,0 +1,317 @@
+"""The integrate loop: one loop for GD and every GF solver.
+
+``integrate(problem, solver, theta0, stop=..., controller=..., record=...)`` advances a batch of trajectories
+``theta0`` ``(T, P)`` and owns everything that is not the step itself: step-size control (accept/reject per
+trajectory), stopping events (``_events``), checkpoints, per-step monitors and compaction (a trajectory that
+stops leaves the live batch, so the cost follows the live ones).
+
+``problem`` is any object with ``risk_and_grad(theta (A, P)) -> (risk (A,), grad (A, P))`` whose rows do not
+interact; when it also has an ``architecture`` (a ``Problem``), the per-unit monitors are tracked.
+
+Bitwise reproducibility: every operation on live rows is elementwise in the trajectory axis or a reduction inside
+one row, and rows are only ever selected (compaction, accepted subsets), never mixed; the clock of a fixed-step
+or GD run is a function of the step count. So a trajectory's numbers are the same in any batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..network._units import balance_defined, unit_balance, unit_norms
+from ._events import RUNNING, STATUSES, Stop, check_events
+from ._schedules import ConstantStepSize, PIDController, StepSizeController
+from ._solvers import AbstractSolver
+
+__all__ = ["Record", "Solution", "checkpoint_grid", "integrate"]
+
+# Relative risk increases are measured against max(|L_old|, _TINY) so that L_old = 0 cannot divide by zero.
+_TINY = np.finfo(np.float64).tiny
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where to record curves: the states at the first accepted step whose clock reaches each ``grid`` point
+    (``on = "t"``: the time; ``on = "step"``: the step index), plus every trajectory's start and end state.
+    ``grid`` is ascending and starts at 0."""
+
+    grid: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    on: str = "t"
+
+    def __post_init__(self) -> None:
+        if self.on not in ("t", "step"):
+            raise ValueError(f"Record.on = {self.on!r} is not allowed: expected 't' or 'step'")
+        object.__setattr__(self, "grid", np.asarray(self.grid, dtype=float))
+
+
+def checkpoint_grid(n_checkpoints: int, end: float, first: float, *, integer: bool = False) -> np.ndarray:
+    """``0`` followed by ``n_checkpoints - 1`` log-spaced points from ``first`` to ``end`` (both included).
+
+    ``integer=True`` rounds to step indices and drops duplicates (GD), so there may be fewer points.
+    """
+    if n_checkpoints < 2:
+        raise ValueError(f"n_checkpoints = {n_checkpoints!r} is not allowed: expected an integer >= 2")
+    first = min(first, end)
+    pts = np.geomspace(first, end, n_checkpoints - 1) if n_checkpoints > 2 else np.array([end], float)
+    if integer:
+        pts = np.unique(np.round(pts))
+    return np.concatenate([[0.0], pts])
+
+
+@dataclass
+class Solution:
+    """What ``integrate`` returns; every ``(T,)`` array follows the rows of ``theta0``.
+
+    ``status`` (T,) str; ``theta`` (T, P) final parameters; ``risk``, ``grad_norm``, ``param_norm``, ``t`` final
+    values; ``steps`` accepted steps and ``n_rejected`` rejected attempts (int64); ``risk_init``,
+    ``param_norm_init``; ``risk_min`` and ``param_norm_max`` over all accepted states; ``max_risk_increase`` the
+    largest ``(L_{n+1} - L_n) / |L_n|`` over consecutive accepted states (0 if the risk never increased);
+    ``min_unit_norm`` the minimum over states and first-layer units of ``|w_j| + |b_j|`` and ``balance_drift``
+    the maximum over states and units of ``|B_j(t) - B_j(0)|`` (NaN without an architecture or a trained
+    outgoing layer). ``curves`` holds the recorded states as flat arrays ``row, checkpoint, step, t, risk,
+    grad_norm, param_norm``, sorted by row, then checkpoint.
+    """
+
+    status: np.ndarray
+    theta: np.ndarray
+    risk: np.ndarray
+    grad_norm: np.ndarray
+    param_norm: np.ndarray
+    t: np.ndarray
+    steps: np.ndarray
+    n_rejected: np.ndarray
+    risk_init: np.ndarray
+    param_norm_init: np.ndarray
+    risk_min: np.ndarray
+    param_norm_max: np.ndarray
+    max_risk_increase: np.ndarray
+    min_unit_norm: np.ndarray
+    balance_drift: np.ndarray
+    curves: dict[str, np.ndarray]
+
+
+def _row_norm(x: np.ndarray) -> np.ndarray:
+    # a reduction inside each row only: the same bits whatever the batch
+    return np.sqrt(np.sum(x * x, axis=1))
+
+
+def _safe(risk_and_grad: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``risk_and_grad`` that never sees a non-finite row (it gets NaN results instead) and never warns."""
+
+    def fn(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(theta).all(axis=1)
+            if ok.all():
+                risk, grad = risk_and_grad(theta)
+                return np.asarray(risk, dtype=float), np.asarray(grad, dtype=float)
+            risk = np.full(theta.shape[0], np.nan)
+            grad = np.full(theta.shape, np.nan)
+            if ok.any():
+                r, g = risk_and_grad(np.ascontiguousarray(theta[ok]))
+                risk[ok], grad[ok] = r, g
+            return risk, grad
+
+    return fn
+
+
+class _Monitors:
+    """Per-unit monitors (``min_unit_norm``, ``balance_drift``) of a problem with an architecture."""
+
+    def __init__(self, problem: Any) -> None:
+        self.arch = getattr(problem, "architecture", None)
+        if self.arch is not None:
+            self.defined = balance_defined(self.arch)
+            self.any_defined = bool(self.defined.any())
+
+    def unit_min(self, theta: np.ndarray) -> np.ndarray:
+        if self.arch is None:
+            return np.full(theta.shape[0], np.nan)
+        return unit_norms(self.arch, theta).min(axis=1)
+
+    def balance(self, theta: np.ndarray) -> np.ndarray:
+        if self.arch is None or not self.any_defined:
+            return np.full((theta.shape[0], 1), np.nan)
+        return unit_balance(self.arch, theta)[:, self.defined]
+
+
+def integrate(
+    problem: Any,
+    solver: AbstractSolver,
+    theta0: np.ndarray,
+    *,
+    stop: Stop,
+    controller: StepSizeController,
+    record: Record | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+) -> Solution:
+    """Integrate every row of ``theta0`` ``(T, P)`` until its stopping event; see ``Solution`` for the result.
+
+    ``controller``: ``ScheduledStepSize`` (GD), ``ConstantStepSize`` (fixed-step GF) or ``PIDController``
+    (adaptive; the solver must have an error estimate). ``progress(done, total)`` is called whenever
+    trajectories finish.
+    """
+    theta = np.array(theta0, dtype=np.float64, order="C", copy=True)
+    if theta.ndim != 2:
+        raise ValueError(f"theta0 has shape {theta.shape}: expected (T, P)")
+    if controller.adaptive and solver.error_order is None:
+        raise ValueError(f"solver {solver!r} has no error estimate: it cannot run under {controller!r}")
+    if isinstance(controller, ConstantStepSize | PIDController) and stop.t_end is None:
+        raise ValueError(f"{type(controller).__name__} needs Stop.t_end")
+    record = record if record is not None else Record()
+    grid = record.grid
+    t_end = np.inf if stop.t_end is None else float(stop.t_end)
+    n_total, n_par = theta.shape
+    fn = _safe(problem.risk_and_grad)
+    mon = _Monitors(problem)
+
+    # ------------------------------------------------------------------ outputs, indexed by row of theta0
+    out_status = np.zeros(n_total, dtype=np.int8)
+    out = {name: np.full(n_total, np.nan) for name in (
+        "risk", "grad_norm", "param_norm", "t", "risk_init", "param_norm_init", "risk_min", "param_norm_max",
+        "max_risk_increase", "min_unit_norm", "balance_drift")}
+    out_steps = np.zeros(n_total, dtype=np.int64)
+    out_rejected = np.zeros(n_total, dtype=np.int64)
+    out_theta = np.full((n_total, n_par), np.nan)
+    curves: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "row", "checkpoint", "step", "t", "risk", "grad_norm", "param_norm")}
+
+    # ------------------------------------------------------------------ live state, compacted as rows stop
+    with np.errstate(all="ignore"):
+        risk, grad = fn(theta)
+        gnorm, pnorm = _row_norm(grad), _row_norm(theta)
+        finite = np.isfinite(theta).all(axis=1) & np.isfinite(risk) & np.isfinite(grad).all(axis=1)
+        live: dict[str, np.ndarray] = {
+            "row": np.arange(n_total),
+            "theta": theta, "risk": risk, "grad": grad, "gnorm": gnorm, "pnorm": pnorm, "finite": finite,
+            "t": np.zeros(n_total), "n": np.zeros(n_total, dtype=np.int64),
+            "rejected": np.zeros(n_total, dtype=np.int64),
+            "h": controller.initial(n_total),
+            "next_cp": np.ones(n_total, dtype=np.int64), "n_rec": np.zeros(n_total, dtype=np.int64),
+            "last_rec": np.full(n_total, -1, dtype=np.int64),  # step of the latest recorded state
+            "risk_min": risk.copy(), "pnorm_max": pnorm.copy(), "incr": np.zeros(n_total),
+            "umin": mon.unit_min(theta), "B0": mon.balance(theta),
+        }
+        # NaN where the balance is undefined (no architecture, fixed outgoing layer) or theta0 is not finite
+        live["drift"] = np.where(np.isfinite(live["B0"]).all(axis=1), 0.0, np.nan)
+    out["risk_init"][:], out["param_norm_init"][:] = risk, pnorm
+    state = solver.init(fn, theta, risk, grad)
+
+    def emit(sel: np.ndarray) -> None:
+        """Record the current state of live rows ``sel`` (indices into the live arrays)."""
+        curves["row"].append(live["row"][sel])
+        curves["checkpoint"].append(live["n_rec"][sel].copy())
+        curves["step"].append(live["n"][sel].copy())
+        curves["t"].append(live["t"][sel].copy())
+        curves["risk"].append(live["risk"][sel])
+        curves["grad_norm"].append(live["gnorm"][sel])
+        curves["param_norm"].append(live["pnorm"][sel])
+        live["n_rec"][sel] += 1
+        live["last_rec"][sel] = live["n"][sel]
+
+    # the start is checkpoint 0 of every trajectory
+    emit(np.arange(n_total))
+    status = check_events(stop, live["finite"], live["risk"], live["gnorm"], live["pnorm"], live["t"], live["n"],
+                          live["n"] + live["rejected"])
+    done = 0
+
+    while True:
+        stopped = status != RUNNING
+        if stopped.any():
+            sel = np.flatnonzero(stopped)
+            rows = live["row"][sel]
+            out_status[rows] = status[sel]
+            for src, dst in (("risk", "risk"), ("gnorm", "grad_norm"), ("pnorm", "param_norm"), ("t", "t"),
+                             ("risk_min", "risk_min"), ("pnorm_max", "param_norm_max"),
+                             ("incr", "max_risk_increase"), ("umin", "min_unit_norm"),
+                             ("drift", "balance_drift")):
+                out[dst][rows] = live[src][sel]
+            out_steps[rows] = live["n"][sel]
+            out_rejected[rows] = live["rejected"][sel]
+            out_theta[rows] = live["theta"][sel]
+            keep = np.flatnonzero(~stopped)
+            live = {k: v[keep] for k, v in live.items()}
+            if state is not None:
+                state = {k: v[keep] for k, v in state.items()}
+            done += len(sel)
+            if progress is not None:
+                progress(done, n_total)
+        if len(live["row"]) == 0:
+            break
+
+        # ---------------------------------------------------------------- one step attempt of every live row
+        with np.errstate(all="ignore"):
+            h, t_next = controller.propose(live["h"], live["n"], live["t"], t_end)
+            res = solver.step(fn, live["t"], live["theta"], h, live["grad"], state)
+            if controller.adaptive:
+                err = controller.error_norm(res.error, live["theta"], res.theta)
+                accept, live["h"] = controller.adapt(h, err, solver.error_order)
+                live["rejected"] += ~accept
+                sl = slice(None) if accept.all() else np.flatnonzero(accept)
+            else:
+                sl = slice(None)
+            new_theta = res.theta[sl]
+            if res.grad is not None:
+                new_risk, new_grad = res.risk[sl], res.grad[sl]
+            else:
+                new_risk, new_grad = fn(new_theta)
+            if res.state is not None:
+                state = res.state
+
+            # a copy: with every row accepted ``sl`` is ``slice(None)`` and ``live["risk"][sl]`` a view, which the
+            # assignment below would overwrite with the new risk (max_risk_increase was then always 0)
+            old_risk = live["risk"][sl].copy()
+            new_gnorm, new_pnorm = _row_norm(new_grad), _row_norm(new_theta)
+            live["finite"][sl] = (np.isfinite(new_theta).all(axis=1) & np.isfinite(new_risk)
+                                  & np.isfinite(new_grad).all(axis=1))
+            live["theta"][sl], live["risk"][sl], live["grad"][sl] = new_theta, new_risk, new_grad
+            live["gnorm"][sl], live["pnorm"][sl] = new_gnorm, new_pnorm
+            live["t"][sl] = t_next[sl]
+            live["n"][sl] += 1
+            live["risk_min"][sl] = np.fmin(live["risk_min"][sl], new_risk)
+            live["pnorm_max"][sl] = np.fmax(live["pnorm_max"][sl], new_pnorm)
+            rel = (new_risk - old_risk) / np.maximum(np.abs(old_risk), _TINY)
+            live["incr"][sl] = np.fmax(live["incr"][sl], rel)
+            live["umin"][sl] = np.fmin(live["umin"][sl], mon.unit_min(new_theta))
+            drift = np.max(np.abs(mon.balance(new_theta) - live["B0"][sl]), axis=1)
+            live["drift"][sl] = np.fmax(live["drift"][sl], drift)
+
+        status = check_events(stop, live["finite"], live["risk"], live["gnorm"], live["pnorm"], live["t"],
+                              live["n"], live["n"] + live["rejected"])
+        # checkpoints: accepted rows whose clock reached the next grid point, and every row that stops now
+        clock = live["t"] if record.on == "t" else live["n"].astype(float)
+        crossed = np.zeros(len(clock), dtype=bool)
+        crossed[sl] = clock[sl] >= grid[np.minimum(live["next_cp"][sl], len(grid) - 1)]
+        crossed &= live["next_cp"] < len(grid)
+        just_stepped = np.zeros(len(clock), dtype=bool)
+        just_stepped[sl] = True
+        final = (status != RUNNING) & just_stepped
+        sel = np.flatnonzero(crossed | final)
+        if len(sel):
+            emit(sel)
+            live["next_cp"][sel] = np.searchsorted(grid, clock[sel], side="right")
+        # a row that stops on a rejected attempt (max_steps) was recorded at its last accepted state already,
+        # unless that state fell between grid points
+        pending = np.flatnonzero((status != RUNNING) & ~just_stepped)
+        missing = pending[live["last_rec"][pending] != live["n"][pending]]
+        if len(missing):
+            emit(missing)
+
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in curves.items()}
+    order = np.lexsort((cat["checkpoint"], cat["row"]))
+    cat = {k: v[order] for k, v in cat.items()}
+    for k in ("row", "checkpoint", "step"):
+        cat[k] = cat[k].astype(np.int64)
+    return Solution(
+        status=np.array(STATUSES, dtype=object)[out_status],
+        theta=out_theta,
+        risk=out["risk"], grad_norm=out["grad_norm"], param_norm=out["param_norm"], t=out["t"],
+        steps=out_steps, n_rejected=out_rejected,
+        risk_init=out["risk_init"], param_norm_init=out["param_norm_init"],
+        risk_min=out["risk_min"], param_norm_max=out["param_norm_max"],
+        max_risk_increase=out["max_risk_increase"], min_unit_norm=out["min_unit_norm"],
+        balance_drift=out["balance_drift"], curves=cat,
+    )
+
