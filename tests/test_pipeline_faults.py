@@ -174,3 +174,19 @@ def test_dying_workers_end_the_job_with_one_sentence(tmp_path):
         finally:
             stop.set()
             killer.join(timeout=30)
+
+
+def test_damaged_finished_tables_are_not_put_back(finished, tmp_path, caplog):
+    """A finished cell's .done name of a table that is truncated (the output and .done are one file: a disk
+    fault hits both) is not reused: the cell is computed again, with a warning, and its tables are whole."""
+    cell, _, reference = finished  # integrated once: its .done names are there
+    shutil.rmtree(tmp_path / ".shards")
+    done = next((tmp_path / ".done").glob("*.trajectories.parquet"))
+    raw = done.read_bytes()
+    done.write_bytes(raw[: len(raw) // 2])  # the footer is gone
+    with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
+        counts = write_integrate([cell], tmp_path, workers=1, shard_size=4, progress_interval=1e9)
+    assert counts == {"cells_reused": 0, "shards_reused": 0, "shards_computed": 3}
+    assert any("finished tables not reused" in r.getMessage() for r in caplog.records)
+    _assert_complete(tmp_path, reference)
+    assert write_integrate([cell], tmp_path, workers=1, shard_size=4, progress_interval=1e9)["cells_reused"] == 1

@@ -476,8 +476,9 @@ def write_integrate(
     keep_shards: bool = False,
     progress_interval: float = 10.0,
 ) -> dict[str, int]:
-    """Integrate ``cells`` (a study's) into ``study_dir``: each cell's ``CELL_TABLES`` (init, curves, final,
-    trajectories), all shards of all cells on one dask cluster that this call starts (or joins) and stops.
+    """Integrate ``cells`` (all of a study's: the ``.done`` names of other cells in ``study_dir`` are removed) into
+    ``study_dir``: each cell's ``CELL_TABLES`` (init, curves, final, trajectories), all shards of all cells on one
+    dask cluster that this call starts (or joins) and stops.
     Returns counts: ``cells_reused`` (finished tables kept from an earlier run), ``shards_reused`` and
     ``shards_computed``.
 
@@ -531,8 +532,14 @@ def _restore_done(f: CellFiles) -> bool:
         return False
     for table, path in paths.items():
         problem = _metadata_problem(path, lambda kind: _cell_meta(f.cell, kind), _DONE_CHECKS)
-        if problem is None and table != "curves" and pq.read_metadata(path).num_rows != f.cell.n_trajectories:
-            problem = f"{path.name} holds {pq.read_metadata(path).num_rows} rows, not {f.cell.n_trajectories}"
+        if problem is None and table != "curves":
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except (OSError, pa.ArrowException) as exc:
+                problem = f"{path.name} is damaged ({type(exc).__name__}: {exc})"
+            else:
+                if rows != f.cell.n_trajectories:
+                    problem = f"{path.name} holds {rows} rows, not {f.cell.n_trajectories}"
         if problem is not None:
             log.warning("cell %s: finished tables not reused: %s; computing the cell", f.cell.id, problem)
             for p in paths.values():
