@@ -23,6 +23,9 @@ LIMITS: dict[str, int] = {
     # a problem (reluflow.Problem.from_dict)
     "n_params": 10**7,  # P, parameters per trajectory (one float64 copy: 80 MB; a GD state holds several)
     "n_points": 10**7,  # coordinates of a quadrature rule or of sampled data: points x input dimension
+    "degree": 64,  # of a polynomial piece (target or density): beyond it float64 monomials are noise, and a
+    # density's minimum is found from the roots of its derivative (O(degree^3))
+    "teacher_width_1d": 4096,  # units of a 1D shallow ReLU teacher (its exact pieces take a kinks x units table)
     # execution
     "workers": 10**4,  # dask worker processes or SLURM jobs
     # integers anywhere in a config: they are stored as 64-bit integers in the tables

@@ -173,6 +173,9 @@ class PiecewisePolynomialDensity(Measure):
         for i, c in enumerate(rows):
             if c is None or c.size == 0 or not np.all(np.isfinite(c)):
                 raise _err(f"coefficients[{i}]", coefs[i], "a non-empty list of finite numbers")
+            if c.size > LIMITS["degree"] + 1:
+                raise _err(f"coefficients[{i}]", f"a list of {c.size} numbers", f"at most {LIMITS['degree'] + 1} "
+                           f"coefficients (degree <= {LIMITS['degree']}, LIMITS['degree'], docs/running.md)")
         degree = max(c.size for c in rows)
         arr = np.zeros((len(coefs), max(degree, 1)))
         for i, c in enumerate(rows):

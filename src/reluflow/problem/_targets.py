@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
 from .._numbers import is_real, real_array
 from ..network._architecture import Architecture, forward
 
@@ -79,6 +80,12 @@ def _floats(value: Any, name: str, allowed: str) -> np.ndarray:
     if arr is None:
         raise _err(name, value, allowed)
     return arr
+
+
+def _check_degree(name: str, n_coefficients: int) -> None:
+    if n_coefficients > LIMITS["degree"] + 1:
+        raise _err(name, f"a list of {n_coefficients} numbers", f"at most {LIMITS['degree'] + 1} coefficients "
+                   f"(degree <= {LIMITS['degree']}, LIMITS['degree'], docs/running.md)")
 
 
 def _as_vector(value: Any, name: str) -> np.ndarray:
@@ -182,6 +189,7 @@ class PiecewisePolynomialTarget(Target):
             c = c[None, :]
         if c.ndim != 2 or c.shape[1] == 0 or not np.all(np.isfinite(c)):
             raise _err("coefficients", coefficients, allowed)
+        _check_degree("coefficients", c.shape[1])
         return cls(PiecewisePolynomial(np.empty(0), c[None]), {"kind": "polynomial", "coefficients": c.tolist()})
 
     @classmethod
@@ -200,6 +208,7 @@ class PiecewisePolynomialTarget(Target):
                 c = c[None, :]
             if c.ndim != 2 or c.shape[1] == 0 or not np.all(np.isfinite(c)):
                 raise _err(f"coefficients[{i}]", coefficients[i], "a list of finite numbers (ascending powers)")
+            _check_degree(f"coefficients[{i}]", c.shape[1])
             pieces.append(c)
         k = pieces[0].shape[0]
         if any(p.shape[0] != k for p in pieces):
@@ -318,6 +327,11 @@ def _teacher(spec: dict[str, Any], input_dim: int) -> Teacher:
         arch = Architecture.from_dict({"input_dim": input_dim, **net})
     except ValueError as exc:
         raise ValueError(f"target (teacher): {str(exc).replace('network.', 'target.')}") from None
+    if arch.input_dim == 1 and arch.is_shallow and arch.activation == "relu" \
+            and arch.widths[0] > LIMITS["teacher_width_1d"]:
+        raise _err("widths", list(arch.widths), f"at most {LIMITS['teacher_width_1d']} units for a 1D shallow ReLU "
+                   "teacher (LIMITS['teacher_width_1d'], docs/running.md: its exact pieces take a kinks x units "
+                   "table)")
     if "parameters" in spec:
         allowed = (f"{arch.n_params} finite values in the flat layout of a {input_dim}-input teacher with widths "
                    f"{list(arch.widths)}")
