@@ -7,22 +7,34 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from reluflow.pipeline import find_schema, plan_from_snakemake
+from reluflow.pipeline import ConfigError, check_config_files, find_schema, plan_from_snakemake
 
 min_version("8.0")
+
+# A bad config stops Snakemake with one message naming the study, key and value (sys.exit: Snakemake would
+# print a traceback through this file and reluflow for an exception).
+try:
+    # before Snakemake's own loader reads it: that one expands YAML aliases as it merges the file into `config`
+    # (an anchor bomb takes minutes and gigabytes); ours refuses one at once (docs/running.md, "Limits")
+    check_config_files([p for p in ["config.yaml"] if os.path.exists(p)])
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
 
 
 configfile: "config.yaml"
 
 
 # Everything is validated before any job runs: the JSON schema, then the package's own checks on every cell
-# (Problem.from_dict, method/init validation). A bad config stops here, naming the study, key and value.
-PLAN = plan_from_snakemake(
-    config,
-    workflow.configfiles,
-    find_schema(),  # the installed package's, the one `reluflow check` uses
-    command_line=workflow.config_settings.config,  # --config values, to give nested ones their types back
-)
+# (Problem.from_dict, method/init validation).
+try:
+    PLAN = plan_from_snakemake(
+        config,
+        workflow.configfiles,
+        find_schema(),  # the installed package's, the one `reluflow check` uses
+        command_line=workflow.config_settings.config,  # --config values, to give nested ones their types back
+    )
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
 
 # Execution settings reach the integrate jobs through the environment rather than params: they never change
 # results, so changing them must not rerun finished jobs (params are a rerun trigger).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -27,15 +28,20 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return _canonical(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, float) and obj.is_integer():
         # 1 and 1.0 are the same parameter value
         return int(obj)
+    if isinstance(obj, float) and math.isinf(obj):
+        # JSON has no infinity: written as the string "inf" or "-inf" (where it is allowed, e.g. norm_bound:
+        # .inf, no string is, so the two cannot meet). Finite values keep their form, and so their keys.
+        return "inf" if obj > 0 else "-inf"
     return obj
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys, no whitespace, and integral floats written as integers."""
+    """JSON with sorted keys, no whitespace, integral floats written as integers and infinities as the strings
+    ``"inf"`` and ``"-inf"``; NaN has no canonical form (``ValueError``)."""
     return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

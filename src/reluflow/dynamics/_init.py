@@ -59,11 +59,11 @@ def init_from_dict(d: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise ValueError(f"init = {d!r} is not allowed: expected a mapping with a 'kind'")
     kind = d.get("kind")
-    if kind not in INIT_KEYS:
+    if not isinstance(kind, str) or kind not in INIT_KEYS:
         raise _err("kind", kind, f"one of {sorted(INIT_KEYS)}")
     unknown = sorted(set(d) - INIT_KEYS[kind] - {"kind"}, key=str)
     if unknown:
-        raise ValueError(f"init ({kind}) has unknown key(s) {unknown}: allowed keys are "
+        raise ValueError(f"init has unknown key(s) {unknown} for kind {kind!r}: allowed keys are "
                          f"{sorted(INIT_KEYS[kind] | {'kind'})}")
     if kind == "normal":
         return {"kind": kind, "sigma": _positive(d, "sigma", 1.0)}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
 from ._events import Stop
 from ._integrate import Record, checkpoint_grid
 from ._schedules import (
@@ -57,6 +58,8 @@ REFINE_AUTO_MAX_P = 500
 
 
 def _err(key: str, value: Any, allowed: str) -> ValueError:
+    if isinstance(value, str):  # a quoted number: say why it is not one
+        allowed += " (a number is written unquoted: this is text)"
     return ValueError(f"method.{key} = {value!r} is not allowed: expected {allowed}")
 
 
@@ -67,17 +70,25 @@ def _number(d: dict, key: str, *, positive: bool = True, allow_inf: bool = False
         what += " (or .inf)"
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise _err(key, value, what)
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise _err(key, value, what) from None
     if math.isnan(v) or (math.isinf(v) and not allow_inf) or (v < 0 if nonneg else v <= 0):
         raise _err(key, value, what)
     return v
 
 
-def _integer(d: dict, key: str, minimum: int) -> int:
+def _integer(d: dict, key: str, minimum: int, limit: str | None = None) -> int:
+    """``d[key]``, an integer >= ``minimum`` and at most ``LIMITS[limit]``."""
     value = d.get(key, DEFAULTS.get(key))
+    maximum = None if limit is None else LIMITS[limit]
+    what = f"an integer >= {minimum}" if limit is None else \
+        f"an integer >= {minimum} and <= {maximum} (LIMITS[{limit!r}], docs/running.md)"
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not float(value).is_integer() or value < minimum:
-        raise _err(key, value, f"an integer >= {minimum}")
+            or (not isinstance(value, int | np.integer) and not float(value).is_integer()) or value < minimum \
+            or (maximum is not None and value > maximum):
+        raise _err(key, value, what)
     return int(value)
 
 
@@ -170,7 +181,7 @@ def method_from_dict(d: dict[str, Any]) -> Method:
         "risk_tol": _number(d, "risk_tol", nonneg=True),
         "grad_tol": _number(d, "grad_tol", nonneg=True),
         "norm_bound": _number(d, "norm_bound", allow_inf=True),
-        "n_checkpoints": _integer(d, "n_checkpoints", 2),
+        "n_checkpoints": _integer(d, "n_checkpoints", 2, "n_checkpoints"),
         "refine": refine,
     }
     if kind == "gd":
@@ -182,7 +193,7 @@ def _gd(d: dict[str, Any]) -> dict[str, Any]:
     schedule = d.get("schedule", DEFAULTS["schedule"])
     if schedule not in SCHEDULES:
         raise _err("schedule", schedule, f"one of {list(SCHEDULES)}")
-    out: dict[str, Any] = {"schedule": schedule, "n_steps": _integer(d, "n_steps", 1)}
+    out: dict[str, Any] = {"schedule": schedule, "n_steps": _integer(d, "n_steps", 1, "n_steps")}
     wrong = {"constant": ("decay", "boundaries", "values"), "power": ("boundaries", "values"),
              "piecewise": ("step_size", "decay")}[schedule]
     for key in wrong:
@@ -219,11 +230,16 @@ def _gf(d: dict[str, Any]) -> dict[str, Any]:
     if solver == "dopri5":
         out["rtol"] = _number(d, "rtol")
         out["atol"] = _number(d, "atol", nonneg=True)
-        out["max_steps"] = _integer(d, "max_steps", 1)
+        out["max_steps"] = _integer(d, "max_steps", 1, "n_steps")
     else:
         for key in ("rtol", "atol"):
             if key in d:
                 raise _err(key, d[key], f"no {key!r} with the fixed-step solver {solver!r} (only dopri5 adapts)")
         # fixed step: no cap beyond the steps t_end / dt needs, unless one is given
-        out["max_steps"] = _integer(d, "max_steps", 1) if "max_steps" in d else None
+        out["max_steps"] = _integer(d, "max_steps", 1, "n_steps") if "max_steps" in d else None
+        if out["max_steps"] is None and out["t_end"] / out["dt"] > LIMITS["n_steps"]:
+            raise _err("dt", d.get("dt", DEFAULTS["dt"]),
+                       f"dt >= t_end / {LIMITS['n_steps']} = {out['t_end'] / LIMITS['n_steps']:.3g}: t_end / dt = "
+                       f"{out['t_end'] / out['dt']:.3g} steps is over the limit of {LIMITS['n_steps']} steps "
+                       "(LIMITS['n_steps'], docs/running.md; or cap them with max_steps)")
     return out

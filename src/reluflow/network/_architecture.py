@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
+from .._numbers import is_real
 from ._activations import ACTIVATIONS, DERIVATIVES
 
 __all__ = ["Architecture", "LayerSlice", "forward", "forward_backward"]
@@ -55,10 +57,10 @@ class Architecture:
     n_params: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.input_dim, int | np.integer) or self.input_dim < 1:
-            raise _spec_error("input_dim", self.input_dim, "an integer >= 1")
-        if not isinstance(self.output_dim, int | np.integer) or self.output_dim < 1:
-            raise _spec_error("output_dim", self.output_dim, "an integer >= 1")
+        for key in ("input_dim", "output_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+                raise _spec_error(key, value, "an integer >= 1")
         widths = tuple(self.widths)
         if len(widths) == 0:
             raise _spec_error("widths", list(widths), "a non-empty list of hidden widths")
@@ -66,7 +68,7 @@ class Architecture:
             if not isinstance(w, int | np.integer) or isinstance(w, bool) or w < 1:
                 raise _spec_error("widths", list(widths), "a list of integers >= 1 (one per hidden layer)")
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise _spec_error("activation", self.activation, f"one of {sorted(ACTIVATIONS)}")
         n_layers = len(widths) + 1
         bias = self.bias
@@ -80,9 +82,9 @@ class Architecture:
                 "bias", list(bias), f"true/false or a list of {n_layers} booleans (hidden layers, then output)"
             )
         object.__setattr__(self, "bias", bias)
-        if self.fixed_output is not None and not np.isfinite(self.fixed_output):
+        if self.fixed_output is not None and not (is_real(self.fixed_output) and np.isfinite(self.fixed_output)):
             raise _spec_error("fixed_output", self.fixed_output, "a finite number or null")
-        if not np.isfinite(self.negative_slope):
+        if not (is_real(self.negative_slope) and np.isfinite(self.negative_slope)):
             raise _spec_error("negative_slope", self.negative_slope, "a finite number")
 
         sizes = (int(self.input_dim), *widths, int(self.output_dim))
@@ -97,6 +99,12 @@ class Architecture:
                     b_slice = slice(offset, offset + n_out)
                     offset += n_out
             layers.append(LayerSlice(n_in, n_out, w_slice, b_slice))
+        if offset > LIMITS["n_params"]:  # before anything allocates (T, P) arrays
+            raise _spec_error(
+                "widths", list(widths),
+                f"at most {LIMITS['n_params']} parameters per trajectory (LIMITS['n_params'], docs/running.md): "
+                f"with input_dim {self.input_dim} and output_dim {self.output_dim} these widths give P = {offset} "
+                f"({offset * 8 / 1e9:.3g} GB per float64 copy)")
         object.__setattr__(self, "layers", tuple(layers))
         object.__setattr__(self, "n_params", offset)
 
@@ -108,7 +116,7 @@ class Architecture:
             raise ValueError(f"network = {spec!r} is not allowed: expected a mapping")
         allowed = {"input_dim", "widths", "width", "output_dim", "activation", "bias", "fixed_output",
                    "negative_slope"}
-        unknown = sorted(set(spec) - allowed)
+        unknown = sorted(set(spec) - allowed, key=str)
         if unknown:
             raise ValueError(f"network has unknown key(s) {unknown}: allowed keys are {sorted(allowed)}")
         widths = spec.get("widths")
@@ -116,16 +124,24 @@ class Architecture:
             widths = [spec["width"]]
         if widths is None:
             raise ValueError("network.widths is missing: give a list of hidden widths, e.g. [32]")
-        if isinstance(widths, int):
+        if isinstance(widths, int) and not isinstance(widths, bool):
             widths = [widths]
+        if not isinstance(widths, list | tuple):
+            raise _spec_error("widths", widths, "a list of integers >= 1 (one per hidden layer)")
+        bias = spec.get("bias", True)
+        if not isinstance(bias, bool | list | tuple):
+            raise _spec_error("bias", bias, "true/false or a list of booleans (hidden layers, then output)")
+        negative_slope = spec.get("negative_slope", 0.01)
+        if not is_real(negative_slope):
+            raise _spec_error("negative_slope", negative_slope, "a finite number")
         return cls(
             input_dim=spec.get("input_dim", 1),
             widths=tuple(widths),
             output_dim=spec.get("output_dim", 1),
             activation=spec.get("activation", "relu"),
-            bias=spec.get("bias", True),
+            bias=bias,
             fixed_output=spec.get("fixed_output"),
-            negative_slope=float(spec.get("negative_slope", 0.01)),
+            negative_slope=float(negative_slope),
         )
 
     # ------------------------------------------------------------------ layout

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from ._cluster import dask_client, pin_blas_threads
 from ._config import (
     DEFAULT_INIT,
+    LIMITS,
     Cell,
     ConfigError,
     Plan,
     Study,
     check_config_files,
+    check_values,
     default_k_list,
     expand_study,
     find_schema,
@@ -53,12 +55,12 @@ if TYPE_CHECKING:
     from ._tables import provenance, read_metadata, write_table
 
 __all__ = [
-    "CELL_TABLES", "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "SHARD_TABLES", "Cell", "CellFiles", "ConfigError",
-    "DuplicateKeyError", "Plan", "Study", "check_config_files", "dask_client", "default_k_list", "expand_study",
-    "figure_tables", "find_schema", "flatten_params", "load_config_files", "load_yaml", "pin_blas_threads",
-    "plan_config", "plan_from_snakemake", "plan_shards", "provenance", "read_final", "read_init", "read_metadata",
-    "run_shard", "validate_cell", "validate_schema", "write_aggregate", "write_cells", "write_figures", "write_init",
-    "write_integrate", "write_table",
+    "CELL_TABLES", "DEFAULT_INIT", "FIGURES", "FIGURE_TABLES", "LIMITS", "SHARD_TABLES", "Cell", "CellFiles",
+    "ConfigError", "DuplicateKeyError", "Plan", "Study", "check_config_files", "check_values", "dask_client",
+    "default_k_list", "expand_study", "figure_tables", "find_schema", "flatten_params", "load_config_files",
+    "load_yaml", "pin_blas_threads", "plan_config", "plan_from_snakemake", "plan_shards", "provenance", "read_final",
+    "read_init", "read_metadata", "run_shard", "validate_cell", "validate_schema", "write_aggregate", "write_cells",
+    "write_figures", "write_init", "write_integrate", "write_table",
 ]
 
 

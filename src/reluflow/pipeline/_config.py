@@ -2,7 +2,8 @@
 
 A config holds named studies; a study's ``grid`` is a cartesian product whose combinations are the **cells**.
 Everything here runs before any job: a bad key or value raises :class:`ConfigError` naming the study, the key,
-the value and what is allowed, and nothing is written.
+the value and what is allowed, and nothing is written. Sizes are bounded by ``LIMITS`` (``reluflow._limits``,
+docs/running.md "Limits and refused input"), checked before anything large is built or walked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import json
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +23,18 @@ import jsonschema
 import numpy as np
 
 from .._keys import canonical_json, cell_key
+from .._limits import INF_KEYS, LIMITS
 from ._yaml import coerce_yaml11_floats, load_yaml, retype_scalars
 
 __all__ = [
     "DEFAULT_INIT",
+    "LIMITS",
     "Cell",
     "ConfigError",
     "Plan",
     "Study",
     "check_config_files",
+    "check_values",
     "default_k_list",
     "expand_study",
     "fill_defaults",
@@ -83,14 +88,21 @@ def _load_strict(path: str | Path) -> dict[str, Any]:
         data = load_yaml(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except ValueError as exc:  # DuplicateKeyError
+    except ValueError as exc:  # DuplicateKeyError, YAMLLimitError
         raise ConfigError(str(exc)) from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} is nested too deeply to read") from None
     except Exception as exc:  # yaml.YAMLError: report where the file does not parse
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping (studies:, execution:), not {data!r}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping (studies:, execution:), not "
+                          f"{_short(data)}")
+    try:
+        check_values(data, values=False)  # aliases expanded: an anchor bomb stops here
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
     return data
 
 
@@ -114,6 +126,95 @@ def find_schema(*near: str | Path) -> Path:
     return schema
 
 
+# ---------------------------------------------------------------------------------------------- input
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message names a value, it does not dump it)."""
+    r = reprlib.Repr()  # (keywords only from Python 3.12)
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = limit, limit, 8, 8, 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _value_key(path: Sequence[Any]) -> str:
+    """The key a value belongs to: the last key of its path (the last part of a dotted grid key)."""
+    for part in reversed(path):
+        if isinstance(part, str):
+            return part.split(".")[-1]
+    return ""
+
+
+def check_values(config: Any, *, values: bool = True) -> None:
+    """Refuse what no config needs, before anything walks or copies it (:class:`ConfigError` naming the key).
+
+    Always: more than ``LIMITS["config_nodes"]`` values once YAML aliases are expanded (an "anchor bomb"; the
+    walk visits each shared subtree once, so it costs the size of the file, not of the expansion), nesting
+    deeper than ``LIMITS["config_depth"]``, a subtree that contains itself (a recursive alias), keys that are
+    not text, and values that are no number, text, true/false, null, list or mapping (YAML dates, binary, sets).
+    With ``values``, also: NaN anywhere, an infinity except under a key of ``INF_KEYS`` (``norm_bound``), and
+    integers beyond 64 bits. A study's ``description`` is text, whatever YAML read it as: never refused here.
+    """
+    max_nodes, max_depth = LIMITS["config_nodes"], LIMITS["config_depth"]
+    memo: dict[int, tuple[int, int]] = {}  # id of a container -> (values under it, its levels)
+    active: set[int] = set()
+
+    def walk(obj: Any, path: list[Any], level: int) -> tuple[int, int]:
+        if isinstance(obj, dict | list):
+            key = id(obj)
+            if key in active:
+                raise ConfigError(f"{_where(path)} contains itself (a YAML alias to a mapping or list around it): "
+                                  "write the value out")
+            if key in memo:
+                nodes, height = memo[key]
+                if level + height - 1 > max_depth:
+                    raise ConfigError(f"{_where(path)} is nested more than {max_depth} levels deep "
+                                      "(LIMITS['config_depth'])")
+                return nodes, height
+            if level > max_depth:
+                raise ConfigError(f"{_where(path)} is nested more than {max_depth} levels deep "
+                                  "(LIMITS['config_depth'])")
+            active.add(key)
+            nodes, height = 1, 1
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            for k, v in items:
+                if isinstance(obj, dict) and not isinstance(k, str):
+                    raise ConfigError(f"{_where(path)}: key {_short(k)} is not allowed: keys are text (quote it)")
+                n, h = walk(v, [*path, k], level + 1)
+                nodes, height = nodes + n, max(height, h + 1)
+                if nodes > max_nodes:
+                    raise ConfigError(
+                        f"{_where(path)} holds more than {max_nodes} values once YAML aliases are expanded "
+                        "(LIMITS['config_nodes']): is it an alias bomb? Write the values out")
+            active.discard(key)
+            memo[key] = (nodes, height)
+            return nodes, height
+        if obj is None or isinstance(obj, str | bool):
+            return 1, 0
+        if not isinstance(obj, _NUMBERS):
+            raise ConfigError(f"{_where(path)} = {_short(obj)} is not allowed: expected a number, text, true/false, "
+                              f"null, a list or a mapping (YAML read a {type(obj).__name__}: quote it to make it text)")
+        if values and not (path and path[-1] == "description"):
+            _check_number(obj, path)
+        return 1, 0
+
+    walk(config, [], 1)
+
+
+def _check_number(value: Any, path: list[Any]) -> None:
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            raise ConfigError(f"{_where(path)} = nan is not allowed: NaN is not a meaningful value anywhere in a "
+                              "config")
+        if math.isinf(value) and _value_key(path) not in INF_KEYS:
+            raise ConfigError(f"{_where(path)} = {float(value)} is not allowed: expected a finite number (only "
+                              f"{', '.join(sorted(INF_KEYS))} may be .inf)")
+    elif abs(int(value)) > LIMITS["integer"]:
+        raise ConfigError(f"{_where(path)} = {value} is not allowed: integers are at most 2^63 - 1 in absolute "
+                          "value (LIMITS['integer']: they are stored as 64-bit integers)")
+
+
 # ---------------------------------------------------------------------------------------------- schema
 def validate_schema(config: Any, schema: Mapping[str, Any]) -> None:
     """Check ``config`` against the JSON schema; raise one :class:`ConfigError` listing every problem."""
@@ -121,15 +222,24 @@ def validate_schema(config: Any, schema: Mapping[str, Any]) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         lines = sorted({_format_schema_error(e) for e in errors})
+        if len(lines) > 20:  # a message lists problems, it does not dump a config
+            lines = [*lines[:20], f"... and {len(lines) - 20} more"]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
+def _path_str(path: Sequence[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
 def _where(path: Sequence[Any]) -> str:
-    parts = [str(p) for p in path]
-    if len(parts) >= 2 and parts[0] == "studies":
-        rest = ".".join(parts[2:])
-        return f"study {parts[1]!r}" + (f": {rest}" if rest else "")
-    return ".".join(parts) if parts else "config"
+    path = list(path)
+    if len(path) >= 2 and path[0] == "studies":
+        rest = _path_str(path[2:])
+        return f"study {str(path[1])!r}" + (f": {rest}" if rest else "")
+    return _path_str(path) if path else "config"
 
 
 def _format_schema_error(err: jsonschema.ValidationError) -> str:
@@ -148,14 +258,16 @@ def _format_schema_error(err: jsonschema.ValidationError) -> str:
         desc = f" ({sub['description']})" if isinstance(sub, dict) and "description" in sub else ""
         return f"{where}: required key {missing!r} is missing{desc}"
     if v == "propertyNames" or (err.parent is None and path and err.instance in (path[-1],) and v == "pattern"):
-        return f"{where}: key {err.instance!r} is not allowed: expected {hint or err.message}"
+        return f"{where}: key {_short(err.instance)} is not allowed: expected {hint or err.message}"
     if v in ("minProperties", "minItems") and not err.instance:
         return f"{where} is empty: {'expected ' + hint if hint else err.message}"
+    value = _short(err.instance)
     if v == "enum":
-        return f"{where} = {err.instance!r} is not allowed: expected one of {err.validator_value}{hint_txt}"
+        return f"{where} = {value} is not allowed: expected one of {err.validator_value}{hint_txt}"
     if v == "type":
-        return f"{where} = {err.instance!r} is not allowed: expected type {err.validator_value}{hint_txt}"
-    return f"{where} = {err.instance!r} is not allowed: {err.message}{hint_txt}"
+        return f"{where} = {value} is not allowed: expected type {err.validator_value}{hint_txt}"
+    message = err.message if len(err.message) <= 200 else f"{err.validator} {_short(err.validator_value)}"
+    return f"{where} = {value} is not allowed: {message}{hint_txt}"
 
 
 def fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,7 +348,9 @@ class Cell:
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    # An infinity (norm_bound: .inf) is written as Python's JSON does, Infinity, and read back by json.loads;
+    # NaN never gets here (check_values refuses it)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
 def validate_cell(cell: Cell) -> Any:
@@ -253,18 +367,18 @@ def validate_cell(cell: Cell) -> Any:
             )
     try:
         problem = Problem.from_dict(cell.problem)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         raise ConfigError(f"{where}: problem: {_msg(exc)}") from None
     from ..dynamics import init_from_dict, initialize, method_from_dict
 
     for section, check in (("method", method_from_dict), ("init", init_from_dict)):
         try:
             check(getattr(cell, section))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
             raise ConfigError(f"{where}: {section}: {_msg(exc)}") from None
     try:  # what only the problem can tell (a perturbed init's center must have P entries, ...)
         initialize(problem, cell.init, np.arange(1), cell.seed)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         raise ConfigError(f"{where}: init: {_msg(exc)}") from None
     return problem
 
@@ -351,7 +465,9 @@ def _fmt_scalar(v: Any) -> str:
     if v is None:
         return "none"
     if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else repr(v)
+        # the shortest text that reads back as v (so distinct values get distinct labels), without "e+":
+        # 1e308 is "1e308", not 309 digits
+        return str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v).replace("e+", "e")
     if isinstance(v, dict):
         return str(v.get("kind") or v.get("name") or "")
     if isinstance(v, list | tuple):
@@ -395,15 +511,46 @@ def _labels_for(grid_key: str, values: list[Any]) -> list[str]:
     return labels
 
 
+def _check_id_length(where: str, grid: Mapping[str, list[Any]], labels: Mapping[str, Mapping[str, str]]) -> None:
+    """The longest cell id joins the longest label of every grid key: refuse it, naming the key with the longest
+    labels, before any cell is built (a cell id names files and directories)."""
+    longest = {key: max(labels[key].items(), key=lambda kv: len(kv[1])) for key in grid}
+    parts = [lab for _, lab in longest.values() if lab]
+    length = sum(map(len, parts)) + max(len(parts) - 1, 0)
+    if length <= LIMITS["name_length"]:
+        return
+    key = max(longest, key=lambda k: len(longest[k][1]))
+    cj, label = longest[key]
+    value = next(v for v in grid[key] if canonical_json(v) == cj)
+    raise ConfigError(
+        f"{where}: grid.{key} = {_short(value)} gives the cell id label {_short(label, 60)} "
+        f"({len(label)} characters), so cell ids reach {length} characters: expected at most "
+        f"{LIMITS['name_length']} (LIMITS['name_length']; a cell id names files and directories): use shorter "
+        "values, or fewer grid keys")
+
+
 def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> Study:
     """The cells of one (schema-valid) study, in grid order; ``check`` runs the package's checks on each."""
     where = f"study {name!r}"
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: the name is not allowed: expected letters, digits, '_', '.', '-'")
+    if len(name) > LIMITS["name_length"]:
+        raise ConfigError(f"{where}: the name is {len(name)} characters long: expected at most "
+                          f"{LIMITS['name_length']} (LIMITS['name_length']; it names directories)")
+    n_traj = spec.get("n_trajectories")
+    if isinstance(n_traj, _NUMBERS) and not isinstance(n_traj, bool) and n_traj > LIMITS["n_trajectories"]:
+        raise ConfigError(f"{where}: n_trajectories = {n_traj!r} is not allowed: expected an integer >= 1 and <= "
+                          f"{LIMITS['n_trajectories']} (LIMITS['n_trajectories'], per cell)")
     spec = copy.deepcopy(dict(spec))
     grid: dict[str, list[Any]] = spec.get("grid") or {}
     if not grid:
         raise ConfigError(f"{where}: grid is empty: give at least one key with a non-empty list of values")
+    lengths = {key: len(values) if isinstance(values, list) else 1 for key, values in grid.items()}
+    n_cells = math.prod(lengths.values())
+    if n_cells > LIMITS["cells"]:  # known before a single cell is built
+        sizes = " x ".join(f"{n} ({key})" for key, n in lengths.items())
+        raise ConfigError(f"{where}: grid has {sizes} = {n_cells} cells: expected at most {LIMITS['cells']} cells "
+                          "per study (LIMITS['cells']): split it into several studies")
     base = {
         "problem": spec.get("problem"),
         "init": spec.get("init") if spec.get("init") is not None else dict(DEFAULT_INIT),
@@ -420,6 +567,7 @@ def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> S
                 raise ConfigError(f"{where}: grid.{key} lists the value {v!r} twice: each value makes its own cells")
             seen[cj] = 1
         labels[key] = dict(zip(seen, _labels_for(key, values), strict=True))
+    _check_id_length(where, grid, labels)
 
     cells: dict[str, Cell] = {}
     by_key: dict[int, str] = {}
@@ -483,15 +631,35 @@ def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: b
     """Validate a whole config (schema, then every cell with the package's checks) and expand it."""
     if not isinstance(schema, Mapping):
         schema = load_yaml(schema)
-    config = coerce_yaml11_floats(copy.deepcopy(config))
+    check_values(config, values=False)  # its size with aliases expanded, before anything copies or walks it
+    config = coerce_yaml11_floats(config)  # a copy
+    check_values(config)  # NaN, infinities, integers (1e999 was a string a moment ago)
     validate_schema(config, schema)
     fill_defaults(config, schema)
+    for spec in config["studies"].values():
+        _description_as_text(spec)
+    workers = config["execution"].get("workers")
+    if workers is not None and workers > LIMITS["workers"]:
+        raise ConfigError(f"execution.workers = {workers!r} is not allowed: expected at most {LIMITS['workers']} "
+                          "(LIMITS['workers'])")
     studies = {name: expand_study(name, spec, check=check) for name, spec in config["studies"].items()}
     run = list(config.get("run") or studies)
     unknown = [r for r in run if r not in studies]
     if unknown:
         raise ConfigError(f"run lists unknown studies {unknown}: studies are {sorted(studies)}")
     return Plan(studies, run, dict(config["execution"]))
+
+
+def _description_as_text(spec: dict[str, Any]) -> None:
+    """A study's description is text: YAML reads ``description: 1.5`` as a number and ``description: yes`` as a
+    boolean, so a scalar is kept as the text it stands for (an empty one is dropped)."""
+    text = spec.get("description")
+    if text is None:
+        spec.pop("description", None)
+    elif isinstance(text, bool):
+        spec["description"] = "true" if text else "false"
+    elif not isinstance(text, str):
+        spec["description"] = str(text)
 
 
 def plan_from_snakemake(config: dict[str, Any], configfiles: Iterable[str | Path], schema: str | Path,
@@ -503,6 +671,7 @@ def plan_from_snakemake(config: dict[str, Any], configfiles: Iterable[str | Path
     arrive as strings, so they get their types back first (see :func:`retype_scalars`).
     """
     check_config_files(configfiles)
+    check_values(config, values=False)  # before copying it: Snakemake's config holds YAML aliases unexpanded
     config = copy.deepcopy(dict(config))
     _retype_overrides(config, command_line or {}, top=True)
     return plan_config(config, schema)

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import polynomial as npoly
 
+from .._limits import LIMITS
+from .._numbers import is_real, real_array
+
 # scipy is imported where a rule is built: importing scipy.stats costs ~1 s, which every pipeline job and dask
 # worker would pay on start-up.
 
@@ -37,6 +40,19 @@ NODES_PER_PANEL = 4
 
 def _err(field_name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"measure.{field_name} = {value!r} is not allowed: expected {allowed}")
+
+
+def _check_dim(dim: Any) -> None:
+    if not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1:
+        raise _err("dim", dim, "an integer >= 1")
+
+
+def _number(args: dict[str, Any], key: str, default: float) -> float:
+    """``args[key]`` as a float: a number, not text or true/false (``float("0.5")`` would take text)."""
+    value = args.get(key, default)
+    if not is_real(value):
+        raise _err(key, value, "a finite number")
+    return float(value)
 
 
 def composite_gauss_legendre(a: float, b: float, n_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,12 +119,12 @@ class Uniform(Measure):
     kind: str = field(default="uniform", init=False)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.low) and np.isfinite(self.high)):
-            raise _err("low/high", (self.low, self.high), "finite numbers")
+        for key, value in (("low", self.low), ("high", self.high)):
+            if not is_real(value) or not np.isfinite(value):
+                raise _err(key, value, "a finite number")
         if not self.low < self.high:
             raise _err("low", self.low, f"low < high (high = {self.high})")
-        if not isinstance(self.dim, int | np.integer) or self.dim < 1:
-            raise _err("dim", self.dim, "an integer >= 1")
+        _check_dim(self.dim)
 
     def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         volume = (self.high - self.low) ** self.dim
@@ -144,18 +160,26 @@ class PiecewisePolynomialDensity(Measure):
     kind: str = field(default="piecewise_polynomial", init=False)
 
     def __post_init__(self) -> None:
-        knots = np.asarray(self.knots, dtype=float)
-        if knots.ndim != 1 or len(knots) < 2 or not np.all(np.isfinite(knots)):
+        knots = real_array(self.knots)
+        if knots is None or knots.ndim != 1 or len(knots) < 2 or not np.all(np.isfinite(knots)):
             raise _err("knots", self.knots, "a list of at least 2 finite numbers")
         if not np.all(np.diff(knots) > 0):
             raise _err("knots", knots.tolist(), "strictly increasing knots (a < b on every piece)")
         coefs = self.coefficients
-        if len(coefs) != len(knots) - 1:
-            raise _err("coefficients", coefs, f"one coefficient list per piece ({len(knots) - 1} pieces)")
-        degree = max(len(c) for c in coefs)
+        if not isinstance(coefs, list | tuple | np.ndarray) or len(coefs) != len(knots) - 1:
+            raise _err("coefficients", coefs, f"one coefficient list per piece ({len(knots) - 1} pieces between "
+                       f"the {len(knots)} knots)")
+        rows = [real_array(c) for c in coefs]
+        for i, c in enumerate(rows):
+            if c is None or c.size == 0 or not np.all(np.isfinite(c)):
+                raise _err(f"coefficients[{i}]", coefs[i], "a non-empty list of finite numbers")
+            if c.size > LIMITS["degree"] + 1:
+                raise _err(f"coefficients[{i}]", f"a list of {c.size} numbers", f"at most {LIMITS['degree'] + 1} "
+                           f"coefficients (degree <= {LIMITS['degree']}, LIMITS['degree'], docs/running.md)")
+        degree = max(c.size for c in rows)
         arr = np.zeros((len(coefs), max(degree, 1)))
-        for i, c in enumerate(coefs):
-            c = np.asarray(c, dtype=float).ravel()
+        for i, c in enumerate(rows):
+            c = c.ravel()
             if len(c) == 0 or not np.all(np.isfinite(c)):
                 raise _err(f"coefficients[{i}]", coefs[i], "a non-empty list of finite numbers")
             arr[i, : len(c)] = c
@@ -167,9 +191,10 @@ class PiecewisePolynomialDensity(Measure):
                     arr[i].tolist(),
                     f"a density that is non-negative on [{knots[i]}, {knots[i + 1]}] (its minimum there is {lo:.3g})",
                 )
-        mass = sum(_poly_integral(arr[i], knots[i], knots[i + 1]) for i in range(len(arr)))
-        if not mass > 0:
-            raise _err("coefficients", arr.tolist(), "a density with positive total mass")
+        with np.errstate(over="ignore", invalid="ignore"):  # an infinite mass is refused just below
+            mass = sum(_poly_integral(arr[i], knots[i], knots[i + 1]) for i in range(len(arr)))
+        if not (mass > 0 and np.isfinite(mass)):
+            raise _err("coefficients", arr.tolist(), "a density with positive, finite total mass (in float64)")
         if abs(mass - 1.0) > 1e-10:
             if not self.normalize:
                 warnings.warn(
@@ -231,9 +256,8 @@ class Gaussian(Measure):
     kind: str = field(default="gaussian", init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.dim, int | np.integer) or self.dim < 1:
-            raise _err("dim", self.dim, "an integer >= 1")
-        if not (np.isfinite(self.sigma) and self.sigma > 0):
+        _check_dim(self.dim)
+        if not (is_real(self.sigma) and np.isfinite(self.sigma) and self.sigma > 0):
             raise _err("sigma", self.sigma, "a finite number > 0")
 
     def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -313,16 +337,23 @@ def _load_points(path: str, columns: list[str] | None) -> np.ndarray:
 
 def _sample(spec: dict[str, Any]) -> np.ndarray:
     allowed = {"distribution", "n_points", "seed", "dim", "low", "high", "sigma"}
-    unknown = sorted(set(spec) - allowed)
+    unknown = sorted(set(spec) - allowed, key=str)
     if unknown:
         raise ValueError(f"measure.sample has unknown key(s) {unknown}: allowed keys are {sorted(allowed)}")
     n = spec.get("n_points")
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise _err("sample.n_points", n, "an integer >= 1")
     seed = spec.get("seed")
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise _err("sample.seed", seed, "a non-negative integer (the data set's own named seed)")
     dim = spec.get("dim", 1)
+    try:
+        _check_dim(dim)
+    except ValueError:
+        raise _err("sample.dim", dim, "an integer >= 1") from None
+    if n * dim > LIMITS["n_points"]:  # before drawing them
+        raise _err("sample.n_points", n, f"n_points x dim = {n} x {dim} <= {LIMITS['n_points']} coordinates "
+                   "(LIMITS['n_points'], docs/running.md)")
     rng = np.random.default_rng([seed, 0x5A4D])  # a key of its own, independent of trajectory keys
     dist = spec.get("distribution", "uniform")
     if dist == "uniform":
@@ -339,12 +370,12 @@ def measure_from_dict(spec: dict[str, Any]) -> Measure:
     if not isinstance(spec, dict):
         raise ValueError(f"measure = {spec!r} is not allowed: expected a mapping with a 'kind'")
     kind = spec.get("kind")
-    if kind not in MEASURES:
+    if not isinstance(kind, str) or kind not in MEASURES:
         raise _err("kind", kind, f"one of {sorted(MEASURES)}")
     allowed = MEASURE_KEYS[kind] | {"kind"}
-    unknown = sorted(set(spec) - allowed)
+    unknown = sorted(set(spec) - allowed, key=str)
     if unknown:
-        raise ValueError(f"measure ({kind}) has unknown key(s) {unknown}: allowed keys are {sorted(allowed)}")
+        raise ValueError(f"measure has unknown key(s) {unknown} for kind {kind!r}: allowed keys are {sorted(allowed)}")
     args = {k: v for k, v in spec.items() if k != "kind"}
     try:
         return MEASURES[kind](args)
@@ -353,25 +384,37 @@ def measure_from_dict(spec: dict[str, Any]) -> Measure:
 
 
 def _uniform(args: dict[str, Any]) -> Measure:
-    return Uniform(float(args.get("low", 0.0)), float(args.get("high", 1.0)), args.get("dim", 1))
+    return Uniform(_number(args, "low", 0.0), _number(args, "high", 1.0), args.get("dim", 1))
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise _err(key, value, "true or false")
+    return value
 
 
 def _empirical(args: dict[str, Any]) -> Measure:
     if ("path" in args) == ("sample" in args):
         raise ValueError("measure (empirical): give exactly one of 'path' (a .npy/.parquet file) or 'sample'")
     if "path" in args:
+        if not isinstance(args["path"], str):
+            raise _err("path", args["path"], "the path of a .npy or .parquet file, as text")
+        columns = args.get("columns")
+        if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            raise _err("columns", columns, "a list of column names (text), or null for all columns")
         pts = _load_points(args["path"], args.get("columns"))
         return Empirical(pts, source={"path": args["path"], "columns": args.get("columns")})
+    if not isinstance(args["sample"], dict):
+        raise _err("sample", args["sample"], "a mapping (distribution, n_points, seed, ...)")
     return Empirical(_sample(args["sample"]), source={"sample": dict(args["sample"])})
 
 
 MEASURES = {
     "uniform": _uniform,
     "box": _uniform,
-    "piecewise_polynomial": lambda a: PiecewisePolynomialDensity(
-        a["knots"], a["coefficients"], bool(a.get("normalize", False))
-    ),
-    "gaussian": lambda a: Gaussian(a.get("dim", 1), float(a.get("sigma", 1.0))),
+    "piecewise_polynomial": lambda a: PiecewisePolynomialDensity(a["knots"], a["coefficients"], _flag(a, "normalize")),
+    "gaussian": lambda a: Gaussian(a.get("dim", 1), _number(a, "sigma", 1.0)),
     "empirical": _empirical,
 }
 MEASURE_KEYS = {

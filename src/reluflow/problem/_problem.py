@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
 from ..network import Architecture
 from ..risk import DTYPES, RiskBackend, choose_backend
 from ._measures import Measure, measure_from_dict
@@ -58,10 +59,12 @@ class Problem:
                 f"target has {target.output_dim} output(s) but network.output_dim = {architecture.output_dim}: "
                 "they must agree"
             )
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ValueError(f"risk.dtype = {dtype!r} is not allowed: expected one of {sorted(DTYPES)}")
-        if not isinstance(n_points, int | np.integer) or isinstance(n_points, bool) or n_points < 1:
-            raise ValueError(f"risk.n_points = {n_points!r} is not allowed: expected an integer >= 1")
+        if not isinstance(n_points, int | np.integer) or isinstance(n_points, bool) or n_points < 1 \
+                or n_points > LIMITS["n_points"]:
+            raise ValueError(f"risk.n_points = {n_points!r} is not allowed: expected an integer >= 1 and <= "
+                             f"{LIMITS['n_points']} (LIMITS['n_points'], docs/running.md)")
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"risk.seed = {seed!r} is not allowed: expected a non-negative integer")
         if optimal_risk is not None and (isinstance(optimal_risk, bool)
@@ -71,7 +74,14 @@ class Problem:
                              "(the infimum of the risk; 0 for a realizable target) or null (unknown)")
         self.optimal_risk = None if optimal_risk is None else float(optimal_risk)
         self.architecture, self.measure, self.target = architecture, measure, target
+        if not isinstance(backend, str):
+            raise ValueError(f"risk.backend = {backend!r} is not allowed: expected 'auto' or a backend's name")
         backend_cls = choose_backend(backend, architecture, measure, target)
+        if backend_cls.name == "quadrature" and n_points * measure.dim > LIMITS["n_points"]:  # before building it
+            raise ValueError(
+                f"risk.n_points = {n_points} is not allowed here: a quadrature rule of {n_points} points in dimension "
+                f"{measure.dim} (network.input_dim) holds {n_points * measure.dim} coordinates, over the limit of "
+                f"{LIMITS['n_points']} (LIMITS['n_points'], docs/running.md): lower risk.n_points")
         rng = np.random.default_rng([int(seed), 0x0ADA])  # the quadrature's own named key
         self.backend: RiskBackend = backend_cls(
             architecture, measure, target, dtype=DTYPES[dtype], n_points=int(n_points), rng=rng
@@ -83,7 +93,7 @@ class Problem:
     def from_dict(cls, spec: dict[str, Any]) -> Problem:
         if not isinstance(spec, dict):
             raise ValueError(f"problem = {spec!r} is not allowed: expected a mapping with network, measure, target")
-        unknown = sorted(set(spec) - PROBLEM_KEYS)
+        unknown = sorted(set(spec) - PROBLEM_KEYS, key=str)
         if unknown:
             raise ValueError(f"problem has unknown key(s) {unknown}: allowed keys are {sorted(PROBLEM_KEYS)}")
         for key in ("network", "measure", "target"):
@@ -98,7 +108,7 @@ class Problem:
         risk = spec.get("risk", {}) or {}
         if not isinstance(risk, dict):
             raise ValueError(f"problem.risk = {risk!r} is not allowed: expected a mapping")
-        unknown = sorted(set(risk) - RISK_KEYS)
+        unknown = sorted(set(risk) - RISK_KEYS, key=str)
         if unknown:
             raise ValueError(f"risk has unknown key(s) {unknown}: allowed keys are {sorted(RISK_KEYS)}")
         return cls(

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
+from .._numbers import is_real, real_array
 from ..network._architecture import Architecture, forward
 
 __all__ = [
@@ -74,8 +76,23 @@ class Target:
         raise NotImplementedError
 
 
+def _floats(value: Any, name: str, allowed: str) -> np.ndarray:
+    """``value`` as a float array; text, true/false or null anywhere in it is refused (not read as a number)."""
+    arr = real_array(value)
+    if arr is None:
+        raise _err(name, value, allowed)
+    return arr
+
+
+def _check_degree(name: str, n_coefficients: int) -> None:
+    if n_coefficients > LIMITS["degree"] + 1:
+        raise _err(name, f"a list of {n_coefficients} numbers", f"at most {LIMITS['degree'] + 1} coefficients "
+                   f"(degree <= {LIMITS['degree']}, LIMITS['degree'], docs/running.md)")
+
+
 def _as_vector(value: Any, name: str) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    allowed = "a finite number or a list of finite numbers (one per output)"
+    arr = np.atleast_1d(_floats(value, name, allowed))
     if arr.ndim != 1 or not np.all(np.isfinite(arr)):
         raise _err(name, value, "a finite number or a list of finite numbers (one per output)")
     return arr
@@ -100,7 +117,7 @@ class Affine(Target):
     """``f(x) = A x + c`` with ``A`` ``(k, d)`` (a scalar or a list is read as one output row)."""
 
     def __init__(self, slope: Any, intercept: Any = 0.0) -> None:
-        a = np.asarray(slope, dtype=float)
+        a = _floats(slope, "slope", "a number, a list (one output) or a k x d matrix of finite numbers")
         if a.ndim == 0:
             a = a.reshape(1, 1)
         elif a.ndim == 1:
@@ -150,14 +167,15 @@ class PiecewisePolynomialTarget(Target):
     @classmethod
     def piecewise_affine(cls, knots: Any, values: Any) -> PiecewisePolynomialTarget:
         """Continuous, affine between ``knots``, linearly extrapolated beyond the end knots."""
-        t = np.asarray(knots, dtype=float)
+        t = _floats(knots, "knots", "at least 2 strictly increasing finite numbers")
         if t.ndim != 1 or len(t) < 2 or not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
             raise _err("knots", knots, "at least 2 strictly increasing finite numbers")
-        y = np.asarray(values, dtype=float)
+        allowed = f"{len(t)} finite values (or rows of k values), one per knot (knots has {len(t)})"
+        y = _floats(values, "values", allowed)
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2 or len(y) != len(t) or not np.all(np.isfinite(y)):
-            raise _err("values", values, f"{len(t)} finite values (or rows of k values), one per knot")
+            raise _err("values", values, allowed)
         slopes = np.diff(y, axis=0) / np.diff(t)[:, None]  # (K, k)
         intercepts = y[:-1] - slopes * t[:-1, None]
         coefs = np.stack([intercepts, slopes], axis=-1)  # (K, k, 2)
@@ -167,28 +185,32 @@ class PiecewisePolynomialTarget(Target):
 
     @classmethod
     def polynomial(cls, coefficients: Any) -> PiecewisePolynomialTarget:
-        c = np.asarray(coefficients, dtype=float)
+        allowed = "a list of finite numbers (ascending powers), or one per output"
+        c = _floats(coefficients, "coefficients", allowed)
         if c.ndim == 1:
             c = c[None, :]
         if c.ndim != 2 or c.shape[1] == 0 or not np.all(np.isfinite(c)):
-            raise _err("coefficients", coefficients, "a list of finite numbers (ascending powers), or one per output")
+            raise _err("coefficients", coefficients, allowed)
+        _check_degree("coefficients", c.shape[1])
         return cls(PiecewisePolynomial(np.empty(0), c[None]), {"kind": "polynomial", "coefficients": c.tolist()})
 
     @classmethod
     def piecewise(cls, knots: Any, coefficients: Any) -> PiecewisePolynomialTarget:
         """Polynomial on ``[knots[i], knots[i+1]]``; the end pieces extend beyond the end knots."""
-        t = np.asarray(knots, dtype=float)
+        t = _floats(knots, "knots", "at least 2 strictly increasing finite numbers")
         if t.ndim != 1 or len(t) < 2 or not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
             raise _err("knots", knots, "at least 2 strictly increasing finite numbers")
         if not isinstance(coefficients, list | tuple | np.ndarray) or len(coefficients) != len(t) - 1:
-            raise _err("coefficients", coefficients, f"{len(t) - 1} coefficient lists, one per piece")
+            raise _err("coefficients", coefficients, f"{len(t) - 1} coefficient lists, one per piece between the "
+                       f"{len(t)} knots")
         pieces = []
         for i, c in enumerate(coefficients):
-            c = np.asarray(c, dtype=float)
+            c = _floats(c, f"coefficients[{i}]", "a list of finite numbers (ascending powers)")
             if c.ndim == 1:
                 c = c[None, :]
             if c.ndim != 2 or c.shape[1] == 0 or not np.all(np.isfinite(c)):
                 raise _err(f"coefficients[{i}]", coefficients[i], "a list of finite numbers (ascending powers)")
+            _check_degree(f"coefficients[{i}]", c.shape[1])
             pieces.append(c)
         k = pieces[0].shape[0]
         if any(p.shape[0] != k for p in pieces):
@@ -214,10 +236,11 @@ class NamedFunction(Target):
     """``f(x) = fn(scale * (u . x) + shift)`` for a registered ``fn``; ``u`` defaults to ``e_1``."""
 
     def __init__(self, name: str, scale: float = 1.0, shift: float = 0.0, direction: Any = None) -> None:
-        if name not in FUNCTIONS:
+        if not isinstance(name, str) or name not in FUNCTIONS:
             raise _err("name", name, f"one of {sorted(FUNCTIONS)}")
-        if not (np.isfinite(scale) and np.isfinite(shift)):
-            raise _err("scale/shift", (scale, shift), "finite numbers")
+        for key, value in (("scale", scale), ("shift", shift)):
+            if not is_real(value) or not np.isfinite(value):
+                raise _err(key, value, "a finite number")
         self.name, self.scale, self.shift = name, float(scale), float(shift)
         self.direction = None if direction is None else _as_vector(direction, "direction")
         if self.direction is not None:
@@ -296,20 +319,30 @@ FIRST_LAYER = ("normal", "unit_vectors", "orthonormal")
 
 
 def _teacher(spec: dict[str, Any], input_dim: int) -> Teacher:
-    unknown = sorted(set(spec) - TEACHER_KEYS)
+    unknown = sorted(set(spec) - TEACHER_KEYS, key=str)
     if unknown:
-        raise ValueError(f"target (teacher) has unknown key(s) {unknown}: allowed keys are {sorted(TEACHER_KEYS)}")
+        raise ValueError(f"target has unknown key(s) {unknown} for kind 'teacher': allowed keys are "
+                         f"{sorted(TEACHER_KEYS)}")
     net = {k: spec[k] for k in ("widths", "width", "activation", "bias", "output_dim", "fixed_output",
                                 "negative_slope") if k in spec}
     try:
         arch = Architecture.from_dict({"input_dim": input_dim, **net})
     except ValueError as exc:
         raise ValueError(f"target (teacher): {str(exc).replace('network.', 'target.')}") from None
+    if arch.input_dim == 1 and arch.is_shallow and arch.activation == "relu" \
+            and arch.widths[0] > LIMITS["teacher_width_1d"]:
+        raise _err("widths", list(arch.widths), f"at most {LIMITS['teacher_width_1d']} units for a 1D shallow ReLU "
+                   "teacher (LIMITS['teacher_width_1d'], docs/running.md: its exact pieces take a kinks x units "
+                   "table)")
     if "parameters" in spec:
-        theta = np.asarray(spec["parameters"], dtype=float).ravel()
+        allowed = (f"{arch.n_params} finite values in the flat layout of a {input_dim}-input teacher with widths "
+                   f"{list(arch.widths)}")
+        theta = real_array(spec["parameters"])
+        if theta is None:
+            raise _err("parameters", "a list with entries that are not numbers", allowed)
+        theta = theta.ravel()
         if theta.shape != (arch.n_params,) or not np.all(np.isfinite(theta)):
-            raise _err("parameters", f"{theta.size} values", f"{arch.n_params} finite values in the flat layout "
-                       f"of a {input_dim}-input teacher with widths {list(arch.widths)}")
+            raise _err("parameters", f"{theta.size} values", allowed)
         return Teacher(arch, theta, dict(spec))
     seed = spec.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -317,7 +350,7 @@ def _teacher(spec: dict[str, Any], input_dim: int) -> Teacher:
     rng = np.random.default_rng([seed, 0x7EAC])  # the teacher's own key, never shared with trajectories
     theta = rng.standard_normal((1, arch.n_params))
     first = spec.get("first_layer", "normal")
-    if first not in FIRST_LAYER:
+    if not isinstance(first, str) or first not in FIRST_LAYER:
         raise _err("first_layer", first, f"one of {list(FIRST_LAYER)}")
     if first != "normal":
         n = arch.widths[0]
@@ -349,12 +382,12 @@ def target_from_dict(spec: dict[str, Any], input_dim: int) -> Target:
     if not isinstance(spec, dict):
         raise ValueError(f"target = {spec!r} is not allowed: expected a mapping with a 'kind'")
     kind = spec.get("kind")
-    if kind not in TARGET_KEYS:
+    if not isinstance(kind, str) or kind not in TARGET_KEYS:
         raise _err("kind", kind, f"one of {sorted(TARGET_KEYS)}")
-    unknown = sorted(set(spec) - TARGET_KEYS[kind] - {"kind"})
+    unknown = sorted(set(spec) - TARGET_KEYS[kind] - {"kind"}, key=str)
     if unknown:
         raise ValueError(
-            f"target ({kind}) has unknown key(s) {unknown}: allowed keys are {sorted(TARGET_KEYS[kind])}"
+            f"target has unknown key(s) {unknown} for kind {kind!r}: allowed keys are {sorted(TARGET_KEYS[kind])}"
         )
     required = {"piecewise_affine": ("knots", "values"), "polynomial": ("coefficients",),
                 "piecewise_polynomial": ("knots", "coefficients"), "function": ("name",),
@@ -362,6 +395,20 @@ def target_from_dict(spec: dict[str, Any], input_dim: int) -> Target:
     for key in required.get(kind, ()):
         if key not in spec:
             raise ValueError(f"target.{key} is missing: a {kind} target needs {list(required[kind])}")
+    # finite data can still give pieces that are not (a slope between two knots overflows, a kink at -shift / scale
+    # with a tiny scale): the exact backend would compute with inf and NaN. Refused below, so no warnings here.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        target = _build(kind, spec, input_dim)
+        pp = target.piecewise_polynomial()
+    if pp is not None and not (np.all(np.isfinite(pp.breakpoints)) and np.all(np.isfinite(pp.coefficients))):
+        keys = "/".join(sorted(TARGET_KEYS[kind] & set(spec))) or "kind"
+        raise ValueError(f"target.{keys} is not allowed: these numbers give the {kind} target pieces with infinite "
+                         "breakpoints, slopes or coefficients in float64: expected smaller values (or larger "
+                         "distances between knots, a larger scale)")
+    return target
+
+
+def _build(kind: str, spec: dict[str, Any], input_dim: int) -> Target:
     if kind == "constant":
         return Constant(spec["value"])
     if kind == "affine":
