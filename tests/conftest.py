@@ -16,3 +16,10 @@ def central_differences(f, theta: np.ndarray, h: float = 1e-6) -> np.ndarray:
         e[j] = h
         out[:, j] = (f(theta + e) - f(theta - e)) / (2 * h)
     return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The count of mutated configs tests/test_config_fuzz.py checked (issue #17: the fuzz reports its count)."""
+    report = getattr(config, "reluflow_fuzz_report", None)
+    if report:
+        terminalreporter.write_line(report)
