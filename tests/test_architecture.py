@@ -30,7 +30,8 @@ LAYERS: list[list[str]] = [
     ["reluflow.dynamics"],  # initializations, GD and GF solvers, the integrate loop
     ["reluflow.problem"],  # measures, targets, Problem (chooses a risk backend)
     ["reluflow.risk"],  # risk backends behind one risk_and_grad contract
-    ["reluflow.network", "reluflow._keys", "reluflow._version"],  # parameter layout; stable keys; the version
+    # parameter layout; stable keys; the version; stated limits; what counts as a number
+    ["reluflow.network", "reluflow._keys", "reluflow._version", "reluflow._limits", "reluflow._numbers"],
 ]
 
 
