@@ -110,8 +110,8 @@ def test_infinity_in_grid_values_and_its_cell_id():
 def test_finite_keys_are_unchanged():
     plan = plan_config(load_config_files([ROOT / "config.yaml"]), SCHEMA)
     assert {c.id: c.key for c in plan.study("quickstart").cells.values()} == QUICKSTART_KEYS
-    assert canonical_json({"a": 1.0, "b": 0.5, "c": np.float64(2.0), "d": float("-inf")}) == \
-        '{"a":1,"b":0.5,"c":2,"d":"-inf"}'
+    assert canonical_json({"a": 1.0, "b": 0.5, "c": np.float64(np.inf), "d": float("-inf")}) == \
+        '{"a":1,"b":0.5,"c":"inf","d":"-inf"}'
     with pytest.raises(ValueError):
         canonical_json(float("nan"))
 
