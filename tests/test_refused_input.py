@@ -110,8 +110,8 @@ def test_infinity_in_grid_values_and_its_cell_id():
 def test_finite_keys_are_unchanged():
     plan = plan_config(load_config_files([ROOT / "config.yaml"]), SCHEMA)
     assert {c.id: c.key for c in plan.study("quickstart").cells.values()} == QUICKSTART_KEYS
-    assert canonical_json({"a": 1.0, "b": 0.5, "c": np.float64(2.0), "d": float("-inf")}) == \
-        '{"a":1,"b":0.5,"c":2,"d":"-inf"}'
+    assert canonical_json({"a": 1.0, "b": 0.5, "c": np.float64(np.inf), "d": float("-inf")}) == \
+        '{"a":1,"b":0.5,"c":"inf","d":"-inf"}'
     with pytest.raises(ValueError):
         canonical_json(float("nan"))
 
@@ -266,8 +266,34 @@ def test_pieces_that_overflow_are_refused():
     with pytest.raises(ValueError, match=r"target.knots/values .* infinite"):
         reluflow.Problem.from_dict({**spec, "target": target})
     density = {"kind": "piecewise_polynomial", "knots": [0.0, 1e300], "coefficients": [[1e300]]}
-    with pytest.raises(ValueError, match=r"measure.coefficients .* finite total mass"):
+    with pytest.raises(ValueError, match=r"measure.coefficients .* total mass \(and finite in float64\)"):
         reluflow.Problem.from_dict({**spec, "measure": density, "target": {"kind": "constant", "value": 0.0}})
+
+
+@pytest.mark.parametrize(("measure", "target", "fragment"), [
+    ({"kind": "uniform", "low": 0.0, "high": 5e-324}, None, "measure.low/high = (0.0, 5e-324)"),
+    ({"kind": "uniform", "low": -1e308, "high": 1e308}, None, "measure.low/high"),
+    ({"kind": "gaussian", "sigma": 1e200}, {"kind": "constant", "value": 0.0}, "measure.sigma = 1e+200"),
+    ({"kind": "piecewise_polynomial", "knots": [0.0, 5e-324], "coefficients": [[1.0]]}, None,
+     "measure.coefficients"),
+    # finite data whose exact pieces, re-expanded about their centres, overflow: the set-up's error, named
+    ({"kind": "uniform", "low": 1e150, "high": 1e151}, {"kind": "polynomial", "coefficients": [0.0, 0.0, 1e300]},
+     "'coefficients': [[0.0, 0.0, 1e+300]]} are out of float64's range"),
+])
+def test_finite_numbers_too_large_or_small_to_compute_with(measure, target, fragment):
+    spec = {"network": {"input_dim": 1, "widths": [2]}, "measure": measure,
+            "target": target or {"kind": "piecewise_affine", "knots": [0, 0.5, 1], "values": [0, 1, 0]}}
+    with pytest.raises(ValueError) as info:
+        reluflow.Problem.from_dict(spec)
+    assert fragment in str(info.value)
+
+
+def test_a_missing_key_names_the_kind_that_needs_it():
+    refused(tiny() + "    init: {kind: perturbed}\n", "init.epsilon is missing: kind 'perturbed'")
+    with pytest.raises(ValueError, match=r"measure.knots is missing: kind 'piecewise_polynomial'"):
+        reluflow.Problem.from_dict({"network": {"input_dim": 1, "widths": [2]},
+                                    "measure": {"kind": "piecewise_polynomial", "coefficients": [[1.0]]},
+                                    "target": {"kind": "constant", "value": 0.0}})
 
 
 def test_integers_beyond_64_bits_and_too_many_workers():

@@ -29,14 +29,19 @@ def _canonical(obj: Any) -> Any:
         return _canonical(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
+        return _infinity(obj) if isinstance(obj, float) and math.isinf(obj) else obj
     if isinstance(obj, float) and obj.is_integer():
         # 1 and 1.0 are the same parameter value
         return int(obj)
     if isinstance(obj, float) and math.isinf(obj):
-        # JSON has no infinity: written as the string "inf" or "-inf" (where it is allowed, e.g. norm_bound:
-        # .inf, no string is, so the two cannot meet). Finite values keep their form, and so their keys.
-        return "inf" if obj > 0 else "-inf"
+        return _infinity(obj)
     return obj
+
+
+def _infinity(value: float) -> str:
+    # JSON has no infinity: written as the string "inf" or "-inf". Where an infinity is allowed (norm_bound: .inf)
+    # no string is, so the two cannot meet; finite values keep their form, and so every existing key.
+    return "inf" if value > 0 else "-inf"
 
 
 def canonical_json(obj: Any) -> str:

@@ -91,7 +91,7 @@ def init_from_dict(d: dict[str, Any] | None) -> dict[str, Any]:
         return {"kind": kind, "low": float(low), "high": float(high)}
     # perturbed
     if "epsilon" not in d:
-        raise ValueError("init.epsilon is missing: a perturbed init needs epsilon (>= 0) and center")
+        raise ValueError("init.epsilon is missing: kind 'perturbed' needs epsilon (>= 0) and center")
     eps = d["epsilon"]
     if not _is_number(eps) or not math.isfinite(eps) or eps < 0:
         raise _err("epsilon", eps, "a finite number >= 0")

@@ -7,6 +7,7 @@ Every measure has ``dim`` and ``quadrature(n_points, rng)`` returning points ``(
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,10 @@ class Uniform(Measure):
         if not self.low < self.high:
             raise _err("low", self.low, f"low < high (high = {self.high})")
         _check_dim(self.dim)
+        width = float(self.high) - float(self.low)  # the density is 1 / width^dim: finite and > 0 in float64
+        if not (np.isfinite(width) and abs(self.dim * math.log(width)) < 700):
+            raise _err("low/high", (self.low, self.high), f"an interval whose length {width:.3g} gives a density "
+                       f"1 / length^{self.dim} that float64 can hold")
 
     def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         volume = (self.high - self.low) ** self.dim
@@ -194,15 +199,20 @@ class PiecewisePolynomialDensity(Measure):
         with np.errstate(over="ignore", invalid="ignore"):  # an infinite mass is refused just below
             mass = sum(_poly_integral(arr[i], knots[i], knots[i + 1]) for i in range(len(arr)))
         if not (mass > 0 and np.isfinite(mass)):
-            raise _err("coefficients", arr.tolist(), "a density with positive, finite total mass (in float64)")
+            raise _err("coefficients", arr.tolist(), "a density with positive total mass (and finite in float64)")
         if abs(mass - 1.0) > 1e-10:
+            with np.errstate(over="ignore"):
+                normalized = arr / mass
+            if not np.all(np.isfinite(normalized)):
+                raise _err("coefficients", coefs, f"a density whose total mass ({mass:.3g}) can be normalized in "
+                           "float64")
             if not self.normalize:
                 warnings.warn(
                     f"measure: the piecewise polynomial density has total mass {mass:.12g}; it was divided by "
                     "that to make a probability measure (set normalize: true to silence this note)",
                     stacklevel=3,
                 )
-            arr = arr / mass
+            arr = normalized
         object.__setattr__(self, "knots", knots)
         object.__setattr__(self, "coefficients", arr)
 
@@ -257,8 +267,8 @@ class Gaussian(Measure):
 
     def __post_init__(self) -> None:
         _check_dim(self.dim)
-        if not (is_real(self.sigma) and np.isfinite(self.sigma) and self.sigma > 0):
-            raise _err("sigma", self.sigma, "a finite number > 0")
+        if not (is_real(self.sigma) and 1e-150 <= self.sigma <= 1e150):  # sigma^2 and 1 / sigma^2 are finite
+            raise _err("sigma", self.sigma, "a number > 0 from 1e-150 to 1e150 (sigma^2 and 1 / sigma^2 finite)")
 
     def quadrature(self, n_points: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         from scipy import special
@@ -379,8 +389,10 @@ def measure_from_dict(spec: dict[str, Any]) -> Measure:
     args = {k: v for k, v in spec.items() if k != "kind"}
     try:
         return MEASURES[kind](args)
-    except (TypeError, KeyError) as exc:
-        raise ValueError(f"measure ({kind}): {exc}") from None
+    except KeyError as exc:
+        raise ValueError(f"measure.{exc.args[0]} is missing: kind {kind!r} needs it") from None
+    except TypeError as exc:
+        raise ValueError(f"measure (kind {kind!r}): {exc}") from None
 
 
 def _uniform(args: dict[str, Any]) -> Measure:
@@ -396,7 +408,7 @@ def _flag(args: dict[str, Any], key: str) -> bool:
 
 def _empirical(args: dict[str, Any]) -> Measure:
     if ("path" in args) == ("sample" in args):
-        raise ValueError("measure (empirical): give exactly one of 'path' (a .npy/.parquet file) or 'sample'")
+        raise ValueError("measure (kind 'empirical'): give exactly one of 'path' (a .npy/.parquet file) or 'sample'")
     if "path" in args:
         if not isinstance(args["path"], str):
             raise _err("path", args["path"], "the path of a .npy or .parquet file, as text")

@@ -83,9 +83,18 @@ class Problem:
                 f"{measure.dim} (network.input_dim) holds {n_points * measure.dim} coordinates, over the limit of "
                 f"{LIMITS['n_points']} (LIMITS['n_points'], docs/running.md): lower risk.n_points")
         rng = np.random.default_rng([int(seed), 0x0ADA])  # the quadrature's own named key
-        self.backend: RiskBackend = backend_cls(
-            architecture, measure, target, dtype=DTYPES[dtype], n_points=int(n_points), rng=rng
-        )
+        try:
+            self.backend: RiskBackend = backend_cls(
+                architecture, measure, target, dtype=DTYPES[dtype], n_points=int(n_points), rng=rng
+            )
+        except (ArithmeticError, ValueError) as exc:
+            if str(exc).startswith(("risk.", "measure", "target", "network")):  # a message of the validators
+                raise
+            # finite numbers so large or small that the backend's set-up leaves float64 (an overflow, a NaN)
+            raise ValueError(
+                f"the measure {measure.to_dict()} and the target {target.to_dict()} are out of float64's range for "
+                f"risk.backend {backend_cls.name!r} ({type(exc).__name__}: {exc}): expected smaller numbers"
+            ) from None
         self.risk_settings = {"backend": backend, "n_points": int(n_points), "dtype": dtype, "seed": int(seed)}
         self.spec = spec
 

@@ -394,7 +394,7 @@ def target_from_dict(spec: dict[str, Any], input_dim: int) -> Target:
                 "constant": ("value",), "affine": ("slope",)}
     for key in required.get(kind, ()):
         if key not in spec:
-            raise ValueError(f"target.{key} is missing: a {kind} target needs {list(required[kind])}")
+            raise ValueError(f"target.{key} is missing: kind {kind!r} needs {list(required[kind])}")
     # finite data can still give pieces that are not (a slope between two knots overflows, a kink at -shift / scale
     # with a tiny scale): the exact backend would compute with inf and NaN. Refused below, so no warnings here.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
