@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,13 @@ CONFIG = {"studies": {"w": {
 
 @pytest.mark.slow
 def test_a_wheel_install_checks_integrates_and_resumes_outside_a_checkout(tmp_path):
+    # built from a copy of the sources: building in place would leave setuptools' build/ in the checkout
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "results", "logs", "benchmarks",
+                                                                "__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = wheels.glob("reluflow-*.whl")
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
