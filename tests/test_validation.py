@@ -26,7 +26,7 @@ CASES = {
     ),
     "zero mass density": (
         spec(measure={"kind": "piecewise_polynomial", "knots": [0, 1], "coefficients": [[0.0]]}),
-        ["measure.coefficients", "positive, finite total mass"],
+        ["measure.coefficients", "positive total mass"],
     ),
     "unsorted density knots": (
         spec(measure={"kind": "piecewise_polynomial", "knots": [0, 2, 1], "coefficients": [[1], [1]]}),
