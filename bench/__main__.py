@@ -12,7 +12,8 @@ from reluflow.pipeline._cluster import pin_blas_threads
 from .pipeline import SNAKEMAKE_MODES, default_modes
 
 SUITES = ("risk", "kernels", "dynamics", "memory", "pipeline")
-# run only when named (about 10 minutes per round): the whole quickstart through Snakemake, 1 vs 2 cores
+# run only when named (about 4 minutes per round with every mode): the whole quickstart through Snakemake,
+# --cores 1 against --cores 2
 OPTIONAL_SUITES = ("snakemake",)
 
 
@@ -22,12 +23,17 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help=f"which suites (default: all of {', '.join(SUITES)})")
     parser.add_argument("--snakemake", action="store_true",
                         help="pipeline suite: also run the snakemake suite (the whole quickstart through Snakemake, "
-                        "1 vs 2 cores, shared cluster vs one per job)")
+                        "--cores 1 against --cores 2, every mode)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--rounds", type=int, default=3, help="snakemake suite: rounds (default 3; 1 with --quick)")
     parser.add_argument("--modes", nargs="+", default=list(default_modes()), choices=list(SNAKEMAKE_MODES),
-                        help="snakemake suite: cluster modes to compare (default all; 'pinned' only where CPU "
-                        "affinity can be set for two CPUs)")
+                        help="snakemake suite: modes to run (default all; 'pinned' only where CPU affinity can be set "
+                        "for two CPUs): 'default' --cores 1 against --cores 2; 'pinned' the same with each run held "
+                        "to as many CPUs as its --cores; 'one_worker' --cores 2 with one dask worker, against the "
+                        "--cores 2 run of 'default' (or 'pinned')")
+    parser.add_argument("--study-dask-rounds", type=int, default=None,
+                        help="snakemake suite: rounds of the integrate stage alone on a running cluster, 1 worker "
+                        "against 2, after the Snakemake rounds (default: --rounds; 0 skips it)")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
     unknown = sorted(set(suites) - set(SUITES) - set(OPTIONAL_SUITES))
@@ -64,7 +70,10 @@ def main() -> None:
 
         if args.rounds < 1:
             parser.error(f"--rounds {args.rounds} is not allowed: expected at least 1")
-        out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else args.rounds, modes=tuple(args.modes))
+        if args.study_dask_rounds is not None and args.study_dask_rounds < 0:
+            parser.error(f"--study-dask-rounds {args.study_dask_rounds} is not allowed: expected 0 or more")
+        out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else args.rounds, modes=tuple(args.modes),
+                                                  study_dask_rounds=args.study_dask_rounds)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     header = {k: out.pop(k) for k in ("machine", "python")}
