@@ -1,5 +1,5 @@
 # reluflow workflow (index). Stages: workflow/rules/*.smk; config: config.yaml, checked against the schema the
-# package ships (src/reluflow/pipeline/config.schema.yaml); the rules are thin adapters over the installed
+# package ships (src/reluflow/config/config.schema.yaml); the rules are thin adapters over the installed
 # package's CLI (`python -m reluflow STAGE`). Run: `snakemake --cores 2` (docs/running.md for clusters).
 import os
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from reluflow.pipeline import ConfigError, check_config_files, find_schema, plan_from_snakemake
+from reluflow.config import ConfigError, check_config_files, find_schema, plan_from_snakemake
 
 min_version("8.0")
 
@@ -38,7 +38,7 @@ except ConfigError as exc:
 
 # Execution settings reach the integrate jobs through the environment rather than params: they never change
 # results, so changing them must not rerun finished jobs (params are a rerun trigger).
-os.environ["RELUFLOW_EXECUTION"] = PLAN.execution_json()
+os.environ["RELUFLOW_EXECUTION"] = PLAN.execution.to_json()
 # Jobs run the reluflow this Snakefile imports, even from a virtual environment that is not activated.
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import reluflow
+from reluflow.config import Execution, expand_study, load_config_files
 from reluflow.pipeline._cluster import BLAS_THREAD_VARS, WORKER_MALLOC_ENV, dask_client
-from reluflow.pipeline._config import expand_study, load_config_files
 from reluflow.pipeline._stages import plan_shards, write_init, write_integrate
 
 from ._timing import print_table
@@ -56,8 +56,8 @@ def _time_integrate(cells, study_dir: Path, workers: int, shard_size: int, **clu
     shard computed (none reused), the cluster's start-up included unless ``cluster`` names a running one."""
     _clear_study(study_dir)
     t0 = time.perf_counter()
-    counts = write_integrate(cells, study_dir, workers=workers, shard_size=shard_size, progress_interval=1e9,
-                             **cluster)
+    execution = Execution.from_mapping(workers=workers, shard_size=shard_size, progress_interval=1e9, **cluster)
+    counts = write_integrate(cells, study_dir, execution)
     seconds = time.perf_counter() - t0
     if counts["cells_reused"] or counts["shards_reused"]:
         raise RuntimeError(f"integrate reused finished work in {study_dir} ({counts}): the timing is not valid")
@@ -118,7 +118,7 @@ cell = quickstart_cell(sys.argv[2], int(sys.argv[3]))
 theta0 = initialize(reluflow.Problem.from_dict(cell.problem), cell.init, range(cell.n_trajectories), cell.seed)
 t0 = time.perf_counter()
 for s in plan_shards(cell, int(sys.argv[4])):
-    run_shard(cell.to_json(), s.start, s.stop, theta0[s.start : s.stop])
+    run_shard(cell, s.start, s.stop, theta0[s.start : s.stop])
 print(time.perf_counter() - t0)
 """
 

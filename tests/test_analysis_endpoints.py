@@ -150,7 +150,8 @@ def test_aggregate_judges_successes_against_the_stated_optimum(tmp_path):
 
     import pandas as pd
 
-    from reluflow.pipeline import find_schema, load_config_files, plan_config, write_aggregate
+    from reluflow.config import find_schema, load_config_files, plan_config
+    from reluflow.pipeline import write_aggregate
 
     opt = 4 / 3645
     problem = {"network": {"input_dim": 1, "widths": [1]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},

@@ -22,7 +22,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "reluflow"
 #: layer; never up.
 LAYERS: list[list[str]] = [
     ["reluflow.__main__", "reluflow.cli"],  # the command line
-    ["reluflow.pipeline"],  # config, files, dask, provenance, figures
+    ["reluflow.pipeline"],  # stages: files, dask, provenance, figures
+    ["reluflow.config"],  # configs read and validated once; Study, Cell, Execution
     ["reluflow"],  # the package's face: __version__, load, simulate, ...
     ["reluflow._simulate", "reluflow._load"],  # one cell's simulation; reading a study's tables
     ["reluflow._tableschema"],  # the tables' contract with their readers (schema version, required columns)
@@ -140,9 +141,9 @@ def test_graph_is_read():
     graph = import_graph()
     assert "reluflow.problem._problem" in graph
     assert "reluflow.risk" in graph["reluflow.problem._problem"]  # module level
-    assert "reluflow.dynamics" in graph["reluflow.pipeline._config"]  # inside a function
-    assert "reluflow.pipeline._stages" in graph["reluflow.pipeline"]  # under TYPE_CHECKING
-    assert "reluflow.pipeline" in graph["reluflow.cli"]
+    assert "reluflow.pipeline" in graph["reluflow.cli"]  # inside functions only
+    assert "reluflow.network" in graph["reluflow.risk._base"]  # under TYPE_CHECKING
+    assert "reluflow.dynamics" in graph["reluflow.config._study"]
     assert "reluflow" in graph["reluflow.cli"]  # from . import __version__
     assert "reluflow.network" in graph["reluflow.dynamics._integrate"]  # the parent package of network._units
     assert "reluflow.dynamics" not in graph["reluflow.dynamics._integrate"]  # its own package: no edge

@@ -21,14 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reluflow.pipeline import LIMITS, Cell, ConfigError, Study, load_config_files, plan_from_snakemake
-from reluflow.pipeline._yaml import load_yaml_text
+from reluflow.config import LIMITS, Cell, ConfigError, Study, load_config_files, plan_from_snakemake
+from reluflow.config._yaml import load_yaml_text
 
 # valid configs with absurd but allowed values (init sigma 1e300, an unnormalized density) warn, and that is fine
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 N_EXAMPLES = 1000
 
 VARIANTS = load_yaml_text("""
@@ -192,9 +192,9 @@ def test_mutated_config_is_valid_or_refused_naming_the_key(base, mutations):
     else:
         # what a valid plan hands the stages survives its JSON (an infinite norm_bound included)
         for study in plan.studies.values():
-            assert Study.from_json(study.to_json(), check=False).cell_ids == study.cell_ids
+            assert Study.from_json(study.to_json()).cell_ids == study.cell_ids
             for cell in study.cells.values():
-                assert Cell.from_json(cell.to_json(), check=False) == cell
+                assert Cell.from_json(cell.to_json()) == cell
                 assert len(cell.id) <= LIMITS["name_length"]
         COUNTS["valid"] += 1
     finally:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import reluflow
-import reluflow.pipeline
+import reluflow.config
 from reluflow import cli
-from reluflow.pipeline import find_schema, load_config_files, plan_config
+from reluflow.config import find_schema, load_config_files, plan_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,10 +64,9 @@ def test_check_works_from_any_directory(tmp_path):
 
 def test_the_schema_ships_in_the_package_and_is_the_only_one():
     schema = find_schema()
-    assert schema == Path(reluflow.pipeline.__file__).with_name("config.schema.yaml") and schema.is_file()
-    assert find_schema(ROOT / "config.yaml") == schema  # what it used to search near is no longer looked at
+    assert schema == Path(reluflow.config.__file__).with_name("config.schema.yaml") and schema.is_file()
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "config.schema.yaml" in package_data["reluflow.pipeline"]
+    assert "config.schema.yaml" in package_data["reluflow.config"]
     assert not (ROOT / "workflow" / "schemas").exists()  # one copy: the Snakefile validates with find_schema()
     assert "find_schema()" in (ROOT / "Snakefile").read_text()
     plan_config(load_config_files([ROOT / "config.yaml"]), schema, check=False)  # the shipped config is valid
@@ -119,7 +118,7 @@ def test_integrate_writes_progress_to_the_log_and_one_line_per_report_to_the_con
     command = " ".join([
         "set -euo pipefail;", sys.executable, "-m", "reluflow", "integrate", "--study-json", f"'{study.to_json()}'",
         "--study-dir", str(tmp_path / "r"), "--workers", "1", "--shard-size", "5", "--execution-json", "'{}'",
-        "--progress-interval", "0", "--console-fd", "3", "3>&2", ">", str(tmp_path / "integrate.log"), "2>&1"])
+        "--progress-interval", "0.001", "--console-fd", "3", "3>&2", ">", str(tmp_path / "integrate.log"), "2>&1"])
     run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False, cwd=tmp_path)
     log = (tmp_path / "integrate.log").read_text()
     assert run.returncode == 0, log[-3000:]

@@ -1,4 +1,4 @@
-"""Config validation, grid expansion, cell ids and keys (reluflow.pipeline._config), and bad configs failing
+"""Config validation, grid expansion, cell ids and keys (reluflow.config._study), and bad configs failing
 before any job, with Snakemake and with `reluflow check`."""
 
 from __future__ import annotations
@@ -14,16 +14,10 @@ import pandas as pd
 import pytest
 
 from reluflow._keys import cell_key
-from reluflow.pipeline import (
-    ConfigError,
-    expand_study,
-    load_config_files,
-    load_yaml,
-    plan_config,
-)
+from reluflow.config import ConfigError, expand_study, load_config_files, load_yaml, plan_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 SNAKEFILE = ROOT / "Snakefile"
 
 PROBLEM = {
@@ -57,7 +51,7 @@ def test_repo_config_is_valid_and_runs_quickstart():
     q = plan.study("quickstart")
     assert q.cell_ids == ["w4-gd", "w4-gf", "w16-gd", "w16-gf", "w64-gd", "w64-gf"]
     assert {c.method["kind"] for c in q.cells.values()} == {"gd", "gf"}
-    assert plan.execution["scheduler"] == "local"
+    assert plan.execution.scheduler == "local"
 
 
 def test_grid_is_cartesian_and_dict_values_replace_subtrees():
@@ -123,10 +117,10 @@ def test_cell_ids_are_readable_unique_and_filesystem_safe():
 
 
 def test_study_json_roundtrip_keeps_grid_order_and_types():
-    from reluflow.pipeline import Cell, Study
+    from reluflow.config import Cell, Study
 
     s = plan_config(config(), SCHEMA).study("s")
-    back = Study.from_json(s.to_json(), check=False)
+    back = Study.from_json(s.to_json())
     assert back.cell_ids == s.cell_ids
     cell = s.cells["w2-gd"]
     again = Cell.from_json(cell.to_json())
@@ -151,8 +145,8 @@ def test_snakemake_style_string_floats_are_coerced():
 
 
 def test_nested_command_line_values_get_their_types_back():
-    from reluflow.pipeline import plan_from_snakemake
-    from reluflow.pipeline._yaml import retype_scalars
+    from reluflow.config import plan_from_snakemake
+    from reluflow.config._yaml import retype_scalars
 
     assert retype_scalars({"a": ["1", "2.5", "1e-3", "true", "null", "04:00:00", "tcp://h:1", "32GB"]}) == {
         "a": [1, 2.5, 0.001, True, None, "04:00:00", "tcp://h:1", "32GB"]}
@@ -160,7 +154,7 @@ def test_nested_command_line_values_get_their_types_back():
     cfg = {**config(), "execution": {"shard_size": "16", "keep_shards": "true"}}
     command_line = {"execution": {"shard_size": "16", "keep_shards": "true"}}
     plan = plan_from_snakemake(cfg, [], SCHEMA, command_line=command_line)
-    assert plan.execution["shard_size"] == 16 and plan.execution["keep_shards"] is True
+    assert plan.execution.shard_size == 16 and plan.execution.keep_shards is True
     with pytest.raises(ConfigError, match="shard_size"):  # without the retyping: a clear error, not a crash
         plan_from_snakemake(cfg, [], SCHEMA)
 
@@ -275,9 +269,37 @@ def test_reluflow_check_cli(tmp_path):
 
 
 def test_default_k_list():
-    from reluflow.pipeline import default_k_list
+    from reluflow.config import default_k_list
 
     assert default_k_list(1) == [1]
     assert default_k_list(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert default_k_list(20) == [1, 2, 4, 8, 16]
     assert np.all(np.diff(default_k_list(1000)) > 0)
+
+
+def test_execution_defaults_come_from_the_schema_alone():
+    """Execution settings have one home for their defaults, the schema: an empty mapping, the JSON the Snakefile
+    passes, and the CLI's flags all give settings validated and filled from it."""
+    from reluflow.config import ConfigError, Execution, load_yaml
+
+    props = load_yaml(SCHEMA)["$defs"]["execution"]["properties"]
+    ex = Execution.from_mapping()
+    assert {name: getattr(ex, name) for name in props} == {name: spec["default"] for name, spec in props.items()}
+    assert Execution.from_json(ex.to_json()) == ex
+    assert Execution.from_mapping({"shard_size": 16}, retries=5, address=None).shard_size == 16
+    with pytest.raises(ConfigError, match=r"execution\.shard_size = 0 is not allowed"):
+        Execution.from_mapping({"shard_size": 16}, shard_size=0)
+    with pytest.raises(ConfigError, match=r"execution: unknown key\(s\) \['shards'\]"):
+        Execution.from_mapping({"shards": 3})
+    assert (Execution.from_mapping().n_workers(4), Execution.from_mapping(workers=2).n_workers(4)) == (4, 2)
+    assert Execution.from_mapping(scheduler="address", address="tcp://h:1").n_workers(4) == 1
+
+
+def test_integrate_flags_are_validated_like_the_config(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "reluflow", "integrate", "--study-json", "{}", "--study-dir",
+                          str(tmp_path), "--retries", "-1"], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "execution.retries = -1 is not allowed" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "reluflow", "integrate", "--study-json", "{}", "--study-dir",
+                          str(tmp_path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and run.stderr.startswith("error: not the JSON of a study as Study.to_json writes")

@@ -17,11 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import CellFiles, load_config_files, plan_config, read_init, write_init, write_integrate
+from reluflow.config import Execution, load_config_files, plan_config
+from reluflow.pipeline import CellFiles, read_init, write_init, write_integrate
 from reluflow.pipeline._stages import _init_slices, _run_shards, plan_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 PROBLEM = {"network": {"input_dim": 1, "widths": [3]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
            "target": {"kind": "piecewise_affine", "knots": [0, 0.5, 1], "values": [0, 1, 0]}}
 
@@ -36,8 +37,8 @@ def _cell(tmp_path: Path, method: dict, n: int):
 def _integrate(cell, tmp_path: Path, **kw) -> dict[str, int]:
     """Integrate the cell into ``tmp_path`` keeping its shards, as if it had not been merged before (no .done)."""
     shutil.rmtree(tmp_path / ".done", ignore_errors=True)
-    counts = write_integrate([cell], tmp_path, workers=1, shard_size=4, keep_shards=True, progress_interval=1e9,
-                             **kw)
+    counts = write_integrate([cell], tmp_path, Execution.from_mapping(workers=1, shard_size=4, keep_shards=True,
+                                                                     progress_interval=1e9, **kw))
     return {"reused": counts["shards_reused"], "computed": counts["shards_computed"]}
 
 
@@ -184,9 +185,10 @@ def test_damaged_finished_tables_are_not_put_back(finished, tmp_path, caplog):
     done = next((tmp_path / ".done").glob("*.trajectories.parquet"))
     raw = done.read_bytes()
     done.write_bytes(raw[: len(raw) // 2])  # the footer is gone
+    execution = Execution.from_mapping(workers=1, shard_size=4, progress_interval=1e9)
     with caplog.at_level(logging.WARNING, logger="reluflow.pipeline"):
-        counts = write_integrate([cell], tmp_path, workers=1, shard_size=4, progress_interval=1e9)
+        counts = write_integrate([cell], tmp_path, execution)
     assert counts == {"cells_reused": 0, "shards_reused": 0, "shards_computed": 3}
     assert any("finished tables not reused" in r.getMessage() for r in caplog.records)
     _assert_complete(tmp_path, reference)
-    assert write_integrate([cell], tmp_path, workers=1, shard_size=4, progress_interval=1e9)["cells_reused"] == 1
+    assert write_integrate([cell], tmp_path, execution)["cells_reused"] == 1

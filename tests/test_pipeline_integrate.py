@@ -4,6 +4,7 @@ job resumes from its finished shards and gives the identical table."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import os
 import re
@@ -21,11 +22,12 @@ import psutil
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import load_config_files, plan_config, read_final, read_metadata
+from reluflow.config import Execution, load_config_files, plan_config
+from reluflow.pipeline import read_final, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 
 CONFIG = """\
 studies:
@@ -196,7 +198,7 @@ def _real_shard(cell, shard):
     from reluflow.pipeline._stages import run_shard
 
     theta0 = initialize(Problem.from_dict(cell.problem), cell.init, np.arange(shard.start, shard.stop), cell.seed)
-    return run_shard(cell.to_json(), shard.start, shard.stop, theta0)
+    return run_shard(cell, shard.start, shard.stop, theta0)
 
 
 def test_stale_shards_are_not_reused(tmp_path, caplog):
@@ -227,7 +229,7 @@ def test_stale_shards_are_not_reused(tmp_path, caplog):
         return ok, [r.getMessage() for r in caplog.records]
 
     assert finished_with(meta) == (True, [])
-    other = type(cell)(**{**cell.__dict__, "method": {**cell.method, "step_size": 0.06}})
+    other = dataclasses.replace(cell, method={**cell.method, "step_size": 0.06})
     assert not _shard_is_finished(other, shard, tmp_path)  # same file name, other parameters
     ok, logged = finished_with({**meta, "reluflow.source_hash": "0" * 64})  # other code
     here = source_hash()
@@ -458,7 +460,8 @@ def test_a_changed_cell_is_the_only_one_computed_again(tmp_path):
 
     res = tmp_path / "r"
     first = study(0.02)
-    assert write_integrate(list(first.cells.values()), res, shard_size=3, progress_interval=1e9) == {
+    execution = Execution.from_mapping(shard_size=3, progress_interval=1e9)
+    assert write_integrate(list(first.cells.values()), res, execution) == {
         "cells_reused": 0, "shards_reused": 0, "shards_computed": 4}
     kept = first.cell_ids[0]
     inode = (res / "trajectories" / f"{kept}.parquet").stat().st_ino
@@ -466,7 +469,7 @@ def test_a_changed_cell_is_the_only_one_computed_again(tmp_path):
     shutil.rmtree(res / "curves")
     second = study(0.03)
     assert second.cell_ids[0] == kept and second.cell_ids[1] != first.cell_ids[1]
-    assert write_integrate(list(second.cells.values()), res, shard_size=3, progress_interval=1e9) == {
+    assert write_integrate(list(second.cells.values()), res, execution) == {
         "cells_reused": 1, "shards_reused": 0, "shards_computed": 2}
     assert (res / "trajectories" / f"{kept}.parquet").stat().st_ino == inode  # the same file, not recomputed
     for cell in second.cells.values():

@@ -18,7 +18,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from reluflow.pipeline import load_config_files, plan_config, read_init, write_aggregate, write_cells, write_init
+from reluflow.config import Execution, load_config_files, plan_config
+from reluflow.pipeline import read_init, write_aggregate, write_cells, write_init
 from reluflow.pipeline._stages import (
     CATEGORY,
     THETA,
@@ -32,7 +33,7 @@ from reluflow.pipeline._stages import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 GRID = ["w4", "w16", "w2x2"]
 CONFIG = """\
 studies:
@@ -63,9 +64,9 @@ def study_dir(tmp_path_factory):
         _, theta0 = read_init(init)
         shard_dir = res / ".shards" / cid
         for shard in plan_shards(cell, 2):  # three shards: the tables are joined from several files
-            tables = run_shard(cell.to_json(), shard.start, shard.stop, theta0[shard.start:shard.stop])
+            tables = run_shard(cell, shard.start, shard.stop, theta0[shard.start:shard.stop])
             _write_shard(cell, shard, shard_dir, tables)
-    counts = write_integrate(list(study.cells.values()), res, shard_size=2)
+    counts = write_integrate(list(study.cells.values()), res, Execution.from_mapping(shard_size=2))
     assert counts == {"cells_reused": 0, "shards_reused": 3 * len(GRID), "shards_computed": 0}
     write_aggregate(study, {cid: res / "trajectories" / f"{cid}.parquet" for cid in GRID}, res / "summary.parquet")
     return res

@@ -17,11 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from reluflow._simulate import simulate
-from reluflow.pipeline import FIGURES, load_config_files, plan_config, read_final, read_init, read_metadata
+from reluflow.config import FIGURES, load_config_files, plan_config
+from reluflow.pipeline import read_final, read_init, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 
 TINY = """\
 studies:
@@ -301,7 +302,8 @@ def _figures_without(e2e, tmp_path, table: str) -> None:
     import shutil
 
     from reluflow import load
-    from reluflow.pipeline import FIGURE_TABLES, write_figures
+    from reluflow.config import FIGURE_TABLES
+    from reluflow.pipeline import write_figures
     from reluflow.pipeline._figures import DRAW, _save
 
     d, study = e2e
@@ -358,7 +360,7 @@ def test_figures_drawn_without_their_tables_are_empty_axes(e2e):
 def test_figure_rules_declare_the_tables_their_figures_are_drawn_from():
     # each figure rule's inputs are the tables FIGURE_TABLES names for its figures, no more (summary_figures
     # would wait for tables it never reads) and no fewer (a figure drawn from a table Snakemake did not wait for)
-    from reluflow.pipeline import FIGURE_TABLES
+    from reluflow.config import FIGURE_TABLES
 
     run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"], cwd=ROOT,
                          capture_output=True, text=True, check=False)

@@ -17,8 +17,7 @@ import pytest
 
 import reluflow
 from reluflow._keys import canonical_json, cell_key
-from reluflow.dynamics import method_from_dict
-from reluflow.pipeline import (
+from reluflow.config import (
     LIMITS,
     Cell,
     ConfigError,
@@ -28,10 +27,11 @@ from reluflow.pipeline import (
     plan_config,
     plan_from_snakemake,
 )
-from reluflow.pipeline._yaml import coerce_yaml11_floats, load_yaml_text, retype_scalars
+from reluflow.config._yaml import coerce_yaml11_floats, load_yaml_text, retype_scalars
+from reluflow.dynamics import method_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "src" / "reluflow" / "pipeline" / "config.schema.yaml"  # the one schema, shipped in the package
+SCHEMA = ROOT / "src" / "reluflow" / "config" / "config.schema.yaml"  # the one schema, shipped in the package
 SNAKEFILE = ROOT / "Snakefile"
 
 TINY_YAML = """\
@@ -91,7 +91,7 @@ def test_infinite_norm_bound_works_end_to_end():
     assert '"norm_bound":"inf"' in canonical_json(cell.params)
     assert cell.key == cell_key(cell.params) and cell.key != plan_text(tiny()).cell("tiny", "w2").key
     assert "Infinity" in cell.to_json()
-    back = Cell.from_json(cell.to_json())  # and revalidated
+    back = Cell.from_json(cell.to_json())
     assert back == cell and back.method["norm_bound"] == float("inf")
     assert Study.from_json(plan.study("tiny").to_json()).cells["w2"] == cell
     # and it runs: a few steps of GD with no norm bound

@@ -50,7 +50,7 @@ def test_a_wheel_install_checks_integrates_and_resumes_outside_a_checkout(tmp_pa
     run = reluflow("check", "-c", "config.yaml")  # the schema comes with the wheel
     assert run.returncode == 0 and "config OK" in run.stdout, run.stderr
     study_json = subprocess.run(
-        [sys.executable, "-c", "import sys; from reluflow.pipeline import find_schema, load_config_files, plan_config;"
+        [sys.executable, "-c", "import sys; from reluflow.config import find_schema, load_config_files, plan_config;"
          "print(plan_config(load_config_files(['config.yaml']), find_schema()).study('w').to_json())"],
         cwd=work, env=env, capture_output=True, text=True, check=True).stdout.strip()
     args = ["integrate", "--study-json", study_json, "--study-dir", "results/w", "--workers", "1", "--shard-size",

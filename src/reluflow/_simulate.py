@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .dynamics import init_from_dict, initialize, integrate, method_from_dict
+from .dynamics import DEFAULT_INIT, init_from_dict, initialize, integrate, method_from_dict
 from .problem import Problem
 
 if TYPE_CHECKING:  # imported where the tables are built: `import reluflow` stays free of pandas (see _load)
@@ -105,17 +105,10 @@ def simulate(
     ``i`` of every table depends only on trajectory id ``i``, the cell and the seed: the same bits alone, in any
     batch or shard.
     """
-    return _simulate(problem, method=method, init=init, n_trajectories=n_trajectories, seed=seed,
-                     trajectory_ids=trajectory_ids, theta0=theta0, progress=progress, analysis=True)
-
-
-def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, theta0, progress,
-              analysis: bool) -> Simulation:
-    """``simulate``; ``analysis=False`` leaves out the analysis columns (for tests while that API is missing)."""
     import pandas as pd
 
     prob = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
-    init_dict = {"kind": "normal"} if init is None else init
+    init_dict = dict(DEFAULT_INIT) if init is None else init
     m = method_from_dict(method)
     init_from_dict(init_dict)  # validate before anything runs
     if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int | np.integer) or n_trajectories < 0:
@@ -154,11 +147,9 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
         "steps": sol.steps, "n_rejected": sol.n_rejected, "max_risk_increase": sol.max_risk_increase,
         "n_dead_final": n_dead, "min_unit_norm": sol.min_unit_norm, "balance_drift": sol.balance_drift,
     }
-    theta_refined = None
-    if analysis:
-        cols = _analysis_columns(prob, m, sol)
-        theta_refined = cols.pop("theta_refined")
-        table.update({name: cols[name] for name in ANALYSIS_COLUMNS})
+    cols = _analysis_columns(prob, m, sol)
+    theta_refined = cols.pop("theta_refined")
+    table.update({name: cols[name] for name in ANALYSIS_COLUMNS})
     trajectories = _table_dtypes(pd.DataFrame(table))
     order = np.argsort(ids, kind="stable")
     trajectories = trajectories.iloc[order].reset_index(drop=True)
@@ -172,9 +163,9 @@ def _simulate(problem, *, method, init, n_trajectories, seed, trajectory_ids, th
     })
     curves = curves.sort_values(["trajectory", "checkpoint"], kind="stable").reset_index(drop=True)
 
-    refined = trajectories["refined"].to_numpy() if "refined" in trajectories else np.zeros(len(ids), dtype=bool)
+    refined = trajectories["refined"].to_numpy()
     theta_final = np.array(sol.theta, dtype=np.float64)[order]
-    theta_ref = theta_refined[order] if theta_refined is not None else None
+    theta_ref = theta_refined[order]
     states = pd.DataFrame({
         "trajectory": trajectories["trajectory"].to_numpy(),
         "theta_final": pd.Series(list(theta_final), dtype=object),

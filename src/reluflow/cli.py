@@ -1,9 +1,10 @@
 """The ``reluflow`` command line: what the Snakemake rules call (``python -m reluflow STAGE ...``).
 
-Each stage takes its cell or study as canonical JSON (the Snakemake rule passes it as a param, so a changed
-parameter reruns exactly the affected jobs) and explicit input/output paths. Execution settings (dask
-scheduler, workers, shard size) come from ``--execution-json`` or the ``RELUFLOW_EXECUTION`` environment
-variable the Snakefile sets: they never change results, so they are not params (no reruns when they change).
+Each stage takes its study as the JSON of a study validated at the edge (the Snakemake rule passes it as a
+param, so a changed parameter reruns exactly the affected jobs; the stage does not validate it again) and explicit
+input/output paths. Execution settings (dask scheduler, workers, shard size) come from ``--execution-json`` or the
+``RELUFLOW_EXECUTION`` environment variable the Snakefile sets (they never change results, so they are not params:
+no reruns when they change), each overridable by its own flag; their defaults are the schema's.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Execution
 
 __all__ = ["main"]
 
@@ -30,19 +34,16 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _execution(args: argparse.Namespace) -> dict[str, Any]:
-    text = args.execution_json or os.environ.get(EXECUTION_ENV) or "{}"
-    try:
-        ex = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: execution settings are not valid JSON ({exc}): {text!r}") from None
-    for name in ("scheduler", "address", "shard_size", "retries", "progress_interval"):
-        value = getattr(args, name, None)
-        if value is not None:
-            ex[name] = value
-    if getattr(args, "keep_shards", False):
-        ex["keep_shards"] = True
-    return ex
+def _execution(args: argparse.Namespace) -> Execution:
+    """The execution settings: ``--execution-json`` (else ``$RELUFLOW_EXECUTION``, else none) updated by the
+    flags given, validated, with the schema's defaults."""
+    from .config import Execution
+
+    base = Execution.from_json(args.execution_json or os.environ.get(EXECUTION_ENV) or "{}")
+    settings = json.loads(base.to_json())
+    return Execution.from_mapping(settings, scheduler=args.scheduler, address=args.address,
+                                  shard_size=args.shard_size, retries=args.retries,
+                                  progress_interval=args.progress_interval, keep_shards=args.keep_shards or None)
 
 
 def _console(fd: int | None) -> TextIO | None:
@@ -72,46 +73,41 @@ def _log_to_console(console: TextIO, prefix: str) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .pipeline import find_schema, load_config_files, plan_config
+    from .config import find_schema, load_config_files, plan_config, study_origins
 
     files = args.configfile or ["config.yaml"]
     schema = Path(args.schema) if args.schema else find_schema()
-    plan = plan_config(load_config_files(files), schema)
+    plan = plan_config(load_config_files(files), schema, origins=study_origins(files))
     for study in plan.studies.values():
         mark = "*" if study.name in plan.run else " "
         print(f"{mark} {study.name}: {len(study.cells)} cells x {study.n_trajectories} trajectories, "
               f"seed {study.seed}")
         for cell in study.cells.values():
             print(f"    {cell.id:<32} key {cell.key}")
-    print(f"execution: {json.dumps(plan.execution, sort_keys=True)}")
+    print(f"execution: {plan.execution.to_json()}")
     print("config OK (* = built by `rule all`)")
     return 0
 
 
 def _cmd_cells(args: argparse.Namespace) -> int:
-    from .pipeline import Study, write_cells
+    from .config import Study
+    from .pipeline import write_cells
 
     write_cells(Study.from_json(args.study_json), args.output)
     return 0
 
 
 def _cmd_integrate(args: argparse.Namespace) -> int:
-    from .pipeline import Study, write_integrate
+    from .config import Study
+    from .pipeline import write_integrate
 
+    execution = _execution(args)
     study = Study.from_json(args.study_json)
     console = _console(args.console_fd)
     if console is not None:  # progress lines and the dashboard link on the console too
         _log_to_console(console, study.name)
-    ex = _execution(args)
-    scheduler = ex.get("scheduler") or "local"
-    # local: the job's Snakemake threads (passed as --workers); jobqueue: SLURM jobs (execution.workers)
-    workers = (ex.get("workers") if scheduler == "jobqueue" else args.workers or ex.get("workers")) or 1
-    counts = write_integrate(
-        list(study.cells.values()), args.study_dir,
-        scheduler=scheduler, workers=int(workers), address=ex.get("address"), jobqueue=ex.get("jobqueue"),
-        shard_size=int(ex.get("shard_size") or 128), retries=int(ex.get("retries", 2)),
-        keep_shards=bool(ex.get("keep_shards", False)), progress_interval=float(ex.get("progress_interval", 10)),
-    )
+    # --workers: the cores Snakemake gave the job ({threads}), the local cluster's workers unless execution.workers
+    counts = write_integrate(list(study.cells.values()), args.study_dir, execution, cores=args.workers)
     logging.getLogger("reluflow.pipeline").info(
         "integrate done: %d cell(s) reused; %d shard(s) reused, %d computed", counts["cells_reused"],
         counts["shards_reused"], counts["shards_computed"])
@@ -119,7 +115,8 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
-    from .pipeline import Study, write_aggregate
+    from .config import Study
+    from .pipeline import write_aggregate
 
     study = Study.from_json(args.study_json)
     by_cell = {cell: Path(args.study_dir, "trajectories", f"{cell}.parquet") for cell in study.cell_ids}
@@ -128,11 +125,12 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from .pipeline import Study, write_figures
+    from .config import Study
+    from .pipeline import write_figures
 
     if args.processes < 1:
         raise SystemExit(f"error: --processes = {args.processes} is not allowed: expected an integer >= 1")
-    write_figures(Study.from_json(args.study_json, check=False), args.study_dir, args.output,
+    write_figures(Study.from_json(args.study_json), args.study_dir, args.output,
                   processes=args.processes)
     return 0
 
@@ -145,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate config file(s) and list the studies' cells")
     c.add_argument("-c", "--configfile", action="append", help="config file (repeatable; default config.yaml)")
     c.add_argument("--schema", help="config schema (default: the one installed with reluflow, "
-                   "reluflow/pipeline/config.schema.yaml)")
+                   "reluflow/config/config.schema.yaml)")
     c.set_defaults(func=_cmd_check)
 
     c = sub.add_parser("cells", help="write cells.parquet for a study")
@@ -157,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
                        "shards and reusing finished cells")
     c.add_argument("--study-json", required=True)
     c.add_argument("--study-dir", required=True, help="results/{study}: where the cells' tables go")
-    c.add_argument("--workers", type=int, help="local workers / jobqueue jobs (Snakemake passes {threads})")
+    c.add_argument("--workers", type=int, help="the cores the job is given (Snakemake passes {threads}): the local "
+                   "cluster's workers unless execution.workers is set")
     c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
     c.add_argument("--scheduler", choices=["local", "address", "jobqueue"])
     c.add_argument("--address")
@@ -198,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .pipeline import ConfigError
+    from .config import ConfigError
 
     try:
         return int(args.func(args) or 0)

@@ -2,7 +2,7 @@
 # RELUFLOW_VERSION is a param of every job: a new release reruns the studies (changes within a version are not
 # tracked: use --forcerun)
 from reluflow import __version__ as RELUFLOW_VERSION
-from reluflow.pipeline import FIGURE_TABLES, FIGURES, figure_tables
+from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables
 from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
@@ -18,12 +18,12 @@ def cores_given():
         return None
 
 
-LOCAL_WORKERS = PLAN.execution["workers"] or cores_given() or 1
+LOCAL_WORKERS = PLAN.execution.n_workers(cores_given())
 
 # The integrate job's Snakemake threads: the workers of its own LocalCluster (execution.workers, else every core
 # given with --cores). A client of an existing scheduler or of a jobqueue cluster only submits and joins tables,
 # but still counts as one core, so --cores stays a true bound on what the run uses on this machine.
-INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution["scheduler"] == "local" else 1
+INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution.scheduler == "local" else 1
 
 
 def study_json(wildcards):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._keys import init_key, trajectory_rng
 
-__all__ = ["INIT_KEYS", "global_min_center", "init_from_dict", "initialize"]
+__all__ = ["DEFAULT_INIT", "INIT_KEYS", "global_min_center", "init_from_dict", "initialize"]
 
 INIT_KEYS = {
     "normal": {"sigma"},
@@ -31,6 +31,9 @@ INIT_KEYS = {
     "uniform": {"low", "high"},
     "perturbed": {"epsilon", "center"},
 }
+
+#: the init of a study or ``simulate`` call that gives none (the seeds' choice)
+DEFAULT_INIT: dict[str, Any] = {"kind": "normal"}
 
 
 def _err(key: str, value: Any, allowed: str) -> ValueError:
@@ -55,7 +58,7 @@ def init_from_dict(d: dict[str, Any] | None) -> dict[str, Any]:
     ``global_min`` applies is checked against the problem in ``initialize``.
     """
     if d is None:
-        d = {"kind": "normal"}
+        d = dict(DEFAULT_INIT)
     if not isinstance(d, dict):
         raise ValueError(f"init = {d!r} is not allowed: expected a mapping with a 'kind'")
     kind = d.get("kind")

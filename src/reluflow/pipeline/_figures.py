@@ -19,23 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .._load import StudyTables, load
-from ._config import Cell, Study
+from ..config import FIGURES, Cell, Study, figure_tables
 
 # pandas and the table writers are imported where figures are drawn, like matplotlib: the Snakefile imports
 # this module for FIGURE_TABLES, and Snakemake starts no job until it has read the Snakefile
 
-__all__ = ["FIGURES", "FIGURE_TABLES", "figure_tables", "write_figures"]
+__all__ = ["write_figures"]
 
 log = logging.getLogger("reluflow.pipeline")
 
-# The tables each figure is drawn from, besides cells.parquet (docs/tables.md)
-FIGURE_TABLES: dict[str, tuple[str, ...]] = {
-    "risk_curves": ("curves",),
-    "final_risk_hist": ("trajectories",),
-    "status_fractions": ("summary",),
-    "best_of_k": ("summary",),
-}
-FIGURES = tuple(FIGURE_TABLES)
 RISK_FLOOR = 1e-300  # zero risks are drawn at this floor on log axes
 
 
@@ -214,14 +206,8 @@ def _save(name: str, fig, paths: Sequence[Path]) -> None:
 
 def _draw_in_child(study_json: str, study_dir: str, name: str, paths: list[str]) -> None:
     """One figure in a spawned process (it reads the tables itself: nothing large crosses processes)."""
-    study = Study.from_json(study_json, check=False)
+    study = Study.from_json(study_json)
     _save(name, DRAW[name](study, _load_for(study_dir, [name])), [Path(p) for p in paths])
-
-
-def figure_tables(names: Sequence[str]) -> list[str]:
-    """The tables (besides cells.parquet) that the figures ``names`` are drawn from, sorted: what ``write_figures``
-    reads for them, and what the workflow's figure rules take as inputs."""
-    return sorted({table for name in names for table in FIGURE_TABLES[name]})
 
 
 def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
-from ._config import Cell, Study, validate_cell
+from ..config import Cell, Execution, Study
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
@@ -185,8 +185,10 @@ def _study_meta(study: Study, table: str) -> dict[str, str]:
 
 
 def _cell_meta(cell: Cell, table: str, **extra: Any) -> dict[str, str]:
+    # data files: their content hash is in params (and the key); where this run found them, in data_paths
+    paths = {path: f["resolved"] for path, f in cell.data_files.items()} or None
     return provenance(table, study=cell.study, cell=cell.id, cell_key=str(cell.key), params=cell.params,
-                      seed=str(cell.seed), n_trajectories=str(cell.n_trajectories), **extra)
+                      seed=str(cell.seed), n_trajectories=str(cell.n_trajectories), data_paths=paths, **extra)
 
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -194,7 +196,7 @@ def write_cells(study: Study, output: str | Path) -> None:
     """``cells.parquet``: one row per cell with its id, key, every parameter, and the problem's size."""
     cells = list(study.cells.values())
     cols = cell_columns(cells)
-    problems = [validate_cell(c) for c in cells]
+    problems = [c.problem_object for c in cells]
     extra = {
         "study": pa.array([study.name] * len(cells), pa.string()),
         "n_params": pa.array([p.n_params for p in problems], pa.int64()),
@@ -216,7 +218,7 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
     """
     from ..dynamics import initialize
 
-    problem = validate_cell(cell)
+    problem = cell.problem_object
     n_params = problem.n_params
 
     def pieces() -> Iterator[pa.Table]:
@@ -385,7 +387,7 @@ def _short(value: str | None) -> str:
     return value if len(value) <= 24 else f"{value[:12]}..."
 
 
-def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> dict[str, pa.Table]:
+def run_shard(cell: Cell, start: int, stop: int, theta0: np.ndarray) -> dict[str, pa.Table]:
     """The dask task: integrate trajectories ``[start, stop)`` of one cell from ``theta0`` ``(stop-start, P)``.
 
     Returns the shard's table of each of ``SHARD_TABLES``, with the ``cell`` column in front. Runs on a worker;
@@ -395,9 +397,8 @@ def run_shard(cell_json: str, start: int, stop: int, theta0: np.ndarray) -> dict
 
     from .._simulate import simulate
 
-    cell = Cell.from_json(cell_json, check=False)
     with threadpool_limits(limits=1):  # one BLAS thread per worker, whatever the worker's environment
-        sim = simulate(cell.problem, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
+        sim = simulate(cell.problem_object, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
                        seed=cell.seed, trajectory_ids=np.arange(start, stop, dtype=np.int64), theta0=theta0)
     return {"trajectories": _with_cell(sim.trajectories, cell), "curves": _with_cell(sim.curves, cell),
             "final": final_table(cell, sim.states)}
@@ -418,7 +419,7 @@ def _with_cell(df: pd.DataFrame, cell: Cell) -> pa.Table:
 def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
     """``final/{cell}.parquet`` rows from ``simulate``'s ``states``: final and refined parameters."""
     n = len(states)
-    p = validate_cell(cell).n_params if n == 0 else len(states["theta_final"].iloc[0])
+    p = cell.problem_object.n_params if n == 0 else len(states["theta_final"].iloc[0])
     final = np.stack(states["theta_final"].to_numpy()) if n else np.zeros((0, p))
     has_refined = states["theta_refined"].map(lambda v: v is not None).to_numpy(dtype=bool)
     refined = np.full((n, p), np.nan)
@@ -466,15 +467,9 @@ class CellFiles:
 def write_integrate(
     cells: Sequence[Cell],
     study_dir: str | Path,
+    execution: Execution | None = None,
     *,
-    scheduler: str = "local",
-    workers: int = 1,
-    address: str | None = None,
-    jobqueue: Mapping[str, Any] | None = None,
-    shard_size: int = 128,
-    retries: int = 2,
-    keep_shards: bool = False,
-    progress_interval: float = 10.0,
+    cores: int | None = None,
 ) -> dict[str, int]:
     """Integrate ``cells`` (all of a study's: the ``.done`` names of other cells in ``study_dir`` are removed) into
     ``study_dir``: each cell's ``CELL_TABLES`` (init, curves, final, trajectories), all shards of all cells on one
@@ -490,10 +485,13 @@ def write_integrate(
     parameters are read shard by shard, and at most a few shards per worker are in flight, so the driver's
     memory stays at a few shards whatever the study's size.
 
-    ``scheduler``, ``workers``, ``address`` and ``jobqueue`` choose the cluster (``dask_client``); none of them,
-    nor ``shard_size``, changes a result."""
+    ``execution`` (default: the schema's defaults) chooses the cluster (``dask_client``), the shard size, retries
+    and progress interval; ``cores``: what the job was given, the local cluster's workers unless
+    ``execution.workers`` says otherwise. None of them changes a result."""
     from ._cluster import dask_client
 
+    ex = execution if execution is not None else Execution.from_mapping()
+    shard_size, keep_shards, workers = ex.shard_size, ex.keep_shards, ex.n_workers(cores)
     study_dir = Path(study_dir)
     files = [CellFiles(c, study_dir) for c in cells]
     pending = [f for f in files if not _restore_done(f)]
@@ -515,9 +513,9 @@ def write_integrate(
             _finish_cell(f, plans[f.cell.id], [], shard_size=shard_size, keep_shards=keep_shards)
     running = [f for f in pending if todo[f.cell.id]]
     if running:
-        with dask_client(scheduler, workers=workers, address=address, jobqueue=jobqueue) as client:
-            _run_shards(client, running, todo, retries=retries, window=2 * max(workers, 1) + 2,
-                        n_shards=n_shards, progress_interval=progress_interval,
+        with dask_client(ex.scheduler, workers=workers, address=ex.address, jobqueue=ex.jobqueue) as client:
+            _run_shards(client, running, todo, retries=ex.retries, window=2 * workers + 2,
+                        n_shards=n_shards, progress_interval=ex.progress_interval,
                         on_cell_done=lambda f: _finish_cell(f, plans[f.cell.id], todo[f.cell.id],
                                                             shard_size=shard_size, keep_shards=keep_shards))
     _prune_done(study_dir, {f.stem for f in files})
@@ -644,7 +642,6 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
                 yield f, shard, theta0
 
     source = inputs()
-    cell_json = {f.cell.id: f.cell.to_json() for f in cells}
     left = {f.cell.id: len(todo[f.cell.id]) for f in cells}
     by_key: dict[str, tuple[CellFiles, Shard]] = {}
     running = as_completed()
@@ -654,7 +651,7 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
         if nxt is not None:
             f, shard, theta0 = nxt
             # an explicit, distinct key per shard: submit is pure by default and would merge equal-looking tasks
-            future = client.submit(run_shard, cell_json[f.cell.id], shard.start, shard.stop, theta0,
+            future = client.submit(run_shard, f.cell, shard.start, shard.stop, theta0,
                                    key=f"reluflow-shard-{shard.stem}", retries=retries, pure=False)
             by_key[future.key] = (f, shard)
             running.add(future)

@@ -52,7 +52,8 @@ __all__ = [
 
 #: Metadata keys that differ between two runs of the same code, config and seed (the values never do): compare
 #: files' metadata without them.
-VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host"})
+# where and when a file was written: the same config gives the same tables apart from these
+VOLATILE_META_KEYS = frozenset({f"{META_PREFIX}created", f"{META_PREFIX}host", f"{META_PREFIX}data_paths"})
 # The package's own files that make up its code: the modules, and data files should it ever ship any.
 _SOURCE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".toml")
 # mkstemp creates files readable by their owner only; tables get the permissions of any new file.

@@ -7,6 +7,7 @@ from ._measures import (
     Measure,
     PiecewisePolynomialDensity,
     Uniform,
+    file_sha256,
     measure_from_dict,
 )
 from ._problem import Problem
@@ -25,5 +26,5 @@ from ._targets import (
 __all__ = [
     "FUNCTIONS", "MEASURES", "Affine", "Constant", "Empirical", "Gaussian", "Measure", "NamedFunction",
     "PiecewisePolynomial", "PiecewisePolynomialDensity", "PiecewisePolynomialTarget", "Problem", "Target",
-    "Teacher", "Uniform", "measure_from_dict", "target_from_dict",
+    "Teacher", "Uniform", "file_sha256", "measure_from_dict", "target_from_dict",
 ]

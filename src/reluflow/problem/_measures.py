@@ -7,6 +7,7 @@ Every measure has ``dim`` and ``quadrature(n_points, rng)`` returning points ``(
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "PiecewisePolynomialDensity",
     "Gaussian",
     "Empirical",
+    "file_sha256",
     "measure_from_dict",
     "MEASURES",
 ]
@@ -331,10 +333,20 @@ def _require_rng(rng: np.random.Generator | None, kind: str) -> np.random.Genera
     return rng
 
 
-def _load_points(path: str, columns: list[str] | None) -> np.ndarray:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's content, in hex: what pins an empirical data set (``measure.sha256``)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _load_points(path: str, columns: list[str] | None, sha256: str | None = None) -> np.ndarray:
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise _err("path", path, "an existing .npy or .parquet file")
+    if sha256 is not None and file_sha256(p) != sha256:
+        raise ValueError(f"measure.path = {path!r}: the file's sha256 is {file_sha256(p)}, not measure.sha256 = "
+                         f"{sha256!r}: the data changed since the config was validated (validate again, e.g. "
+                         "rerun snakemake, to use the new data)")
     if p.suffix == ".npy":
         return np.load(p)
     if p.suffix == ".parquet":
@@ -415,8 +427,13 @@ def _empirical(args: dict[str, Any]) -> Measure:
         columns = args.get("columns")
         if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
             raise _err("columns", columns, "a list of column names (text), or null for all columns")
-        pts = _load_points(args["path"], args.get("columns"))
-        return Empirical(pts, source={"path": args["path"], "columns": args.get("columns")})
+        sha256 = args.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
+                                       and all(c in "0123456789abcdef" for c in sha256)):
+            raise _err("sha256", sha256, "the file's sha256 as 64 lowercase hex digits")
+        pts = _load_points(args["path"], args.get("columns"), sha256)
+        source = {"path": args["path"], "columns": args.get("columns")}
+        return Empirical(pts, source=source if sha256 is None else {**source, "sha256": sha256})
     if not isinstance(args["sample"], dict):
         raise _err("sample", args["sample"], "a mapping (distribution, n_points, seed, ...)")
     return Empirical(_sample(args["sample"]), source={"sample": dict(args["sample"])})
@@ -434,5 +451,5 @@ MEASURE_KEYS = {
     "box": {"low", "high", "dim"},
     "piecewise_polynomial": {"knots", "coefficients", "normalize"},
     "gaussian": {"dim", "sigma"},
-    "empirical": {"path", "columns", "sample"},
+    "empirical": {"path", "columns", "sample", "sha256"},
 }

@@ -2,7 +2,9 @@
 
 A config holds named studies; a study's ``grid`` is a cartesian product whose combinations are the **cells**.
 Everything here runs before any job: a bad key or value raises :class:`ConfigError` naming the study, the key,
-the value and what is allowed, and nothing is written. Sizes are bounded by ``LIMITS`` (``reluflow._limits``,
+the value and what is allowed, and nothing is written. A config is read and validated once, at the edge (the
+Snakefile, ``reluflow check``); the stages then receive typed objects: :class:`Study` and :class:`Cell` (rebuilt
+from their JSON without validating again) and :class:`Execution`. Sizes are bounded by ``LIMITS`` (``reluflow._limits``,
 docs/running.md "Limits and refused input"), checked before anything large is built or walked.
 """
 
@@ -15,7 +17,8 @@ import math
 import re
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,15 @@ import numpy as np
 
 from .._keys import canonical_json, cell_key
 from .._limits import INF_KEYS, LIMITS
+from ..dynamics import DEFAULT_INIT, init_from_dict, initialize, method_from_dict
+from ..problem import Problem, file_sha256
 from ._yaml import coerce_yaml11_floats, load_yaml, retype_scalars
 
 __all__ = [
-    "DEFAULT_INIT",
     "LIMITS",
     "Cell",
     "ConfigError",
+    "Execution",
     "Plan",
     "Study",
     "check_config_files",
@@ -42,12 +47,11 @@ __all__ = [
     "load_config_files",
     "plan_config",
     "plan_from_snakemake",
+    "study_origins",
     "validate_schema",
     "validate_cell",
 ]
 
-DEFAULT_INIT: dict[str, Any] = {"kind": "normal"}
-SCHEMA_RELPATH = Path("workflow") / "schemas" / "config.schema.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SECTIONS = ("problem", "init", "method")
 
@@ -77,13 +81,35 @@ def load_config_files(paths: Iterable[str | Path]) -> dict[str, Any]:
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:
-    """Re-read ``paths`` strictly: Snakemake's YAML loader silently keeps the last of two equal keys (a study
+    """Read ``paths`` strictly: Snakemake's YAML loader silently keeps the last of two equal keys (a study
     defined twice loses its first definition), so look for duplicates ourselves."""
     for path in paths:
         _load_strict(path)
 
 
+def study_origins(paths: Iterable[str | Path]) -> dict[str, Path]:
+    """The directory of the config file that defines each study (the last one that names it, as merging goes):
+    a study's relative data paths are resolved from there."""
+    origins: dict[str, Path] = {}
+    for path in paths:
+        studies = _load_strict(path).get("studies")
+        if isinstance(studies, dict):
+            origins.update(dict.fromkeys(studies, Path(path).resolve().parent))
+    return origins
+
+
 def _load_strict(path: str | Path) -> dict[str, Any]:
+    """A config file read strictly, once per process while it is unchanged (the Snakefile checks a file before
+    Snakemake's loader reads it, then plans from it); callers must not modify what it returns."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    return _load_strict_cached(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, str(path))
+
+
+@cache
+def _load_strict_cached(resolved: str, mtime_ns: int, size: int, path: str) -> dict[str, Any]:
     try:
         data = load_yaml(path)
     except FileNotFoundError:
@@ -114,16 +140,19 @@ def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
             base[key] = copy.deepcopy(value)
 
 
-def find_schema(*near: str | Path) -> Path:
+def find_schema() -> Path:
     """The config schema: ``config.schema.yaml``, shipped in this package next to this module. It is the one
-    schema: the Snakefile validates with it too. ``near`` (config files or directories, which older versions
-    searched for ``workflow/schemas/``) is accepted and not used: a schema from elsewhere could disagree with the
-    package that reads the config."""
+    schema: the Snakefile and ``reluflow check`` validate with it."""
     schema = Path(__file__).with_name("config.schema.yaml")
     if not schema.is_file():
         raise ConfigError(f"the config schema is missing from the installed package ({schema}): reinstall "
                           "reluflow, or pass a schema's path with --schema")
     return schema
+
+
+@cache
+def _package_schema() -> dict[str, Any]:
+    return load_yaml(find_schema())
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -314,11 +343,26 @@ class Cell:
     init: dict[str, Any]
     method: dict[str, Any]
     grid_values: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: the directory relative data paths are resolved from (the config file's; relative to the working directory
+    #: where it can be, so that a moved project keeps its keys and JSON)
+    base_dir: str = field(default=".", compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
         """The cell's parameters as hashed by :func:`reluflow._keys.cell_key`."""
         return {"problem": self.problem, "init": self.init, "method": self.method}
+
+    @cached_property
+    def problem_object(self) -> Problem:
+        """The cell's :class:`~reluflow.Problem`, built once per process (and pickled with the cell, so a dask
+        task that receives the cell does not build it again)."""
+        return Problem.from_dict(_resolve_data_paths(self.problem, self.base_dir))
+
+    @property
+    def data_files(self) -> dict[str, dict[str, str]]:
+        """The data files the cell reads, by path as written: ``{"resolved": path, "sha256": hex}``."""
+        return {m["path"]: {"resolved": str(_resolve(m["path"], self.base_dir)), "sha256": m.get("sha256", "")}
+                for m in _empirical_measures(self.problem)}
 
     def to_json(self) -> str:
         """Everything a per-cell stage needs, as JSON with sorted keys (also a Snakemake rerun trigger).
@@ -327,12 +371,13 @@ class Cell:
         """
         return _json({
             "study": self.study, "cell": self.id, "key": self.key, "seed": self.seed,
-            "n_trajectories": self.n_trajectories, **self.params,
+            "n_trajectories": self.n_trajectories, "base_dir": self.base_dir, **self.params,
         })
 
     @classmethod
-    def from_json(cls, text: str, *, check: bool = True) -> Cell:
-        """Rebuild a cell from :meth:`to_json`; recompute its key and (``check``) rerun the package's checks."""
+    def from_json(cls, text: str) -> Cell:
+        """Rebuild a cell from :meth:`to_json` (made from a validated cell: not validated again); its key is
+        recomputed and must match."""
         d = json.loads(text)
         missing = {"study", "cell", "seed", "n_trajectories", "problem", "init", "method"} - set(d)
         if missing:
@@ -340,11 +385,8 @@ class Cell:
         key = cell_key({"problem": d["problem"], "init": d["init"], "method": d["method"]})
         if "key" in d and int(d["key"]) != key:
             raise ConfigError(f"cell {d['cell']!r}: key {d['key']} does not match its parameters ({key})")
-        cell = cls(d["study"], d["cell"], key, int(d["seed"]), int(d["n_trajectories"]),
-                   d["problem"], d["init"], d["method"])
-        if check:
-            validate_cell(cell)
-        return cell
+        return cls(d["study"], d["cell"], key, int(d["seed"]), int(d["n_trajectories"]),
+                   d["problem"], d["init"], d["method"], base_dir=d.get("base_dir", "."))
 
 
 def _json(obj: Any) -> str:
@@ -353,11 +395,9 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def validate_cell(cell: Cell) -> Any:
+def validate_cell(cell: Cell) -> Problem:
     """The package's own checks: build the cell's Problem and validate its method and init. Returns the
-    Problem. Raises :class:`ConfigError` prefixed with the study and cell."""
-    from ..problem import Problem
-
+    Problem (``cell.problem_object``). Raises :class:`ConfigError` prefixed with the study and cell."""
     where = f"study {cell.study!r}, cell {cell.id!r}"
     for section in SECTIONS:
         if not isinstance(getattr(cell, section), dict):
@@ -366,11 +406,9 @@ def validate_cell(cell: Cell) -> Any:
                 f"(give the study a {section!r} or a grid key {section!r} whose values are mappings)"
             )
     try:
-        problem = Problem.from_dict(cell.problem)
+        problem = cell.problem_object
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         raise ConfigError(f"{where}: problem: {_msg(exc)}") from None
-    from ..dynamics import init_from_dict, initialize, method_from_dict
-
     for section, check in (("method", method_from_dict), ("init", init_from_dict)):
         try:
             check(getattr(cell, section))
@@ -394,6 +432,10 @@ class Study:
     name: str
     spec: dict[str, Any]
     cells: dict[str, Cell]
+    #: where relative data paths are resolved from (``Cell.base_dir``)
+    base_dir: str = "."
+    #: the content hash of every data file a cell reads, by path as written: pinned when the config is validated
+    data_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -426,15 +468,24 @@ class Study:
         The JSON sorts keys, but the grid's key order makes the cell ids and the cell order, so it
         travels along as ``grid_order``.
         """
-        return _json({"name": self.name, **self.spec, "grid_order": list(self.spec["grid"])})
+        return _json({"name": self.name, **self.spec, "grid_order": list(self.spec["grid"]),
+                      "base_dir": self.base_dir, "data_files": self.data_files})
 
     @classmethod
-    def from_json(cls, text: str, *, check: bool = True) -> Study:
-        d = json.loads(text)
-        name = d.pop("name")
-        order = d.pop("grid_order", None) or list(d["grid"])
-        d["grid"] = {k: d["grid"][k] for k in order}
-        return expand_study(name, d, check=check)
+    def from_json(cls, text: str) -> Study:
+        """Rebuild a study from :meth:`to_json`, the JSON of a study validated at the edge: its grid is expanded
+        again into the same cells (ids, keys), which are not validated again."""
+        try:
+            d = json.loads(text)
+            name = d.pop("name")
+            order = d.pop("grid_order")
+            base_dir, data_files = d.pop("base_dir"), d.pop("data_files")
+            d["grid"] = {k: d["grid"][k] for k in order}
+            d["seed"], d["n_trajectories"]  # noqa: B018 (what expand_study reads)
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"not the JSON of a study as Study.to_json writes it ({type(exc).__name__}: {exc}): "
+                              f"{_short(text)}") from None
+        return expand_study(name, d, check=False, base_dir=base_dir, data_files=data_files)
 
 
 def default_k_list(n: int) -> list[int]:
@@ -529,8 +580,13 @@ def _check_id_length(where: str, grid: Mapping[str, list[Any]], labels: Mapping[
         "values, or fewer grid keys")
 
 
-def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> Study:
-    """The cells of one (schema-valid) study, in grid order; ``check`` runs the package's checks on each."""
+def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True, base_dir: str | Path = ".",
+                 data_files: Mapping[str, str] | None = None) -> Study:
+    """The cells of one (schema-valid) study, in grid order; ``check`` runs the package's checks on each.
+
+    Data files (an empirical measure's ``path``, resolved from ``base_dir``) are pinned: the sha256 of their content
+    becomes the measure's ``sha256``, so it enters the cell key (changed data makes a new cell). ``data_files``
+    (path -> sha256, from an earlier expansion) pins them without reading them; without it they are hashed."""
     where = f"study {name!r}"
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: the name is not allowed: expected letters, digits, '_', '.', '-'")
@@ -571,6 +627,7 @@ def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> S
 
     cells: dict[str, Cell] = {}
     by_key: dict[int, str] = {}
+    pinned: dict[str, str] = dict(data_files or {})
     for combo in itertools.product(*grid.values()):
         params = copy.deepcopy(base)
         grid_values = {}
@@ -586,6 +643,8 @@ def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> S
                     f"{where}, cell {cid!r}: no {section}: give the study a {section!r} mapping or a grid key "
                     f"starting with {section!r}"
                 )
+        for measure in _empirical_measures(params["problem"]):
+            _pin_data_file(measure, base_dir, pinned, hash_new=data_files is None, where=f"{where}, cell {cid!r}")
         key = cell_key(params)
         if key in by_key:
             raise ConfigError(
@@ -594,11 +653,110 @@ def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True) -> S
             )
         by_key[key] = cid
         cell = Cell(name, cid, key, int(spec["seed"]), int(spec["n_trajectories"]),
-                    params["problem"], params["init"], params["method"], grid_values)
+                    params["problem"], params["init"], params["method"], grid_values, base_dir=str(base_dir))
         if check:
             validate_cell(cell)
         cells[cid] = cell
-    return Study(name, spec, cells)
+    return Study(name, spec, cells, str(base_dir), pinned)
+
+
+def _empirical_measures(problem: Any) -> list[dict[str, Any]]:
+    """The problem's measure, if it is an empirical one read from a file (a list: none or one)."""
+    measure = problem.get("measure") if isinstance(problem, dict) else None
+    if isinstance(measure, dict) and measure.get("kind") == "empirical" and isinstance(measure.get("path"), str):
+        return [measure]
+    return []
+
+
+def _resolve(path: str, base_dir: str | Path) -> Path:
+    return Path(base_dir, path) if not Path(path).is_absolute() else Path(path)
+
+
+def _resolve_data_paths(problem: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """``problem`` with the data paths it reads resolved from ``base_dir`` (a copy if there are any)."""
+    measures = _empirical_measures(problem)
+    if not measures or all(Path(m["path"]).is_absolute() for m in measures):
+        return problem
+    problem = copy.deepcopy(problem)
+    for measure in _empirical_measures(problem):
+        measure["path"] = str(_resolve(measure["path"], base_dir))
+    return problem
+
+
+def _pin_data_file(measure: dict[str, Any], base_dir: str | Path, pinned: dict[str, str], *, hash_new: bool,
+                   where: str) -> None:
+    """Set ``measure["sha256"]`` to the content hash of its ``path`` (from ``pinned``, else read when
+    ``hash_new``); a ``sha256`` given in the config must match it."""
+    path = measure["path"]
+    if path not in pinned:
+        resolved = _resolve(path, base_dir)
+        if not hash_new:
+            raise ConfigError(f"{where}: problem.measure.path = {path!r} is not among the study's pinned data files "
+                              f"{sorted(pinned)}")
+        if not resolved.is_file():
+            raise ConfigError(f"{where}: problem.measure.path = {path!r} is not allowed: expected an existing .npy or "
+                              f".parquet file ({resolved} is not one; relative paths start from the config file's "
+                              "directory)")
+        pinned[path] = file_sha256(resolved)
+    given = measure.get("sha256")
+    if given is not None and given != pinned[path]:
+        raise ConfigError(f"{where}: problem.measure.sha256 = {_short(given)} is not allowed: the file {path!r} has "
+                          f"sha256 {pinned[path]} (remove the key to pin the file as it is now)")
+    measure["sha256"] = pinned[path]
+
+
+# ---------------------------------------------------------------------------------------------- execution
+@dataclass(frozen=True)
+class Execution:
+    """How to run (``execution:`` of the config): never changes a result, so never part of a cell key or a rerun
+    trigger. Every default is the schema's (``config.schema.yaml``, ``$defs.execution``): build one with
+    :meth:`from_mapping`, which validates and fills them in."""
+
+    scheduler: str  # local | address | jobqueue
+    address: str | None  # for scheduler "address" (else DASK_SCHEDULER_ADDRESS)
+    workers: int | None  # local: worker processes (None: the cores the job is given); jobqueue: SLURM jobs
+    shard_size: int  # trajectories per dask task and per resumable shard file
+    retries: int  # times dask retries a failed shard task
+    keep_shards: bool  # keep results/{study}/.shards/ after a cell's tables are written
+    progress_interval: float  # seconds between progress lines
+    jobqueue: dict[str, Any]  # keyword arguments of dask_jobqueue.SLURMCluster
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any] | None = None, **overrides: Any) -> Execution:
+        """Validate ``settings`` (the config's ``execution:``) updated by the ``overrides`` that are not None,
+        against the schema, and fill in the schema's defaults; :class:`ConfigError` names a bad key."""
+        merged = {**dict(settings or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        schema = _package_schema()
+        wrapper = {"type": "object", "properties": {"execution": {"$ref": "#/$defs/execution"}},
+                   "$defs": schema["$defs"]}  # so that messages name execution.KEY
+        try:
+            validate_schema({"execution": merged}, wrapper)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("invalid config:", "invalid execution settings:", 1)) from None
+        fill_defaults({"execution": merged}, wrapper)
+        workers = merged["workers"]
+        if workers is not None and workers > LIMITS["workers"]:
+            raise ConfigError(f"execution.workers = {workers!r} is not allowed: expected at most "
+                              f"{LIMITS['workers']} (LIMITS['workers'])")
+        return cls(**{f.name: merged[f.name] for f in fields(cls)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Execution:
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"execution settings are not valid JSON ({exc}): {_short(text)}") from None
+        return cls.from_mapping(settings)
+
+    def to_json(self) -> str:
+        return canonical_json({f.name: getattr(self, f.name) for f in fields(self)})
+
+    def n_workers(self, cores: int | None) -> int:
+        """Worker processes of a local cluster (``workers``, else the ``cores`` the job was given, else 1); SLURM
+        jobs of a jobqueue cluster, or the workers expected at an existing scheduler (``workers``, else 1)."""
+        if self.scheduler == "local":
+            return self.workers or cores or 1
+        return self.workers or 1
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -608,7 +766,7 @@ class Plan:
 
     studies: dict[str, Study]
     run: list[str]
-    execution: dict[str, Any]
+    execution: Execution
 
     def study(self, name: str) -> Study:
         try:
@@ -623,12 +781,13 @@ class Plan:
         except KeyError:
             raise ConfigError(f"study {study!r} has no cell {cell!r}: its cells are {s.cell_ids}") from None
 
-    def execution_json(self) -> str:
-        return canonical_json(self.execution)
 
+def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: bool = True,
+                origins: Mapping[str, Path] | None = None) -> Plan:
+    """Validate a whole config (schema, then every cell with the package's checks) and expand it.
 
-def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: bool = True) -> Plan:
-    """Validate a whole config (schema, then every cell with the package's checks) and expand it."""
+    ``origins``: the directory of the config file that defines each study (``study_origins``), which its relative
+    data paths start from (default: the working directory)."""
     if not isinstance(schema, Mapping):
         schema = load_yaml(schema)
     check_values(config, values=False)  # its size with aliases expanded, before anything copies or walks it
@@ -638,16 +797,25 @@ def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: b
     fill_defaults(config, schema)
     for spec in config["studies"].values():
         _description_as_text(spec)
-    workers = config["execution"].get("workers")
-    if workers is not None and workers > LIMITS["workers"]:
-        raise ConfigError(f"execution.workers = {workers!r} is not allowed: expected at most {LIMITS['workers']} "
-                          "(LIMITS['workers'])")
-    studies = {name: expand_study(name, spec, check=check) for name, spec in config["studies"].items()}
+    execution = Execution.from_mapping(config["execution"])
+    studies = {name: expand_study(name, spec, check=check, base_dir=_base_dir((origins or {}).get(name)))
+               for name, spec in config["studies"].items()}
     run = list(config.get("run") or studies)
     unknown = [r for r in run if r not in studies]
     if unknown:
         raise ConfigError(f"run lists unknown studies {unknown}: studies are {sorted(studies)}")
-    return Plan(studies, run, dict(config["execution"]))
+    return Plan(studies, run, execution)
+
+
+def _base_dir(origin: Path | None) -> str:
+    """A study's base directory as the jobs see it: relative to the working directory where it can be (the usual
+    ".", so that a moved project keeps its JSON), else absolute."""
+    if origin is None:
+        return "."
+    try:
+        return str(origin.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(origin.resolve())
 
 
 def _description_as_text(spec: dict[str, Any]) -> None:
@@ -670,11 +838,12 @@ def plan_from_snakemake(config: dict[str, Any], configfiles: Iterable[str | Path
     ``command_line`` is Snakemake's parsed ``--config`` (``workflow.config_settings.config``): its nested values
     arrive as strings, so they get their types back first (see :func:`retype_scalars`).
     """
+    configfiles = list(configfiles)
     check_config_files(configfiles)
     check_values(config, values=False)  # before copying it: Snakemake's config holds YAML aliases unexpanded
     config = copy.deepcopy(dict(config))
     _retype_overrides(config, command_line or {}, top=True)
-    return plan_config(config, schema)
+    return plan_config(config, schema, origins=study_origins(configfiles))
 
 
 def _retype_overrides(config: dict[str, Any], overrides: Mapping[str, Any], *, top: bool = False) -> None:

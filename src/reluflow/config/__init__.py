@@ -1,0 +1,38 @@
+"""Study configs, read and validated once at the edge: YAML read strictly, the JSON schema shipped with the
+package, the package's own checks on every cell, and the typed objects the stages receive (``Plan``, ``Study``,
+``Cell``, ``Execution``), plus the outputs (figures) a study declares.
+
+Light to import (no pandas, pyarrow, dask or matplotlib): the Snakefile imports it to read the config before
+Snakemake starts any job.
+"""
+
+from ._outputs import FIGURE_TABLES, FIGURES, figure_tables
+from ._study import (
+    LIMITS,
+    Cell,
+    ConfigError,
+    Execution,
+    Plan,
+    Study,
+    check_config_files,
+    check_values,
+    default_k_list,
+    expand_study,
+    fill_defaults,
+    find_schema,
+    load_config_files,
+    plan_config,
+    plan_from_snakemake,
+    study_origins,
+    validate_cell,
+    validate_schema,
+)
+from ._yaml import DuplicateKeyError, YAMLLimitError, coerce_yaml11_floats, load_yaml, load_yaml_text, retype_scalars
+
+__all__ = [
+    "FIGURES", "FIGURE_TABLES", "LIMITS", "Cell", "ConfigError", "DuplicateKeyError", "Execution", "Plan", "Study",
+    "YAMLLimitError", "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list",
+    "expand_study", "figure_tables", "fill_defaults", "find_schema", "load_config_files", "load_yaml",
+    "load_yaml_text", "plan_config", "plan_from_snakemake", "retype_scalars", "study_origins", "validate_cell",
+    "validate_schema",
+]
