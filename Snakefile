@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from reluflow.config import ConfigError, check_config_files, find_schema, plan_from_snakemake
+from reluflow.config import ConfigError, check_config_files, find_schema, plan_from_snakemake, set_aside_damaged_tables
 
 min_version("8.0")
 
@@ -57,6 +57,12 @@ wildcard_constraints:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/report.smk"
+
+
+# A table damaged on disk (truncated, overwritten) keeps its old mtime, so Snakemake would find nothing to do and
+# every reader would fail: set it aside (results/{study}/.damaged/) so that the job that writes it runs again.
+for damaged, reason, moved_to in set_aside_damaged_tables(RESULTS, [PLAN.study(s) for s in PLAN.run]):
+    print(f"reluflow: {damaged} is damaged ({reason}): set aside as {moved_to}; it will be rebuilt", file=sys.stderr)
 
 
 rule all:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -145,7 +146,7 @@ def test_a_lost_cluster_ends_the_job_with_one_sentence(tmp_path):
         assert time.monotonic() - t0 < 120  # a bounded wait, not a hang
 
 
-def test_dying_workers_end_the_job_with_one_sentence(tmp_path):
+def test_dying_workers_end_the_job_with_one_sentence(tmp_path, caplog):
     import dask
     import psutil
     from distributed import Client, LocalCluster
@@ -169,12 +170,18 @@ def test_dying_workers_end_the_job_with_one_sentence(tmp_path):
         killer = threading.Thread(target=kill_workers, args=(client, stop), daemon=True)
         killer.start()
         try:
-            with pytest.raises(RuntimeError, match=r"dask workers died running it .* lower execution.shard_size"):
+            with caplog.at_level(logging.INFO, logger="reluflow.pipeline"), \
+                    pytest.raises(RuntimeError, match=r"dask workers died running it .* lower execution.shard_size"):
                 _run_shards(client, [files], {cell.id: shards}, retries=0, window=2, n_shards=1,
                             progress_interval=1e9, on_cell_done=lambda f: None)
         finally:
             stop.set()
             killer.join(timeout=30)
+    # each death and each restart is in the log, naming the shard that was running
+    messages = [r.getMessage() for r in caplog.records]
+    deaths = [m for m in messages if re.match(r"dask worker \S+ died or was lost while running 1 shard\(s\) \(k", m)]
+    assert deaths and shards[0].stem in deaths[0], messages
+    assert any(re.match(r"dask worker \S+ joined", m) for m in messages), messages
 
 
 def test_damaged_finished_tables_are_not_put_back(finished, tmp_path, caplog):

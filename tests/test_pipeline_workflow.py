@@ -5,6 +5,7 @@ reluflow.load, and rerun behaviour. Plus `snakemake --lint` and a dry run of the
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -506,3 +507,50 @@ def test_figures_cli_rejects_a_process_count_below_one(tmp_path):
     assert run.returncode != 0
     assert "--processes = 0 is not allowed: expected an integer >= 1" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "best_of_k.png").exists()
+
+
+def test_a_damaged_table_with_its_old_mtime_is_rebuilt(e2e, tmp_path):
+    """A per-cell table truncated on disk keeps its mtime, so Snakemake alone would find nothing to do and every
+    reader would fail: the Snakefile sets it aside and the integrate job rebuilds it (the other cells come back
+    from .done); a damaged summary is rebuilt by aggregate alone. The rebuilt tables equal the originals."""
+    import shutil
+
+    d, study = e2e
+    work = tmp_path / "work"
+    shutil.copytree(d, work, symlinks=True)
+    cell = study.cell_ids[0]
+    table = work / "results" / "tiny" / "trajectories" / f"{cell}.parquet"
+    original = pd.read_parquet(table)
+    summary = work / "results" / "tiny" / "summary.parquet"
+    original_summary = pd.read_parquet(summary)
+    for path in (table, summary):
+        stat = path.stat()
+        raw = path.read_bytes()
+        path.unlink()  # a new file (the .done name keeps the intact one), as a copy or a sync tool would leave it
+        path.write_bytes(raw[: len(raw) // 2])
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    run = snakemake(work, "--cores", "2")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert f"{table.relative_to(work)} is damaged (no parquet magic number" in out
+    assert "summary.parquet is damaged" in out and "it will be rebuilt" in out
+    pd.testing.assert_frame_equal(pd.read_parquet(table), original)
+    pd.testing.assert_frame_equal(pd.read_parquet(summary), original_summary)
+    assert len(list((work / "results" / "tiny" / ".damaged").iterdir())) == 2  # kept for a look, out of the way
+    again = snakemake(work, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_parquet_damage_reads_only_the_ends(tmp_path):
+    from reluflow.config import parquet_damage
+
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"a": range(100)}).to_parquet(good)
+    raw = good.read_bytes()
+    assert parquet_damage(good) is None
+    for name, data, reason in [("short", raw[:8], "too short"), ("cut", raw[:-1], "magic number"),
+                               ("text", b"x" * 100, "magic number"),
+                               ("footer", raw[:4] + raw[-8:], "footer is longer than the file")]:
+        (tmp_path / name).write_bytes(data)
+        assert reason in parquet_damage(tmp_path / name)
+    assert "cannot be read" in parquet_damage(tmp_path / "missing")

@@ -6,7 +6,15 @@ Light to import (no pandas, pyarrow, dask or matplotlib): the Snakefile imports 
 Snakemake starts any job.
 """
 
-from ._outputs import FIGURE_TABLES, FIGURES, figure_tables
+from ._outputs import (
+    CELL_TABLES,
+    FIGURE_TABLES,
+    FIGURES,
+    STUDY_TABLES,
+    figure_tables,
+    parquet_damage,
+    set_aside_damaged_tables,
+)
 from ._study import (
     LIMITS,
     Cell,
@@ -30,6 +38,7 @@ from ._study import (
 from ._yaml import DuplicateKeyError, YAMLLimitError, coerce_yaml11_floats, load_yaml, load_yaml_text, retype_scalars
 
 __all__ = [
+    "CELL_TABLES", "STUDY_TABLES", "parquet_damage", "set_aside_damaged_tables",
     "FIGURES", "FIGURE_TABLES", "LIMITS", "Cell", "ConfigError", "DuplicateKeyError", "Execution", "Plan", "Study",
     "YAMLLimitError", "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list",
     "expand_study", "figure_tables", "fill_defaults", "find_schema", "load_config_files", "load_yaml",

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
-from ..config import Cell, Execution, Study
+from ..config import CELL_TABLES, Cell, Execution, Study
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
@@ -273,9 +273,10 @@ class Shard:
         return {table: shard_dir / f"{self.stem}.{table}.parquet" for table in SHARD_TABLES}
 
 
-# The per-cell tables integrate writes, in the order a shard's files are written: trajectories last, so that a
-# shard counts as finished once its trajectories file exists.
+# The per-cell tables integrate writes from shards, in the order a shard's files are written: trajectories last,
+# so that a shard counts as finished once its trajectories file exists (init is written whole, before the shards).
 SHARD_TABLES = ("curves", "final", "trajectories")
+assert set(CELL_TABLES) == {"init", *SHARD_TABLES}
 
 
 def plan_shards(cell: Cell, shard_size: int) -> list[Shard]:
@@ -434,8 +435,6 @@ def final_table(cell: Cell, states: pd.DataFrame) -> pa.Table:
 
 
 # ---------------------------------------------------------------------------------------------- integrate
-# The per-cell tables the integrate stage writes, each in results/{study}/{table}/{cell}.parquet
-CELL_TABLES = ("init", *SHARD_TABLES)
 _DONE_CHECKS = tuple((k, w) for k, w in _SHARD_CHECKS if k != "reluflow.trajectory_range") + (
     ("reluflow.n_trajectories", "another number of trajectories"),)
 
@@ -628,6 +627,22 @@ def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iter
         buf_ids, buf_theta, start = [ids[hi:]], [theta[hi:]], shard.stop
 
 
+def _log_worker_event(event: tuple[float, Any]) -> None:
+    """A dask scheduler event about a worker, in the integrate log: a worker that left unexpectedly (killed, out of
+    memory; the shards it was running are run again elsewhere, up to the retries) and one that joined (a restart,
+    or a jobqueue job that started)."""
+    _, msg = event
+    if not isinstance(msg, dict):
+        return
+    if msg.get("action") == "remove-worker" and not msg.get("expected"):
+        shards = [str(k).removeprefix("reluflow-shard-") for k in msg.get("processing-tasks") or ()]
+        log.warning("dask worker %s died or was lost while running %d shard(s)%s: they are run again (a shard whose "
+                    "workers keep dying ends the job)", msg.get("worker"), len(shards),
+                    f" ({', '.join(sorted(shards))})" if shards else "")
+    elif msg.get("action") == "add-worker":
+        log.info("dask worker %s joined", msg.get("worker"))
+
+
 def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Shard]], *, retries: int,
                 window: int, n_shards: int, progress_interval: float, on_cell_done: Any) -> None:
     """Run the ``todo`` shards of ``cells`` on ``client``, cell after cell, at most ``window`` in flight; write
@@ -642,6 +657,7 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
                 yield f, shard, theta0
 
     source = inputs()
+    client.subscribe_topic("all", _log_worker_event)  # worker deaths and restarts, in this job's log
     left = {f.cell.id: len(todo[f.cell.id]) for f in cells}
     by_key: dict[str, tuple[CellFiles, Shard]] = {}
     running = as_completed()
