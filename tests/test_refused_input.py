@@ -413,3 +413,13 @@ def test_config_is_not_modified():
     before = copy.deepcopy(config)
     plan_config(config, SCHEMA)
     assert canonical_json(config) == canonical_json(before)
+
+
+def test_input_dimension_beyond_the_sobol_sequence_is_refused_naming_it():
+    """Found by the config fuzz: a Gaussian measure in more dimensions than scipy's Sobol sequence covers raised
+    scipy's own message, naming no key."""
+    with pytest.raises(ValueError, match=r"measure.dim = 21202 is not allowed: expected at most 21201 "
+                                         r"\(network.input_dim\)"):
+        reluflow.Problem.from_dict({"network": {"input_dim": 21202, "widths": [2]}, "measure": {"kind": "gaussian"},
+                                    "target": {"kind": "constant", "value": 0.0},
+                                    "risk": {"backend": "quadrature", "n_points": 16}})

@@ -643,11 +643,20 @@ def _log_worker_event(event: tuple[float, Any]) -> None:
         log.info("dask worker %s joined", msg.get("worker"))
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception for a one-line error: its type and the first line of its message, at most ``limit``
+    characters of that."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Shard]], *, retries: int,
                 window: int, n_shards: int, progress_interval: float, on_cell_done: Any) -> None:
     """Run the ``todo`` shards of ``cells`` on ``client``, cell after cell, at most ``window`` in flight; write
     each shard as it completes, and call ``on_cell_done(cell_files)`` once a cell's last shard is in. A lost
-    cluster or a shard whose workers keep dying ends the job with one sentence; finished shards stay for a rerun.
+    cluster, a shard whose workers keep dying or a shard whose task raises on each of its ``1 + retries`` tries
+    ends the job with one sentence; finished shards stay for a rerun.
     """
     from distributed import KilledWorker, as_completed
 
@@ -692,6 +701,12 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
                 f"the dask cluster went away while shard {shard.stem} of {f.cell.id} was running (its scheduler "
                 f"stopped or was killed): rerun to resume ({n_shards - n_todo + done} finished shard(s) are kept)"
             ) from None
+        except Exception as exc:  # the task raised on every try: dask re-raises the worker's exception here
+            # chained, not hidden: the task's own traceback (a bug in simulate, say) comes first, this sentence last
+            raise RuntimeError(
+                f"shard {shard.stem} of {f.cell.id} failed {retries + 1} time(s) (1 + execution.retries), last "
+                f"with {_one_line(exc)}; rerun to resume "
+                f"({n_shards - n_todo + done} finished shard(s) are kept and reused)") from exc
         n_rows = tables["trajectories"].num_rows
         if n_rows != shard.n:
             raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")

@@ -81,9 +81,16 @@ def _tensor(points_1d: np.ndarray, weights_1d: np.ndarray, dim: int) -> tuple[np
     return x, w
 
 
+# the dimensions scipy's Sobol sequence (Joe & Kuo direction numbers) covers
+SOBOL_MAX_DIM = 21201
+
+
 def _sobol(dim: int, n_points: int, rng: np.random.Generator) -> np.ndarray:
     from scipy.stats import qmc
 
+    if dim > SOBOL_MAX_DIM:
+        raise _err("dim", dim, f"at most {SOBOL_MAX_DIM} (network.input_dim) for quadrature points: the dimensions "
+                   "scipy's Sobol sequence covers")
     sampler = qmc.Sobol(d=dim, scramble=True, seed=rng)
     m = int(np.ceil(np.log2(max(n_points, 2))))
     # Sobol balance properties hold for powers of two; truncate after drawing 2^m.
