@@ -138,3 +138,24 @@ def test_integrate_writes_progress_to_the_log_and_one_line_per_report_to_the_con
         assert line.removeprefix("tiny ") in log
     assert "integrate: 1 cell(s); 0 with finished tables (reused); 2 shard(s) of <= 5 trajectories" in log
     assert "wrote trajectories" in log
+
+
+def test_a_stage_that_cannot_finish_ends_with_one_error_line(tmp_path, monkeypatch, capsys):
+    """A stage's one-sentence failure (a lost cluster, a shard failing beyond its retries, ...) reaches the console
+    as one `error:` line, after the failing task's own traceback (kept for the log), with exit status 1."""
+    from reluflow import cli
+    from reluflow import pipeline as stages
+
+    def fail(*args, **kwargs):
+        try:
+            raise ZeroDivisionError("inside the task")
+        except ZeroDivisionError as exc:
+            raise stages.StageError("shard s of c failed 3 time(s): rerun to resume") from exc
+
+    monkeypatch.setattr(stages, "write_integrate", fail)
+    (tmp_path / "config.yaml").write_text(TINY)
+    study = plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema()).study("tiny")
+    code = cli.main(["integrate", "--study-json", study.to_json(), "--study-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.rstrip().splitlines()[-1] == "error: shard s of c failed 3 time(s): rerun to resume"
+    assert "ZeroDivisionError: inside the task" in err

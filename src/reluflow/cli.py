@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -204,3 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .pipeline import StageError  # (imported here: `reluflow check` does not load the stages)
+
+        if not isinstance(exc, StageError):
+            raise
+        if exc.__cause__ is not None:  # what the failing task raised, for the log
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -10,6 +10,7 @@ from ._stages import (
     CELL_TABLES,
     SHARD_TABLES,
     CellFiles,
+    StageError,
     flatten_params,
     plan_shards,
     read_final,
@@ -23,7 +24,8 @@ from ._stages import (
 from ._tables import provenance, read_metadata, write_table
 
 __all__ = [
-    "CELL_TABLES", "SHARD_TABLES", "CellFiles", "dask_client", "flatten_params", "pin_blas_threads", "plan_shards",
+    "CELL_TABLES", "SHARD_TABLES", "CellFiles", "StageError", "dask_client", "flatten_params", "pin_blas_threads",
+    "plan_shards",
     "provenance", "read_final", "read_init", "read_metadata", "run_shard", "write_aggregate", "write_cells",
     "write_figures", "write_init", "write_integrate", "write_table",
 ]

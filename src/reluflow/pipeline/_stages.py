@@ -28,6 +28,7 @@ from ..config import CELL_TABLES, Cell, Execution, Study
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
+    "StageError",
     "CATEGORY",
     "THETA",
     "Shard",
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("reluflow.pipeline")
+
+
+class StageError(RuntimeError):
+    """A stage that cannot finish, said in one sentence: what happened and what to do (a rerun resumes)."""
 
 # The Arrow types of the tables (docs/tables.md), fixed whatever the pandas version or the number of categories:
 # categoricals as dictionaries of int32 indices into string values (pandas would pick the smallest index type and
@@ -226,7 +231,7 @@ def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
             ids = np.arange(start, min(start + chunk, cell.n_trajectories), dtype=np.int64)
             theta0 = np.ascontiguousarray(initialize(problem, cell.init, ids, cell.seed), np.float64)
             if theta0.shape != (len(ids), n_params):
-                raise RuntimeError(f"initialize returned shape {theta0.shape}, expected {(len(ids), n_params)}")
+                raise StageError(f"initialize returned shape {theta0.shape}, expected {(len(ids), n_params)}")
             yield pa.table({
                 "cell": cell_array([cell.id] * len(ids)),
                 "trajectory": pa.array(ids, pa.int64()),
@@ -575,7 +580,7 @@ def _finish_cell(f: CellFiles, shards: list[Shard], fresh: list[Shard], *, shard
     tables, give them their ``.done`` names, remove the shards (unless ``keep_shards``)."""
     bad = [s for s in fresh if not _shard_is_finished(f.cell, s, f.shard_dir)]
     if bad:
-        raise RuntimeError(f"{len(bad)} shard(s) of {f.cell.id} failed verification right after they were written "
+        raise StageError(f"{len(bad)} shard(s) of {f.cell.id} failed verification right after they were written "
                            f"(first: {bad[0].stem} in {f.shard_dir}): the disk may be failing or full; nothing of "
                            "this cell was merged, rerun to recompute them")
     for table in SHARD_TABLES:
@@ -598,7 +603,7 @@ def _read_checked(path: Path) -> pa.Table:
     try:
         return pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
-        raise RuntimeError(f"{path} is damaged ({type(exc).__name__}: {exc}): delete it and rerun") from exc
+        raise StageError(f"{path} is damaged ({type(exc).__name__}: {exc}): delete it and rerun") from exc
 
 
 def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iterator[tuple[Shard, np.ndarray]]:
@@ -606,7 +611,7 @@ def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iter
     at a time: memory stays at about one shard, whatever the cell's size."""
     f = pq.ParquetFile(init_path)
     if f.metadata.num_rows != cell.n_trajectories:
-        raise RuntimeError(f"{init_path} holds {f.metadata.num_rows} trajectories, not the cell's "
+        raise StageError(f"{init_path} holds {f.metadata.num_rows} trajectories, not the cell's "
                            f"{cell.n_trajectories}: delete it and rerun")
     n_params = int((f.schema_arrow.metadata or {}).get(b"reluflow.n_params", b"0")) or None
     batches = f.iter_batches(batch_size=max(s.n for s in shards), columns=["trajectory", "theta"])
@@ -621,7 +626,7 @@ def _init_slices(init_path: str | Path, cell: Cell, shards: list[Shard]) -> Iter
         ids, theta = np.concatenate(buf_ids), np.concatenate(buf_theta)
         lo, hi = shard.start - start, shard.stop - start
         if not np.array_equal(ids[lo:hi], np.arange(shard.start, shard.stop)):
-            raise RuntimeError(f"{init_path} does not hold trajectories {shard.start}..{shard.stop - 1} in order: "
+            raise StageError(f"{init_path} does not hold trajectories {shard.start}..{shard.stop - 1} in order: "
                                "delete it and rerun")
         yield shard, np.ascontiguousarray(theta[lo:hi])
         buf_ids, buf_theta, start = [ids[hi:]], [theta[hi:]], shard.stop
@@ -692,24 +697,24 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
         try:
             tables = future.result()
         except KilledWorker as exc:
-            raise RuntimeError(
+            raise StageError(
                 f"shard {shard.stem} of {f.cell.id}: dask workers died running it {retries + 1} or more times "
                 f"(out of memory, or killed): lower execution.shard_size or give workers more memory, then rerun "
                 f"({n_shards - n_todo + done} finished shard(s) are kept and reused) [{exc}]") from None
         except CancelledError:
-            raise RuntimeError(
+            raise StageError(
                 f"the dask cluster went away while shard {shard.stem} of {f.cell.id} was running (its scheduler "
                 f"stopped or was killed): rerun to resume ({n_shards - n_todo + done} finished shard(s) are kept)"
             ) from None
         except Exception as exc:  # the task raised on every try: dask re-raises the worker's exception here
             # chained, not hidden: the task's own traceback (a bug in simulate, say) comes first, this sentence last
-            raise RuntimeError(
+            raise StageError(
                 f"shard {shard.stem} of {f.cell.id} failed {retries + 1} time(s) (1 + execution.retries), last "
                 f"with {_one_line(exc)}; rerun to resume "
                 f"({n_shards - n_todo + done} finished shard(s) are kept and reused)") from exc
         n_rows = tables["trajectories"].num_rows
         if n_rows != shard.n:
-            raise RuntimeError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
+            raise StageError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
         _write_shard(f.cell, shard, f.shard_dir, tables)
         future.release()
         submit_next()
