@@ -69,3 +69,10 @@ rule all:
     input:
         study_targets(PLAN.run),
     default_target: True
+
+
+# Every study that states a claim (the catalogue, workflow/studies/), its verdict and figures:
+# `snakemake --cores 2 catalogue`.
+rule catalogue:
+    input:
+        study_targets(CATALOGUE),

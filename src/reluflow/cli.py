@@ -125,6 +125,14 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verdict(args: argparse.Namespace) -> int:
+    from .config import Study
+    from .pipeline import write_verdict
+
+    write_verdict(Study.from_json(args.study_json), args.study_dir, args.output)
+    return 0
+
+
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .config import Study
     from .pipeline import write_figures
@@ -176,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--best-of-k", metavar="PATH", help="output: best_of_k.parquet, best-of-K with intervals "
                    "(long format; not written when omitted)")
     c.set_defaults(func=_cmd_aggregate)
+
+    c = sub.add_parser("verdict", help="check a study's prediction on its tables: write verdict.json")
+    c.add_argument("--study-json", required=True)
+    c.add_argument("--study-dir", required=True, help="results/{study}")
+    c.add_argument("--output", required=True, help="output: verdict.json")
+    c.set_defaults(func=_cmd_verdict)
 
     c = sub.add_parser("figures", help="draw a study's figures")
     c.add_argument("--study-json", required=True)

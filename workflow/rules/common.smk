@@ -6,6 +6,8 @@ from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables
 from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
+# the studies that state a claim, in config order
+CATALOGUE = [name for name, study in PLAN.studies.items() if "claim" in study.spec]
 FIGURE_FORMATS = ("png", "pdf")
 
 
@@ -54,4 +56,6 @@ def study_targets(studies):
         targets += [f"{RESULTS}/{study}/cells.parquet", f"{RESULTS}/{study}/summary.parquet",
                     f"{RESULTS}/{study}/best_of_k.parquet"]
         targets += figure_files(study)
+        if "verdict" in PLAN.study(study).spec:
+            targets.append(f"{RESULTS}/{study}/verdict.json")
     return targets

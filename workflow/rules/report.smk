@@ -79,3 +79,32 @@ rule summary_figures:
     shell:
         "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
         " --output {output.figures:q} > {log:q} 2>&1"
+
+
+# A study's prediction (its `verdict:`) checked on its tables: results/{study}/verdict.json, with the claim, the
+# numbers behind the verdict and its provenance. A failing verdict is a result, not a failed job.
+rule verdict:
+    input:
+        cells="results/{study}/cells.parquet",
+        trajectories="results/{study}/trajectories",
+        curves="results/{study}/curves",
+        summary="results/{study}/summary.parquet",
+        best_of_k="results/{study}/best_of_k.parquet",
+    output:
+        verdict="results/{study}/verdict.json",
+    params:
+        study=study_json,
+        version=RELUFLOW_VERSION,
+    log:
+        "logs/{study}/verdict.log",
+    benchmark:
+        "benchmarks/{study}/verdict.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow verdict --study-json {params.study:q} --study-dir results/{wildcards.study:q}"
+        " --output {output.verdict:q} > {log:q} 2>&1"

@@ -21,8 +21,15 @@ from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL
 from ._hessian import hessian, hessian_spectrum, spectrum_from_hessian
 from ._intervals import BINOMIAL_METHODS, BOOTSTRAP_RESAMPLES, CONFIDENCE, binomial_interval, bootstrap_median_interval
 from ._rates import RATE_MODELS, rate_fits
+from ._verdicts import VERDICT_STATUSES, VERDICTS, Verdict, VerdictRule, check_verdict_spec, evaluate_verdict
 
 __all__ = [
+    "VERDICTS",
+    "VERDICT_STATUSES",
+    "Verdict",
+    "VerdictRule",
+    "check_verdict_spec",
+    "evaluate_verdict",
     "BEST_OF_K_COLUMNS",
     "BINOMIAL_METHODS",
     "BOOTSTRAP_RESAMPLES",

@@ -34,6 +34,7 @@ from ._study import (
     study_origins,
     validate_cell,
     validate_schema,
+    with_includes,
 )
 from ._yaml import DuplicateKeyError, YAMLLimitError, coerce_yaml11_floats, load_yaml, load_yaml_text, retype_scalars
 
@@ -43,5 +44,5 @@ __all__ = [
     "YAMLLimitError", "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list",
     "expand_study", "figure_tables", "fill_defaults", "find_schema", "load_config_files", "load_yaml",
     "load_yaml_text", "plan_config", "plan_from_snakemake", "retype_scalars", "study_origins", "validate_cell",
-    "validate_schema",
+    "validate_schema", "with_includes",
 ]

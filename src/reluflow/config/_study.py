@@ -27,6 +27,7 @@ import numpy as np
 
 from .._keys import canonical_json, cell_key
 from .._limits import INF_KEYS, LIMITS
+from ..analysis import check_verdict_spec
 from ..dynamics import DEFAULT_INIT, init_from_dict, initialize, method_from_dict
 from ..problem import Problem, file_sha256
 from ._yaml import coerce_yaml11_floats, load_yaml, retype_scalars
@@ -48,6 +49,7 @@ __all__ = [
     "plan_config",
     "plan_from_snakemake",
     "study_origins",
+    "with_includes",
     "validate_schema",
     "validate_cell",
 ]
@@ -72,12 +74,39 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------- loading
 def load_config_files(paths: Iterable[str | Path]) -> dict[str, Any]:
     """Read config files strictly (duplicate keys are errors) and merge them in order, like Snakemake does
-    (a later file's mappings update the earlier ones key by key)."""
+    (a later file's mappings update the earlier ones key by key); the files a config ``include``s come just before
+    it (``with_includes``)."""
     merged: dict[str, Any] = {}
-    for path in paths:
+    for path in with_includes(paths):
         data = _load_strict(path)
         _deep_update(merged, data)
     return merged
+
+
+def with_includes(paths: Iterable[str | Path]) -> list[Path]:
+    """``paths`` in order, each preceded by the files its ``include:`` patterns match (relative to its directory,
+    sorted). An included file holds only ``studies:`` and includes nothing; a pattern that matches no file is an
+    error."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        patterns = _load_strict(path).get("include") or []
+        if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+            raise ConfigError(f"config file {str(path)!r}: include = {_short(patterns)} is not allowed: expected a "
+                              "list of file patterns (text), relative to the config file")
+        for pattern in patterns:
+            found = sorted(path.parent.glob(pattern))
+            if not found:
+                raise ConfigError(f"config file {str(path)!r}: include pattern {pattern!r} matches no file (it is "
+                                  f"relative to {path.parent.resolve()})")
+            for included in found:
+                extra = sorted(set(_load_strict(included)) - {"studies"})
+                if extra:
+                    raise ConfigError(f"included config file {str(included)!r} holds {extra}: an included file "
+                                      "holds only studies:")
+                if included not in out:
+                    out.append(included)
+        out.append(path)
+    return out
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:
@@ -91,7 +120,7 @@ def study_origins(paths: Iterable[str | Path]) -> dict[str, Path]:
     """The directory of the config file that defines each study (the last one that names it, as merging goes):
     a study's relative data paths are resolved from there."""
     origins: dict[str, Path] = {}
-    for path in paths:
+    for path in with_includes(paths):
         studies = _load_strict(path).get("studies")
         if isinstance(studies, dict):
             origins.update(dict.fromkeys(studies, Path(path).resolve().parent))
@@ -795,8 +824,14 @@ def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: b
     check_values(config)  # NaN, infinities, integers (1e999 was a string a moment ago)
     validate_schema(config, schema)
     fill_defaults(config, schema)
-    for spec in config["studies"].values():
+    for name, spec in config["studies"].items():
         _description_as_text(spec)
+        spec["n_trajectories"] *= config["scale"]
+        if "verdict" in spec:
+            try:
+                check_verdict_spec(spec["verdict"])
+            except ValueError as exc:
+                raise ConfigError(f"study {name!r}: {exc}") from None
     execution = Execution.from_mapping(config["execution"])
     studies = {name: expand_study(name, spec, check=check, base_dir=_base_dir((origins or {}).get(name)))
                for name, spec in config["studies"].items()}
@@ -843,6 +878,12 @@ def plan_from_snakemake(config: dict[str, Any], configfiles: Iterable[str | Path
     check_values(config, values=False)  # before copying it: Snakemake's config holds YAML aliases unexpanded
     config = copy.deepcopy(dict(config))
     _retype_overrides(config, command_line or {}, top=True)
+    # Snakemake's loader knows nothing of include: the included studies go under what it read
+    included = [p for p in with_includes(configfiles) if p not in map(Path, configfiles)]
+    if included:
+        base = load_config_files(included)
+        _deep_update(base, config)
+        config = base
     return plan_config(config, schema, origins=study_origins(configfiles))
 
 

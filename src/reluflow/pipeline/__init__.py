@@ -22,10 +22,11 @@ from ._stages import (
     write_integrate,
 )
 from ._tables import provenance, read_metadata, write_table
+from ._verdict import VERDICT_FILE, write_verdict
 
 __all__ = [
     "CELL_TABLES", "SHARD_TABLES", "CellFiles", "StageError", "dask_client", "flatten_params", "pin_blas_threads",
-    "plan_shards",
+    "plan_shards", "VERDICT_FILE", "write_verdict",
     "provenance", "read_final", "read_init", "read_metadata", "run_shard", "write_aggregate", "write_cells",
     "write_figures", "write_init", "write_integrate", "write_table",
 ]
