@@ -76,3 +76,4 @@ rule all:
 rule catalogue:
     input:
         study_targets(CATALOGUE),
+        f"{RESULTS}/catalogue.html",

@@ -125,3 +125,40 @@ def test_the_shipped_catalogue_validates_and_every_study_states_a_claim_and_a_ve
     for study in catalogue:
         assert "verdict" in study.spec, study.name
         check_verdict_spec(study.spec["verdict"])
+
+
+def test_the_report_embeds_every_figure_and_verdict(tmp_path):
+    """The catalogue page shows each study's claim, verdict (status, summary, evidence) and every figure it has as an
+    embedded PNG; a study without a verdict yet says so."""
+    import base64
+    import json
+
+    from reluflow.config import FIGURES
+    from reluflow.pipeline import write_report
+
+    (tmp_path / "studies").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "studies" / f"{name}.yaml").write_text(
+            STUDY.format(name=name) + "    claim: {id: C1, statement: the risk never goes up, source: a paper}\n"
+            "    verdict: {rule: risk_never_increases}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("include: [studies/*.yaml]\n")
+    plan = _plan(config)
+    results = tmp_path / "results"
+    pngs = {}
+    for i, name in enumerate(FIGURES):
+        png = results / "a" / "figures" / f"{name}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        pngs[name] = b"\x89PNG\r\n\x1a\n" + bytes([i]) * 16
+        png.write_bytes(pngs[name])
+    (results / "a" / "verdict.json").write_text(json.dumps({
+        "rule": "risk_never_increases", "status": "fail", "summary": "largest relative risk increase: 0.5",
+        "evidence": {"tolerance": 1e-6, "cells": [{"cell": "w2", "max": 0.5, "n": 3}]}}))
+    write_report([plan.study("a"), plan.study("b")], results, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    for name, data in pngs.items():
+        assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page, name
+    assert 'class="badge fail">fail' in page and "largest relative risk increase: 0.5" in page
+    assert "<td class=text>w2</td><td>0.5</td><td>3</td>" in page
+    assert 'class="badge missing">missing' in page and "not computed yet" in page  # study b
+    assert page.count("the risk never goes up") == 2

@@ -133,6 +133,14 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .config import Study
+    from .pipeline import write_report
+
+    write_report([Study.from_json(text) for text in args.study_json], args.results, args.output)
+    return 0
+
+
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .config import Study
     from .pipeline import write_figures
@@ -190,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--study-dir", required=True, help="results/{study}")
     c.add_argument("--output", required=True, help="output: verdict.json")
     c.set_defaults(func=_cmd_verdict)
+
+    c = sub.add_parser("report", help="one HTML page of studies: claims, verdicts with their numbers, figures")
+    c.add_argument("--study-json", action="append", required=True, help="a study (repeat for each)")
+    c.add_argument("--results", required=True, help="the results directory (results/)")
+    c.add_argument("--output", required=True, help="output: the HTML page")
+    c.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("figures", help="draw a study's figures")
     c.add_argument("--study-json", required=True)

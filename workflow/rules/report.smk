@@ -1,4 +1,5 @@
-# Per-study summary tables (summary, best_of_k) and figures.
+# Per-study summary tables (summary, best_of_k), figures, verdicts; the catalogue report.
+import shlex
 
 
 rule aggregate:
@@ -108,3 +109,24 @@ rule verdict:
     shell:
         "python -m reluflow verdict --study-json {params.study:q} --study-dir results/{wildcards.study:q}"
         " --output {output.verdict:q} > {log:q} 2>&1"
+
+
+# The catalogue's report: one self-contained HTML page with every claim, verdict (and its numbers) and figure.
+rule catalogue_report:
+    input:
+        study_targets(CATALOGUE),
+    output:
+        html=f"{RESULTS}/catalogue.html",
+    params:
+        studies=" ".join(f"--study-json {shlex.quote(PLAN.study(s).to_json())}" for s in CATALOGUE),
+        version=RELUFLOW_VERSION,
+    log:
+        "logs/catalogue_report.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/reluflow.yaml"
+    shell:
+        "python -m reluflow report {params.studies} --results {RESULTS} --output {output.html:q} > {log:q} 2>&1"

@@ -6,6 +6,7 @@ The only layer that knows files, dask and provenance; the Snakemake rules call i
 
 from ._cluster import dask_client, pin_blas_threads
 from ._figures import write_figures
+from ._report import write_report
 from ._stages import (
     CELL_TABLES,
     SHARD_TABLES,
@@ -26,7 +27,7 @@ from ._verdict import VERDICT_FILE, write_verdict
 
 __all__ = [
     "CELL_TABLES", "SHARD_TABLES", "CellFiles", "StageError", "dask_client", "flatten_params", "pin_blas_threads",
-    "plan_shards", "VERDICT_FILE", "write_verdict",
+    "plan_shards", "VERDICT_FILE", "write_report", "write_verdict",
     "provenance", "read_final", "read_init", "read_metadata", "run_shard", "write_aggregate", "write_cells",
     "write_figures", "write_init", "write_integrate", "write_table",
 ]
