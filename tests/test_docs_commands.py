@@ -212,7 +212,7 @@ COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
     "snakemake -n": Elsewhere(EVERYDAY, '"snakemake -n"'),
     "snakemake --cores 8": Here(append=" -n", says=(_integrate_job(r"--workers 8 "),), slow=True),  # 8 workers
     "snakemake --cores 2 results/mystudy/summary.parquet": Here(
-        config=TWO, append=" -n", says=(_integrate_job("results/mystudy/cells.parquet"), r"rule aggregate:"),
+        config=TWO, append=" -n", says=(_integrate_job("results/mystudy/trajectories"), r"rule aggregate:"),
         not_says=("results/tiny/", r"rule \w+_figures:")),  # one study's summary and what it needs, no more
     "snakemake --cores 2 --configfile mystudies.yaml": Here(
         files={"mystudies.yaml": MYSTUDY}, append=" -n",

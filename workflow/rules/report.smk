@@ -1,4 +1,5 @@
 # Per-study summary tables (summary, best_of_k), figures, verdicts; the catalogue report.
+import os
 import shlex
 
 
@@ -119,6 +120,7 @@ rule catalogue_report:
         html=f"{RESULTS}/catalogue.html",
     params:
         studies=" ".join(f"--study-json {shlex.quote(PLAN.study(s).to_json())}" for s in CATALOGUE),
+        results=lambda wildcards, output: os.path.dirname(output.html),
         version=RELUFLOW_VERSION,
     log:
         "logs/catalogue_report.log",
@@ -129,4 +131,4 @@ rule catalogue_report:
     conda:
         "../envs/reluflow.yaml"
     shell:
-        "python -m reluflow report {params.studies} --results {RESULTS} --output {output.html:q} > {log:q} 2>&1"
+        "python -m reluflow report {params.studies} --results {params.results:q} --output {output.html:q} > {log:q} 2>&1"

@@ -27,11 +27,10 @@ rule cells:
 # shard comes in. Finished shards live in results/{study}/.shards/ and finished cells' tables also under
 # results/{study}/.done/ (hard links), outside the declared outputs, which Snakemake deletes before it reruns
 # the job: a killed job computes only the unfinished shards, and a job rerun because one cell changed computes
-# only that cell. The log gets everything; its progress lines also reach the console (`3>&2` keeps Snakemake's
+# only that cell. It needs no input file (its study's JSON is a param), so it starts alongside the cells job. The
+# log gets everything; its progress lines also reach the console (`3>&2` keeps Snakemake's
 # stderr as descriptor 3 before stdout and stderr go to the log).
 rule integrate:
-    input:
-        cells="results/{study}/cells.parquet",
     output:
         init=directory("results/{study}/init"),
         trajectories=directory("results/{study}/trajectories"),
