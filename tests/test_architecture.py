@@ -24,6 +24,7 @@ LAYERS: list[list[str]] = [
     ["reluflow.__main__", "reluflow.cli"],  # the command line
     ["reluflow.pipeline"],  # stages: files, dask, provenance, figures
     ["reluflow.config"],  # configs read and validated once; Study, Cell, Execution
+    ["reluflow.plot"],  # figures drawn from loaded tables (matplotlib); the pipeline draws the study's with them
     ["reluflow"],  # the package's face: __version__, load, simulate, ...
     ["reluflow._simulate", "reluflow._load"],  # one cell's simulation; reading a study's tables
     ["reluflow._tableschema"],  # the tables' contract with their readers (schema version, required columns)

@@ -1,206 +1,164 @@
-"""Per-study figures (PNG and PDF), drawn from the study's tables.
+"""Per-study figures (PNG and PDF), drawn from the study's tables with ``reluflow.plot``.
 
 Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg rendering): safe in a batch job with
-no display. Every figure is written atomically, like the tables. Each figure reads only the tables named in
-``FIGURE_TABLES``: the workflow draws those of the per-cell tables while ``aggregate`` writes the summary, and the
-summary's once it is there. ``write_figures(processes=...)`` draws several figures in parallel processes.
+no display; drawn and saved under ``reluflow.plot.publication()`` (TrueType fonts in the PDF, PNG at
+``reluflow.plot.DPI``). Every figure is written atomically, like the tables. Each figure reads only the tables
+named in ``FIGURE_TABLES``: the workflow draws those of the per-cell tables while ``aggregate`` writes the
+summary, and the summary's once it is there. ``write_figures(processes=...)`` draws several figures in parallel
+processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import math
 import multiprocessing
+import textwrap
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from .._load import StudyTables, load
-from ..config import FIGURES, Cell, Study, figure_tables
+from ..config import FIGURES, Study, figure_tables
 
-# pandas and the table writers are imported where figures are drawn, like matplotlib: the Snakefile imports
-# this module for FIGURE_TABLES, and Snakemake starts no job until it has read the Snakefile
+# reluflow.plot (matplotlib, pandas) is imported where figures are drawn: importing the pipeline (every stage, every
+# dask worker) stays free of matplotlib
 
 __all__ = ["write_figures"]
 
 log = logging.getLogger("reluflow.pipeline")
 
-RISK_FLOOR = 1e-300  # zero risks are drawn at this floor on log axes
+#: up to this many cells share one panel; more are split into panels by the second varying grid key
+MAX_CELLS_PER_PANEL = 4
+#: ... except in figures of lines alone (no bands), which stay readable with more
+MAX_LINES_PER_PANEL = 8
 
 
-def _width_label(cell: Cell) -> str:
-    net = cell.problem.get("network", {})
-    widths = net.get("widths", net.get("width", "?"))
-    return "x".join(str(w) for w in widths) if isinstance(widths, list) else str(widths)
+def _panels(t: StudyTables, most: int) -> list[tuple[str, list[str]]]:
+    """``(title, cell ids)`` per panel: every cell in one panel, or, past ``most`` cells, one panel per value of
+    the second varying grid key (the one drawn as line style)."""
+    from .. import plot
+
+    ids = [str(c) for c in t.cells["cell"]]
+    return [("", ids)] if len(ids) <= most else plot.group_cells(t.cells)
 
 
-def _style(study: Study) -> dict[str, tuple[tuple[float, ...], str]]:
-    """A colour per width and a line style per method kind, for every cell."""
-    from matplotlib import colormaps
+def _figure(t: StudyTables, n_panels: int, panel: tuple[float, float], title: str, *, sharey: bool = False):
+    from .. import plot
 
-    widths = sorted({_width_label(c) for c in study.cells.values()},
-                    key=lambda w: (len(w.split("x")), [int(x) if x.isdigit() else 0 for x in w.split("x")]))
-    cmap = colormaps["viridis"]
-    colors = {w: cmap(0.85 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
-    dashes = {"gd": "-", "gf": "--"}
-    return {cid: (colors[_width_label(c)], dashes.get(c.method.get("kind"), ":")) for cid, c in study.cells.items()}
-
-
-def _grid(n: int) -> tuple[int, int]:
-    ncols = min(n, 3)
-    return math.ceil(n / ncols), ncols
+    fig, axes = plot.figure(n_panels, panel=panel, sharey=sharey)
+    fig.suptitle(title)
+    width = fig.get_figwidth() + 1.6  # the legend goes on the right
+    fig.set_figwidth(width)
+    # the caption line of the fixed parameters, wrapped to the figure's width (about 19 characters per inch)
+    fig.supxlabel(textwrap.fill(plot.caption(t), width=int(19 * width)), fontsize=6, color="0.3", x=0.01,
+                  ha="left", multialignment="left")
+    return fig, axes
 
 
-def _figure(n_panels: int = 1, panel: tuple[float, float] = (4.2, 3.2)):
-    from matplotlib.figure import Figure
+def _shared_legend(fig, styles: dict, ids: Sequence[str], title: str | None, *, line: bool = True) -> None:
+    from matplotlib.lines import Line2D
 
-    rows, cols = _grid(n_panels)
-    fig = Figure(figsize=(panel[0] * cols, panel[1] * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
+    handles = [Line2D([], [], color=styles[c]["color"], linestyle=styles[c]["linestyle"] if line else "none",
+                      marker=styles[c].get("marker") or (None if line else "o"), markersize=4) for c in ids]
+    if handles:
+        fig.legend(handles, [styles[c]["label"] for c in ids], loc="outside right upper", title=title,
+                   alignment="left")
 
 
 def _risk_curves(study: Study, t: StudyTables):
-    import pandas as pd
-    from matplotlib.ticker import LogLocator
+    from .. import plot
 
-    cells = list(study.cells.values())
-    fig, axes = _figure(len(cells))
-    style = _style(study)
-    curves = t.curves if t.curves is not None else pd.DataFrame()
-    for ax, cell in zip(axes, cells, strict=True):
-        c = curves[curves["cell"] == cell.id] if len(curves) else curves
-        ax.set_title(cell.id, fontsize=9)
-        ax.set_yscale("log")
-        # minor ticks at 2 and 5 only: matplotlib's default 8 per decade were ~40 % of this figure's drawing time
-        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.set_xlabel("t (GF time; GD: sum of step sizes)")
-        ax.set_ylabel("risk")
-        if c.empty:
-            continue
-        # A trajectory that stopped early keeps its last risk at later checkpoints (it no longer moves).
-        risk = c.pivot_table(index="checkpoint", columns="trajectory", values="risk", aggfunc="last").ffill()
-        x = c.groupby("checkpoint")["t"].median().reindex(risk.index).to_numpy()
-        positive = x[x > 0]
-        if positive.size:  # checkpoints are spread over orders of magnitude of t; t = 0 stays visible
-            ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=1.0)
-        r = np.clip(risk.to_numpy(dtype=float), RISK_FLOOR, None)
-        q = np.nanquantile(r, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1)
-        color, dash = style[cell.id]
-        ax.fill_between(x, q[0], q[4], color=color, alpha=0.15, lw=0, label="5-95%")
-        ax.fill_between(x, q[1], q[3], color=color, alpha=0.35, lw=0, label="25-75%")
-        ax.plot(x, q[2], color=color, ls=dash, lw=1.5, label="median")
-        ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{study.name}: risk along the trajectories ({study.n_trajectories} per cell)")
+    styles = plot.series_styles(t.cells)
+    panels = _panels(t, MAX_CELLS_PER_PANEL)
+    fig, axes = _figure(t, len(panels), (3.4, 2.7), f"{study.name}: risk along the trajectories",
+                        sharey=True)
+    for ax, (title, ids) in zip(axes, panels, strict=True):
+        plot.risk_curves(t, ax=ax, cells=ids, styles=styles, legend=False)
+        if title:
+            ax.set_title(title)
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]], "median; band 25–75 %")
     return fig
 
 
 def _final_risk_hist(study: Study, t: StudyTables):
-    import pandas as pd
+    from .. import plot
 
-    fig, (ax,) = _figure(1, (7.5, 4.2))
-    style = _style(study)
-    traj = t.trajectories
-    if traj is None or "risk_final" not in traj.columns:  # not read, or no cell's table written yet: empty axes
-        traj = pd.DataFrame({"cell": pd.Series([], dtype=str), "risk_final": pd.Series([], dtype=float)})
-    risk_all = pd.to_numeric(traj["risk_final"], errors="coerce")
-    finite = risk_all[np.isfinite(risk_all)]
-    lo = max(float(np.clip(finite, RISK_FLOOR, None).min()) if len(finite) else 1e-12, 1e-30)
-    hi = max(float(finite.max()) if len(finite) else 1.0, lo * 10)
-    bins = np.logspace(math.floor(math.log10(lo)), math.ceil(math.log10(hi * 1.001)), 41)
-    for cid in study.cells:
-        r = pd.to_numeric(traj.loc[traj["cell"] == cid, "risk_final"], errors="coerce")
-        r = np.clip(r[np.isfinite(r)].to_numpy(dtype=float), bins[0], bins[-1])
-        color, dash = style[cid]
-        ax.hist(r, bins=bins, histtype="step", color=color, ls=dash, lw=1.3, label=cid)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"final risk (values below {bins[0]:.0e} drawn at it)")
-    ax.set_ylabel("trajectories")
-    ax.legend(fontsize=7, ncols=2)
-    ax.set_title(f"{study.name}: final risk per cell")
+    styles = plot.series_styles(t.cells)
+    panels = _panels(t, MAX_LINES_PER_PANEL)
+    fig, axes = _figure(t, len(panels), (3.6, 2.7), f"{study.name}: final risk (cumulative distribution)",
+                        sharey=True)
+    for ax, (title, ids) in zip(axes, panels, strict=True):
+        plot.final_risk(t, ax=ax, cells=ids, styles=styles, eps=study.eps_list, legend=False)
+        if title:
+            ax.set_title(title)
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]], None)
     return fig
 
 
 def _status_fractions(study: Study, t: StudyTables):
-    """Stacked bars per cell: the fractions of each stopping status and of each endpoint class."""
-    import pandas as pd
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
+    from .. import plot
 
-    fig = Figure(figsize=(11, 0.45 * len(study.cells) + 1.9), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    s = t.summary.set_index("cell").reindex(list(study.cells)) if t.summary is not None else pd.DataFrame()
-    cmap = colormaps["tab10"]
-    for ax, prefix, title in ((axes[0], "frac_status_", "status"), (axes[1], "frac_class_", "class")):
-        left = np.zeros(len(s))
-        # the fractions, not their interval columns (<fraction>_low, _high)
-        for i, col in enumerate(c for c in s.columns if c.startswith(prefix) and not c.endswith(("_low", "_high"))):
-            v = s[col].fillna(0.0).to_numpy(dtype=float)
-            if v.any():
-                ax.barh(np.arange(len(s)), v, left=left, color=cmap(i % 10), label=col.removeprefix(prefix))
-                left += v
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("fraction of trajectories")
-        ax.set_title(f"by {title}", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title=title, title_fontsize=7)
-    axes[0].set_yticks(np.arange(len(s)), list(s.index), fontsize=8)
-    axes[0].invert_yaxis()
-    fig.suptitle(f"{study.name}: how the trajectories ended")
+    styles = plot.series_styles(t.cells, channels=("color", "marker", "linestyle"))
+    n = len(t.cells)
+    fig, axes = _figure(t, 2, (max(3.0, 1.2 + 0.3 * n), 2.7), f"{study.name}: how the trajectories ended")
+    for ax, what in zip(axes, ("status", "class"), strict=True):
+        plot.status_fractions(t, ax=ax, styles=styles, what=what, legend=False)
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]], "95 % Wilson intervals", line=False)
     return fig
 
 
 def _best_of_k(study: Study, t: StudyTables):
-    import pandas as pd
+    from .. import plot
 
-    from ..analysis import best_of_k_column
-
+    styles = plot.series_styles(t.cells)
     eps_list = study.eps_list
-    fig, axes = _figure(len(eps_list))
-    style = _style(study)
-    s = t.summary.set_index("cell") if t.summary is not None else pd.DataFrame()
-    ks = study.k_list
+    fig, axes = _figure(t, len(eps_list), (3.4, 2.7), f"{study.name}: best-of-K success probability")
+    # from the summary alone (FIGURE_TABLES): best_of_k_long rebuilds best_of_k.parquet's intervals from it
+    source = t.summary if t.summary is not None else t.cells.iloc[:0]
     for ax, eps in zip(axes, eps_list, strict=True):
-        for cid, cell in study.cells.items():
-            if cid not in s.index:
-                continue
-            p = [s.at[cid, best_of_k_column(k, eps)] if best_of_k_column(k, eps) in s.columns else np.nan
-                 for k in ks]
-            color, dash = style[cid]
-            ax.plot(ks, p, marker="o", ms=3, color=color, ls=dash,
-                    label=f"width {_width_label(cell)}, {cell.method.get('kind', '?')} ({cid})")
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("K (restarts)")
-        ax.set_ylabel(f"P(best of K: risk <= {eps:g})")
-        ax.set_title(f"eps = {eps:g}", fontsize=9)
-    axes[0].legend(fontsize=6)
-    fig.suptitle(f"{study.name}: best-of-K success probability")
+        if t.summary is None:
+            ax.set_title(f"ε = {eps:g}")
+            ax.set_xlabel("restarts K")
+            continue
+        plot.best_of_k(source, ax=ax, eps=eps, styles=styles, legend=False)
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]],
+                   "estimate; band 95 % interval;\nopen markers: n < 10 K")
     return fig
 
 
+def _published(draw: Callable) -> Callable:
+    """``draw`` under ``reluflow.plot.publication()``: a figure's fonts and sizes are those of a printed figure
+    however it is called."""
+
+    @functools.wraps(draw)
+    def drawn(study: Study, t: StudyTables):
+        from .. import plot
+
+        with plot.publication():
+            return draw(study, t)
+
+    return drawn
+
+
 DRAW: dict[str, Callable] = {
-    "risk_curves": _risk_curves,
-    "final_risk_hist": _final_risk_hist,
-    "status_fractions": _status_fractions,
-    "best_of_k": _best_of_k,
+    "risk_curves": _published(_risk_curves),
+    "final_risk_hist": _published(_final_risk_hist),
+    "status_fractions": _published(_status_fractions),
+    "best_of_k": _published(_best_of_k),
 }
 
-
 def _save(name: str, fig, paths: Sequence[Path]) -> None:
+    """Write ``fig`` to ``paths`` (``reluflow.plot.save``: no creation date in the PDF, so the same tables give the
+    same file), each atomically."""
+    from .. import plot
     from ._tables import atomic_path
 
-    for path in paths:
-        fmt = path.suffix.lstrip(".")
-        with atomic_path(path) as tmp:
-            # No creation date in the PDF: the same tables give the same file.
-            fig.savefig(tmp, format=fmt, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else None)
-        # The layout is solved once, on the first save; it was half of the drawing time.
-        fig.set_layout_engine("none")
+    paths = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack, plot.publication():
+        tmps = [stack.enter_context(atomic_path(p)) for p in paths]
+        plot.save(fig, tmps, format=[p.suffix.lstrip(".") for p in paths])
     log.info("figure %s -> %s", name, ", ".join(map(str, paths)))
 
 
