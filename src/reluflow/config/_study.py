@@ -56,6 +56,7 @@ __all__ = [
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SECTIONS = ("problem", "init", "method")
+LABEL_KEY = "label"  # in a grid value that is a mapping: its label in cell ids
 
 # Short prefixes for readable cell ids, by the last segment of a grid key (``problem.network.widths`` -> w16).
 # An empty prefix means the value speaks for itself (``method.kind`` -> gd).
@@ -642,16 +643,33 @@ def expand_study(name: str, spec: Mapping[str, Any], *, check: bool = True, base
         "method": spec.get("method"),
     }
     labels: dict[str, dict[str, str]] = {}
+    grid = {key: list(values) if isinstance(values, list) else values for key, values in grid.items()}  # spec kept
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: grid.{key} = {values!r} is not allowed: expected a non-empty list")
+        # a mapping value may name itself in its cell ids: {label: k6, ...} (the label is not a parameter)
+        given: dict[int, str] = {}
+        for i, v in enumerate(values):
+            if isinstance(v, dict) and LABEL_KEY in v:
+                label = v[LABEL_KEY]
+                if not isinstance(label, str) or _sanitize(label) != label or not label:
+                    raise ConfigError(f"{where}: grid.{key}[{i}].{LABEL_KEY} = {_short(label)} is not allowed: "
+                                      "expected letters, digits, '_', '.', '-' (it names files)")
+                given[i] = label
+                values[i] = {k: x for k, x in v.items() if k != LABEL_KEY}
         seen: dict[str, int] = {}
         for v in values:
             cj = canonical_json(v)
             if cj in seen:
                 raise ConfigError(f"{where}: grid.{key} lists the value {v!r} twice: each value makes its own cells")
             seen[cj] = 1
-        labels[key] = dict(zip(seen, _labels_for(key, values), strict=True))
+        auto = _labels_for(key, values)
+        labels[key] = dict(zip(seen, [given.get(i, lab) for i, lab in enumerate(auto)], strict=True))
+        taken = list(labels[key].values())
+        twice = [lab for lab in taken if taken.count(lab) > 1]
+        if twice:
+            raise ConfigError(f"{where}: grid.{key}: two values get the label {twice[0]!r}: give each its own "
+                              f"{LABEL_KEY}")
     _check_id_length(where, grid, labels)
 
     cells: dict[str, Cell] = {}
