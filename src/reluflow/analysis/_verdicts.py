@@ -238,7 +238,9 @@ def _bounded_runs_reach_critical_values(tables: Any, p: dict[str, Any]) -> Verdi
     conv = traj["refine_converged"].fillna(False).to_numpy(dtype=bool) if "refine_converged" in traj else local
     values = np.concatenate([traj["nearest_risk"].to_numpy(dtype=float)[local & conv] if "nearest_risk" in traj
                              else np.array([]), traj["risk_final"].to_numpy(dtype=float)[status == "zero_risk"]])
-    values = np.unique(np.round(values[np.isfinite(values)], 12))
+    values = np.sort(values[np.isfinite(values)])
+    if values.size:  # one value per cluster of values within value_tol of each other (0 and 1e-12 are one)
+        values = values[np.r_[True, np.diff(values) > p["value_tol"]]]
     if values.size == 0:
         return Verdict(name, "inconclusive", "no critical value found (no converged local refinement, no zero-risk "
                        "endpoint): turn on method.refine", {"n_trajectories": int(len(traj))})
