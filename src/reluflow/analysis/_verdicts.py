@@ -309,8 +309,9 @@ def _sq_norm_at(curve: Any, t: float) -> float:
 
 
 @_rule("unbounded_with_vanishing_risk_occurs", "C4 (a possibility): some run ends with risk <= `eps` while |theta|^2 "
-       "still grows by >= `min_increment` over the last decade of t and by at least `min_ratio` times its growth "
-       "over the decade before (a bounded, converging run's increments shrink geometrically; sqrt(ln t) growth "
+       "still grows by >= `min_increment` over the last decade of the horizon and by at least `min_ratio` times its "
+       "growth over the decade before (runs that stopped on a tolerance before the horizon converged at finite "
+       "parameters) (a bounded, converging run's increments shrink geometrically; sqrt(ln t) growth "
        "keeps them steady)", ("trajectories", "curves"), eps=1e-3, min_increment=1.0, min_ratio=0.5)
 def _unbounded_with_vanishing_risk_occurs(tables: Any, p: dict[str, Any]) -> Verdict:
     name = "unbounded_with_vanishing_risk_occurs"
@@ -318,13 +319,17 @@ def _unbounded_with_vanishing_risk_occurs(tables: Any, p: dict[str, Any]) -> Ver
     finals = traj.set_index([traj["cell"].astype(str), "trajectory"])
     cells, total, total_n = [], 0, 0
     for cell, rows in curves.groupby(curves["cell"].astype(str), observed=True):
-        n, k, low_risk, incs = 0, 0, 0, []
+        n, k, low_risk, incs, stopped = 0, 0, 0, [], 0
+        horizon = float(rows["t"].max())
         for tid, curve in rows.groupby("trajectory"):
             curve = curve.sort_values("t")
             n += 1
             t_end = float(curve["t"].iloc[-1])
             risk = float(finals.loc[(cell, tid), "risk_final"])
             if not risk <= p["eps"]:
+                continue
+            if t_end < horizon * (1 - 1e-9):  # stopped on a tolerance before the horizon: converged, at finite θ
+                stopped += 1
                 continue
             low_risk += 1
             last = _sq_norm_at(curve, t_end) - _sq_norm_at(curve, t_end / 10)
@@ -334,7 +339,8 @@ def _unbounded_with_vanishing_risk_occurs(tables: Any, p: dict[str, Any]) -> Ver
             if last >= p["min_increment"] and last >= p["min_ratio"] * prev:
                 k += 1
         total, total_n = total + k, total_n + n
-        cells.append({"cell": cell, "n": n, "risk_below_eps": low_risk, "unbounded_vanishing": _fraction(k, n),
+        cells.append({"cell": cell, "n": n, "risk_below_eps_at_horizon": low_risk, "stopped_before_horizon": stopped,
+                      "unbounded_vanishing": _fraction(k, n),
                       "sq_norm_increment_last_decade_median": float(np.median(incs)) if incs else float("nan")})
     if total_n == 0:
         return Verdict(name, "inconclusive", "no curve in the study", {})
