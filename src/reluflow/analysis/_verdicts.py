@@ -370,7 +370,7 @@ def _success_grows_with_width_and_k(tables: Any, p: dict[str, Any]) -> Verdict:
         return float(np.sum(v)) if isinstance(v, tuple | list | np.ndarray) else float(v)
 
     table = []
-    for cell, r in rows.groupby(rows["cell"].astype(str), observed=True):
+    for cell, r in rows.groupby(rows["cell"].astype(str), observed=True, sort=False):
         one = r[r["k"] == 1].iloc[0]
         kk = r[r["k"] == p["k"]]
         table.append({"cell": cell, "width": size(info.loc[cell, p["width"]]) if p["width"] in info else 0.0,
