@@ -219,6 +219,13 @@ def test_unbounded_with_vanishing_risk_occurs():
     assert cells["g"]["sq_norm_increment_last_decade_median"] == pytest.approx(2.5 * math.log(10))
     t.curves = curves[curves["cell"] == "u"]
     assert evaluate_verdict({"rule": "unbounded_with_vanishing_risk_occurs"}, t).status == "fail"
+    # a run that stopped on a tolerance at t = 10 (its |theta| still moving then) converged at finite parameters
+    early = curves[(curves["cell"] == "g") & (curves["t"] <= 10.0)]
+    t.curves = pd.concat([curves[curves["cell"] == "u"], early.assign(cell="u", trajectory=early["trajectory"] + 4)])
+    t.trajectories = pd.concat([t.trajectories, pd.DataFrame({"cell": "u", "trajectory": np.arange(4, 8),
+                                                               "risk_final": 0.0})], ignore_index=True)
+    v = evaluate_verdict({"rule": "unbounded_with_vanishing_risk_occurs"}, t)
+    assert v.status == "fail" and v.evidence["cells"][0]["stopped_before_horizon"] == 4
 
 
 def _bok(p1: dict[str, float], n: int = 256) -> pd.DataFrame:
