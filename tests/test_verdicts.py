@@ -162,3 +162,188 @@ def test_the_report_embeds_every_figure_and_verdict(tmp_path):
     assert "<td class=text>w2</td><td>0.5</td><td>3</td>" in page
     assert 'class="badge missing">missing' in page and "not computed yet" in page  # study b
     assert page.count("the risk never goes up") == 2
+
+
+# ------------------------------------------------------------------------------------------ catalogue rules C2–C11
+def _curves(rows: list[tuple[str, int, float, float, float]]) -> pd.DataFrame:
+    """(cell, trajectory, t, risk, param_norm) rows as a curves table."""
+    return pd.DataFrame(rows, columns=["cell", "trajectory", "t", "risk", "param_norm"])
+
+
+def test_bounded_runs_reach_critical_values():
+    n = 20
+    risk = np.r_[np.zeros(5), np.full(14, 1 / 12), 0.057191]
+    cols = {"status": {"a": np.r_[["zero_risk"] * 5, ["budget"] * 15]},
+            "grad_norm_final": {"a": np.full(n, 1e-6)},
+            "refine_local": {"a": np.r_[[False] * 5, [True] * 3, [False] * 12]},
+            "refine_converged": {"a": np.r_[[False] * 5, [True] * 3, [False] * 12]},
+            "nearest_risk": {"a": np.r_[np.full(5, np.nan), np.full(3, 1 / 12), np.full(12, np.nan)]}}
+    t = _tables({"a": {}}, {"a": risk}, **cols)
+    v = evaluate_verdict({"rule": "bounded_runs_reach_critical_values"}, t)
+    # 19 of 20 end at a found value (0 or 1/12); 0.057191 was never found by a refinement: 95 % passes
+    assert v.status == "pass" and v.evidence["at_critical_value"]["count"] == 19
+    assert v.evidence["critical_values"] == pytest.approx([0.0, 1 / 12]) or len(v.evidence["critical_values"]) == 2
+    t.trajectories.loc[0, "status"] = "diverged"
+    assert evaluate_verdict({"rule": "bounded_runs_reach_critical_values"}, t).status == "fail"
+    t.trajectories.loc[0, "status"] = "zero_risk"
+    t.trajectories["grad_norm_final"] = 1e-2  # far from critical: gradient not small
+    assert evaluate_verdict({"rule": "bounded_runs_reach_critical_values"}, t).status == "fail"
+    t.trajectories["refine_local"] = False
+    t.trajectories["status"] = "budget"
+    assert evaluate_verdict({"rule": "bounded_runs_reach_critical_values"}, t).status == "inconclusive"
+
+
+def test_small_initial_risk_reaches_zero():
+    t = _tables({"a": {}}, {"a": np.array([1e-9, 2e-7, 0.3])}, risk_init={"a": np.array([0.1, 0.2, 5.0])})
+    spec = {"rule": "small_initial_risk_reaches_zero", "initial_risk_below": 1 / 3}
+    v = evaluate_verdict(spec, t)
+    assert v.status == "pass" and v.evidence["small_initial_risk"]["count"] == 2
+    assert evaluate_verdict({**spec, "eps": 1e-8}, t).status == "fail"
+    assert evaluate_verdict({**spec, "initial_risk_below": 0.01}, t).status == "inconclusive"
+
+
+def test_unbounded_with_vanishing_risk_occurs():
+    ts = np.logspace(0, 3, 13)
+    rows = []
+    for tid in range(4):  # sqrt(ln t) growth: |theta|^2 = 2 + 2.5 ln t, L ~ 1/t
+        rows += [("g", tid, t, 1 / t, math.sqrt(2 + 2.5 * math.log(t))) for t in ts]
+    for tid in range(4):  # bounded convergence: |theta| settles exponentially
+        rows += [("u", tid, t, math.exp(-t), 2 - math.exp(-t)) for t in ts]
+    curves = _curves(rows)
+    t = _tables({"g": {}, "u": {}}, {"g": np.full(4, 1e-3 * 0.9), "u": np.zeros(4)})
+    t.curves = curves
+    v = evaluate_verdict({"rule": "unbounded_with_vanishing_risk_occurs"}, t)
+    cells = {c["cell"]: c for c in v.evidence["cells"]}
+    assert v.status == "pass" and cells["g"]["unbounded_vanishing"]["count"] == 4
+    assert cells["u"]["unbounded_vanishing"]["count"] == 0
+    assert cells["g"]["sq_norm_increment_last_decade_median"] == pytest.approx(2.5 * math.log(10))
+    t.curves = curves[curves["cell"] == "u"]
+    assert evaluate_verdict({"rule": "unbounded_with_vanishing_risk_occurs"}, t).status == "fail"
+    # a run that stopped on a tolerance at t = 10 (its |theta| still moving then) converged at finite parameters
+    early = curves[(curves["cell"] == "g") & (curves["t"] <= 10.0)]
+    t.curves = pd.concat([curves[curves["cell"] == "u"], early.assign(cell="u", trajectory=early["trajectory"] + 4)])
+    t.trajectories = pd.concat([t.trajectories, pd.DataFrame({"cell": "u", "trajectory": np.arange(4, 8),
+                                                               "risk_final": 0.0})], ignore_index=True)
+    v = evaluate_verdict({"rule": "unbounded_with_vanishing_risk_occurs"}, t)
+    assert v.status == "fail" and v.evidence["cells"][0]["stopped_before_horizon"] == 4
+
+
+def _bok(p1: dict[str, float], n: int = 256) -> pd.DataFrame:
+    from reluflow.analysis._intervals import binomial_interval
+
+    rows = []
+    for cell, p in p1.items():
+        s = round(p * n)
+        low, high = binomial_interval(np.array([s]), np.array([n]))
+        for k in (1, 16):
+            est = 1 - math.comb(n - s, k) / math.comb(n, k)
+            rows.append({"cell": cell, "eps": 1e-4, "k": k, "successes": s, "n": n, "estimate": est,
+                         "low": 1 - (1 - float(low[0])) ** k, "high": 1 - (1 - float(high[0])) ** k})
+    return pd.DataFrame(rows)
+
+
+def test_success_grows_with_width_and_k():
+    cells = pd.DataFrame([{"cell": "w4", "problem.network.widths": (4,), "method.n_steps": 4000},
+                          {"cell": "w8", "problem.network.widths": (8,), "method.n_steps": 4000},
+                          {"cell": "w16", "problem.network.widths": (16,), "method.n_steps": 4000}])
+    t = SimpleNamespace(cells=cells, trajectories=None, curves=None, summary=None,
+                        best_of_k=_bok({"w4": 0.13, "w8": 0.41, "w16": 0.74}))
+    v = evaluate_verdict({"rule": "success_grows_with_width_and_k"}, t)
+    assert v.status == "pass" and v.evidence["top_cell"] == "w16" and not v.evidence["violations"]
+    t.best_of_k = _bok({"w4": 0.5, "w8": 0.2, "w16": 0.74})   # width 8 well below width 4: a violation
+    v = evaluate_verdict({"rule": "success_grows_with_width_and_k"}, t)
+    assert v.status == "fail" and v.evidence["violations"][0]["larger"] == "w8"
+    t.best_of_k = _bok({"w4": 0.1, "w8": 0.1, "w16": 0.1})    # monotone, but best-of-16 at the top 0.82 < 0.99
+    assert evaluate_verdict({"rule": "success_grows_with_width_and_k"}, t).status == "fail"
+
+
+def test_rates_polynomial_or_faster():
+    status = np.array(["budget"] * 8 + ["zero_risk"] * 2)
+    best = np.array(["polynomial"] * 5 + ["exponential", "none", "polynomial", "none", "none"])
+    expo = np.array([3.0, 3.1, 2.9, 3.0, 3.05, np.nan, np.nan, 0.5, np.nan, np.nan])
+    t = _tables({"a": {}}, {"a": np.zeros(10)}, status={"a": status}, rate_best={"a": best}, rate_poly={"a": expo})
+    v = evaluate_verdict({"rule": "rates_polynomial_or_faster", "min_fraction": 0.85}, t)
+    assert v.status == "pass" and v.evidence["polynomial_or_faster"]["count"] == 7
+    assert v.evidence["exponent_median"] == pytest.approx(3.0)
+    assert evaluate_verdict({"rule": "rates_polynomial_or_faster"}, t).status == "fail"  # 7/8 < 0.9
+    t.trajectories["status"] = "zero_risk"
+    assert evaluate_verdict({"rule": "rates_polynomial_or_faster"}, t).status == "inconclusive"
+
+
+def _gd_gf_tables(order: float) -> SimpleNamespace:
+    """GF: L = exp(-t); GD at step g: L = exp(-t (1 + c g^order)), so the log gap at t = 10 is 10 c g^order."""
+    cells = pd.DataFrame([{"cell": "gf", "method.kind": "gf", "method.step_size": np.nan}] +
+                         [{"cell": f"gd{g}", "method.kind": "gd", "method.step_size": g} for g in (0.04, 0.02, 0.01)])
+    ts = np.linspace(0, 10, 101)
+    rows = [("gf", tid, t, math.exp(-t), 1.0) for tid in range(3) for t in ts]
+    for g in (0.04, 0.02, 0.01):
+        rows += [(f"gd{g}", tid, t, math.exp(-t * (1 + 5 * g ** order)), 1.0) for tid in range(3) for t in ts[::5]]
+    return SimpleNamespace(cells=cells, trajectories=None, curves=_curves(rows), summary=None, best_of_k=None)
+
+
+def test_gd_approaches_gf():
+    v = evaluate_verdict({"rule": "gd_approaches_gf", "max_step": 0.04}, _gd_gf_tables(1.0))
+    assert v.status == "pass" and v.evidence["fitted_order"] == pytest.approx(1.0, abs=1e-6)
+    assert v.evidence["steps"][0]["gap_median"] == pytest.approx(10 * 5 * 0.04, rel=1e-6)
+    bad = evaluate_verdict({"rule": "gd_approaches_gf", "max_step": 0.04}, _gd_gf_tables(0.5))
+    assert bad.status == "fail" and bad.evidence["fitted_order"] == pytest.approx(0.5, abs=1e-6)
+    one = evaluate_verdict({"rule": "gd_approaches_gf", "max_step": 0.01}, _gd_gf_tables(1.0))
+    assert one.status == "inconclusive"
+
+
+def test_never_reaches_dead_set():
+    m = np.array([0.0077, 0.05, 0.2, 0.5, 1.0])
+    t = _tables({"a": {}}, {"a": np.zeros(5)}, min_unit_norm={"a": m})
+    v = evaluate_verdict({"rule": "never_reaches_dead_set"}, t)
+    assert v.status == "pass" and v.evidence["within_delta"]["0.01"]["count"] == 1
+    t.trajectories.loc[0, "min_unit_norm"] = 0.0
+    assert evaluate_verdict({"rule": "never_reaches_dead_set"}, t).status == "fail"
+
+
+def test_global_minima_are_regular():
+    cells = {"w4": {"n_params": 13}, "w8": {"n_params": 25}}
+    cls = {"w4": np.array(["global_min"] * 4 + ["local_min"]), "w8": np.array(["global_min"] * 5)}
+    rank = {"w4": pd.array([4, 4, 4, 4, 6], dtype="Int64"), "w8": pd.array([4, 4, 4, 4, 4], dtype="Int64")}
+    t = _tables(cells, {"w4": np.zeros(5), "w8": np.zeros(5)}, **{"class": cls}, hessian_rank=rank,
+                lambda_min_positive={"w4": np.full(5, 0.04), "w8": np.full(5, 0.04)})
+    v = evaluate_verdict({"rule": "global_minima_are_regular", "codimension": 4}, t)
+    assert v.status == "pass" and v.evidence["regular"]["count"] == 9
+    assert {c["cell"]: c["expected_dim"] for c in v.evidence["cells"]} == {"w4": 9, "w8": 21}
+    t.trajectories.loc[5, "hessian_rank"] = 5
+    assert evaluate_verdict({"rule": "global_minima_are_regular", "codimension": 4}, t).status == "fail"
+    assert evaluate_verdict({"rule": "global_minima_are_regular", "codimension": 4, "min_fraction": 0.8},
+                            t).status == "pass"
+    with pytest.raises(ValueError, match="needs"):
+        check_verdict_spec({"rule": "global_minima_are_regular"})
+
+
+def test_balance_drift_order():
+    cells = {"gf": {"method.kind": "gf", "method.step_size": np.nan}}
+    cells |= {f"gd{g}": {"method.kind": "gd", "method.step_size": g} for g in (0.04, 0.02, 0.01, 0.005)}
+
+    def tables(gf_drift, order):
+        drift = {"gf": np.full(3, gf_drift)} | {f"gd{g}": np.array([1.0, 1.2, 0.8]) * g ** order
+                                                 for g in (0.04, 0.02, 0.01, 0.005)}
+        return _tables(cells, {c: np.zeros(3) for c in cells}, balance_drift=drift)
+
+    v = evaluate_verdict({"rule": "balance_drift_order"}, tables(1e-9, 1.0))
+    assert v.status == "pass" and v.evidence["fitted_order"] == pytest.approx(1.0)
+    assert v.evidence["steps"][0]["ratio_to_half_step"] == pytest.approx(2.0)
+    assert evaluate_verdict({"rule": "balance_drift_order"}, tables(1e-3, 1.0)).status == "fail"
+    assert evaluate_verdict({"rule": "balance_drift_order"}, tables(1e-9, 0.5)).status == "fail"
+
+
+def test_rate_one_bound():
+    ts = np.logspace(1, 4, 25)
+    rows = [("a", 0, t, 1.0 / (1 + t) ** 3, 1.0) for t in ts]          # L ~ t^-3: (1+t) L falls
+    rows += [("a", 1, t, 1 / 12 + 1e-16 * (t % 3), 1.0) for t in ts]   # a plateau at round-off: not judged
+    rows += [("a", 2, t, 1.0 / (1 + t) ** 0.5, 1.0) for t in ts]       # L ~ t^-1/2: (1+t) L grows
+    traj = {"status": {"a": np.array(["budget"] * 3)}, "risk_min": {"a": np.array([1e-12, 1 / 12, 0.01])},
+            "risk_inf": {"a": np.array([0.0, 1 / 12, 0.0])}}
+    t = _tables({"a": {}}, {"a": np.zeros(3)}, **traj)
+    t.curves = _curves(rows)
+    v = evaluate_verdict({"rule": "rate_one_bound"}, t)
+    assert v.status == "fail" and v.evidence["bounded"]["count"] == 1 and v.evidence["at_floor"] == 1
+    t.curves = _curves([r for r in rows if r[1] != 2])
+    v = evaluate_verdict({"rule": "rate_one_bound"}, t)
+    assert v.status == "pass" and v.evidence["ratio_max"] < 0.05
