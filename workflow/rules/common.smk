@@ -1,13 +1,17 @@
 # Paths, settings and input functions shared by the rules (no rules here).
 # RELUFLOW_VERSION is a param of every job: a new release reruns the studies (changes within a version are not
 # tracked: use --forcerun)
+import re
+
 from reluflow import __version__ as RELUFLOW_VERSION
 from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables
 from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
-# the studies that state a claim, in config order
-CATALOGUE = [name for name, study in PLAN.studies.items() if "claim" in study.spec]
+# the studies that state a claim, in the order of their claim ids (C1, C2, ..., C10, C11, SS2018)
+CATALOGUE = sorted((name for name, study in PLAN.studies.items() if "claim" in study.spec),
+                   key=lambda name: [int(x) if x.isdigit() else x
+                                     for x in re.split(r"(\d+)", PLAN.study(name).spec["claim"]["id"])])
 FIGURE_FORMATS = ("png", "pdf")
 
 

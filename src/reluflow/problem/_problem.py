@@ -46,8 +46,8 @@ class Problem:
     ) -> None:
         if measure.dim != architecture.input_dim:
             raise ValueError(
-                f"measure has dimension {measure.dim} but network.input_dim = {architecture.input_dim}: "
-                "they must agree"
+                f"measure.dim = {measure.dim} (the measure's dimension) but network.input_dim = "
+                f"{architecture.input_dim}: they must agree"
             )
         if target.input_dim is not None and target.input_dim != architecture.input_dim:
             raise ValueError(

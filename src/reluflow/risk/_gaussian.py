@@ -155,7 +155,7 @@ class GaussianRisk(RiskBackend):
         if measure.kind != "gaussian":
             return f"it needs a gaussian measure (got {measure.kind!r})"
         if measure.dim != arch.input_dim:
-            return f"the measure has dimension {measure.dim} but network.input_dim = {arch.input_dim}"
+            return f"measure.dim = {measure.dim} (the measure's dimension) but network.input_dim = {arch.input_dim}"
         if not arch.is_shallow:
             return f"it needs a shallow student with one hidden layer (got widths {list(arch.widths)})"
         if arch.activation != "relu":

@@ -66,7 +66,7 @@ class QuadratureRisk(RiskBackend):
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
         if measure.dim != arch.input_dim:
-            return f"the measure has dimension {measure.dim} but network.input_dim = {arch.input_dim}"
+            return f"measure.dim = {measure.dim} (the measure's dimension) but network.input_dim = {arch.input_dim}"
         return None
 
     def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
