@@ -355,7 +355,8 @@ def _teacher(spec: dict[str, Any], input_dim: int) -> Teacher:
     if first != "normal":
         n = arch.widths[0]
         if n > input_dim:
-            raise _err("first_layer", first, f"at most input_dim = {input_dim} first-layer units (target.widths gives {n})")
+            raise _err("first_layer", first,
+                       f"at most input_dim = {input_dim} first-layer units (target.widths gives {n})")
         if first == "unit_vectors":
             rows = np.eye(input_dim)[:n]
         else:
