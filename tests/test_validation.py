@@ -54,7 +54,7 @@ CASES = {
     "gaussian sigma": (spec(measure={"kind": "gaussian", "sigma": -1.0}), ["measure.sigma", "-1.0", "> 0"]),
     "measure dim mismatch": (
         spec(measure={"kind": "uniform", "low": 0, "high": 1, "dim": 2}),
-        ["dimension 2", "network.input_dim = 1"],
+        ["measure.dim = 2", "network.input_dim = 1"],
     ),
     "target outputs mismatch": (
         spec(target={"kind": "affine", "slope": [[1.0], [2.0]]}),
