@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reluflow.config import find_schema, load_config_files, plan_config, study_origins
+from reluflow.config import FIGURES, find_schema, load_config_files, plan_config, study_origins
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,9 @@ def test_a_catalogue_study_runs_to_its_verdict_and_page(tmp_path):
     shutil.copy(ROOT / "config.yaml", work)
     shutil.copytree(ROOT / "workflow", work / "workflow")
     run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work),
-                          "--cores", "2", "results/c1_risk_monotone/verdict.json"], capture_output=True, text=True,
-                         check=False)
+                          "--cores", "2", "results/c1_risk_monotone/verdict.json",
+                          *[f"results/c1_risk_monotone/figures/{name}.png" for name in FIGURES]],
+                         capture_output=True, text=True, check=False)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     verdict = json.loads((work / "results" / "c1_risk_monotone" / "verdict.json").read_text())
     assert verdict["status"] == "pass" and verdict["claim"]["id"] == "C1"
@@ -57,4 +58,4 @@ def test_a_catalogue_study_runs_to_its_verdict_and_page(tmp_path):
                          str(report)], capture_output=True, text=True, check=False)
     assert rc.returncode == 0, rc.stderr
     page = report.read_text()
-    assert page.count("data:image/png;base64,") == 4 and verdict["summary"] in page
+    assert page.count("data:image/png;base64,") == len(FIGURES) and verdict["summary"] in page
