@@ -284,7 +284,10 @@ def test_execution_defaults_come_from_the_schema_alone():
 
     props = load_yaml(SCHEMA)["$defs"]["execution"]["properties"]
     ex = Execution.from_mapping()
-    assert {name: getattr(ex, name) for name in props} == {name: spec["default"] for name, spec in props.items()}
+    assert {name: getattr(ex, name) for name in props} == {
+        name: spec["default"] if name != "jobqueue" else {k: v["default"] for k, v in spec["properties"].items()}
+        for name, spec in props.items()}  # jobqueue: its documented keys' own defaults, nested
+    assert all("default" in spec and spec.get("description") for spec in props["jobqueue"]["properties"].values())
     assert Execution.from_json(ex.to_json()) == ex
     assert Execution.from_mapping({"shard_size": 16}, retries=5, address=None).shard_size == 16
     with pytest.raises(ConfigError, match=r"execution\.shard_size = 0 is not allowed"):
@@ -293,6 +296,14 @@ def test_execution_defaults_come_from_the_schema_alone():
         Execution.from_mapping({"shards": 3})
     assert (Execution.from_mapping().n_workers(4), Execution.from_mapping(workers=2).n_workers(4)) == (4, 2)
     assert Execution.from_mapping(scheduler="address", address="tcp://h:1").n_workers(4) == 1
+    # a jobqueue pool counts its worker processes at its largest: jobs x processes (default: one per core)
+    jq = Execution.from_mapping(scheduler="jobqueue", workers=3, jobqueue={"cores": 4})
+    assert (jq.n_workers(8), jq.worker_processes(8), jq.minimum_jobs, jq.jobqueue["memory"]) == (3, 12, 1, "2GB")
+    assert Execution.from_mapping(scheduler="jobqueue", jobqueue={"cores": 4, "processes": 2}).worker_processes(8) == 2
+    with pytest.raises(ConfigError, match=r"execution\.worker_wait = 0 is not allowed"):
+        Execution.from_mapping(worker_wait=0)
+    with pytest.raises(ConfigError, match=r"execution\.jobqueue\.cores"):
+        Execution.from_mapping(jobqueue={"cores": "4"})
 
 
 def test_integrate_flags_are_validated_like_the_config(tmp_path):

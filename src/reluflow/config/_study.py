@@ -760,8 +760,11 @@ class Execution:
     :meth:`from_mapping`, which validates and fills them in."""
 
     scheduler: str  # local | address | jobqueue
-    address: str | None  # for scheduler "address" (else DASK_SCHEDULER_ADDRESS)
-    workers: int | None  # local: worker processes (None: the cores the job is given); jobqueue: SLURM jobs
+    address: str | None  # for scheduler "address" (else scheduler_file, else DASK_SCHEDULER_ADDRESS)
+    scheduler_file: str | None  # for scheduler "address": the file `dask scheduler --scheduler-file` writes
+    workers: int | None  # local: worker processes (None: the cores the job is given); jobqueue: most SLURM jobs
+    minimum_jobs: int  # jobqueue: SLURM jobs kept while idle (adapt's minimum)
+    worker_wait: float  # address, jobqueue: seconds to wait for the first worker
     shard_size: int  # trajectories per dask task and per resumable shard file
     retries: int  # times dask retries a failed shard task
     keep_shards: bool  # keep results/{study}/.shards/ after a cell's tables are written
@@ -799,11 +802,20 @@ class Execution:
         return canonical_json({f.name: getattr(self, f.name) for f in fields(self)})
 
     def n_workers(self, cores: int | None) -> int:
-        """Worker processes of a local cluster (``workers``, else the ``cores`` the job was given, else 1); SLURM
-        jobs of a jobqueue cluster, or the workers expected at an existing scheduler (``workers``, else 1)."""
+        """Worker processes of a local cluster (``workers``, else the ``cores`` the job was given, else 1); the
+        most SLURM jobs of a jobqueue cluster, or the workers expected at an existing scheduler (``workers``, else
+        1)."""
         if self.scheduler == "local":
             return self.workers or cores or 1
         return self.workers or 1
+
+    def worker_processes(self, cores: int | None) -> int:
+        """The most single-threaded dask workers the job will have: ``n_workers``, times the worker processes of
+        one SLURM job for a jobqueue cluster (``jobqueue.processes``, else ``jobqueue.cores``)."""
+        n = self.n_workers(cores)
+        if self.scheduler == "jobqueue":
+            n *= self.jobqueue.get("processes") or self.jobqueue.get("cores") or 1
+        return n
 
 
 # ---------------------------------------------------------------------------------------------- plans

@@ -6,6 +6,7 @@ Orchestration only: the mathematics is ``reluflow.dynamics.initialize``, ``reluf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -517,8 +518,12 @@ def write_integrate(
             _finish_cell(f, plans[f.cell.id], [], shard_size=shard_size, keep_shards=keep_shards)
     running = [f for f in pending if todo[f.cell.id]]
     if running:
-        with dask_client(ex.scheduler, workers=workers, address=ex.address, jobqueue=ex.jobqueue) as client:
-            _run_shards(client, running, todo, retries=ex.retries, window=2 * workers + 2,
+        with dask_client(ex.scheduler, workers=workers, address=ex.address, jobqueue=ex.jobqueue,
+                         scheduler_file=ex.scheduler_file, minimum_jobs=ex.minimum_jobs,
+                         worker_wait=ex.worker_wait) as client:
+            # a few shards per worker in flight (a jobqueue pool counts at its largest, so that adapt sees
+            # enough queued work to grow to it)
+            _run_shards(client, running, todo, retries=ex.retries, window=2 * ex.worker_processes(cores) + 2,
                         n_shards=n_shards, progress_interval=ex.progress_interval,
                         on_cell_done=lambda f: _finish_cell(f, plans[f.cell.id], todo[f.cell.id],
                                                             shard_size=shard_size, keep_shards=keep_shards))
@@ -663,15 +668,27 @@ def _run_shards(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Sha
     cluster, a shard whose workers keep dying or a shard whose task raises on each of its ``1 + retries`` tries
     ends the job with one sentence; finished shards stay for a rerun.
     """
-    from distributed import KilledWorker, as_completed
 
     def inputs() -> Iterator[tuple[CellFiles, Shard, np.ndarray]]:
         for f in cells:
             for shard, theta0 in _init_slices(f.output("init"), f.cell, todo[f.cell.id]):
                 yield f, shard, theta0
 
-    source = inputs()
     client.subscribe_topic("all", _log_worker_event)  # worker deaths and restarts, in this job's log
+    try:
+        _run_subscribed(client, cells, todo, inputs(), retries=retries, window=window, n_shards=n_shards,
+                        progress_interval=progress_interval, on_cell_done=on_cell_done)
+    finally:
+        # before the client closes: else the scheduler logs a CRITICAL traceback publishing the client's own
+        # removal to it
+        with contextlib.suppress(Exception):  # a cluster that went away has nothing to unsubscribe
+            client.unsubscribe_topic("all")
+
+
+def _run_subscribed(client: Any, cells: list[CellFiles], todo: Mapping[str, list[Shard]], source: Any, *,
+                    retries: int, window: int, n_shards: int, progress_interval: float, on_cell_done: Any) -> None:
+    from distributed import KilledWorker, as_completed
+
     left = {f.cell.id: len(todo[f.cell.id]) for f in cells}
     by_key: dict[str, tuple[CellFiles, Shard]] = {}
     running = as_completed()
