@@ -23,3 +23,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     report = getattr(config, "reluflow_fuzz_report", None)
     if report:
         terminalreporter.write_line(report)
+
+
+@pytest.fixture(scope="session")
+def local_tiny_tables(tmp_path_factory):
+    """The tables of cluster_helpers.TINY run locally (`snakemake --cores 2`): what every cluster run of the same
+    study must reproduce, provenance metadata aside (tests/test_cluster.py, tests/test_slurm.py)."""
+    from cluster_helpers import TINY, result_tables, run, workflow_copy
+
+    d = workflow_copy(tmp_path_factory.mktemp("local") / "wf", TINY)
+    done = run("snakemake --cores 2", d, 300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    tables = result_tables(d / "results" / "tiny")
+    assert {"cells.parquet", "summary.parquet", "trajectories/w3.parquet", "curves/w3.parquet"} <= set(tables)
+    return tables

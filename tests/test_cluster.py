@@ -1,0 +1,176 @@
+"""Cluster modes without a SLURM cluster: a failed sbatch (a fake one on PATH) and a missing one, the jobqueue
+keyword arguments (adapt, preload, prologue), a scheduler with no worker or no scheduler file within
+execution.worker_wait, workers of another version; and (slow) docs/running.md's scheduler-file block run as
+written, with tables identical to a local run. The same paths on a real SLURM: tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster_helpers import TINY, assert_same_tables, env, result_tables, workflow_copy
+from reluflow.config import Execution, find_schema, load_config_files, plan_config
+from reluflow.pipeline import StageError
+from reluflow.pipeline._cluster import (
+    BLAS_THREAD_VARS,
+    WORKER_PRELOAD,
+    check_worker_versions,
+    dask_client,
+    jobqueue_kwargs,
+    worker_identity,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
+                                    reason="dask-jobqueue is not installed: pip install -e '.[cluster]'")
+
+FAILING_SBATCH = """#!/bin/sh
+echo "$@" >> "{calls}"
+echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified" >&2
+exit 1
+"""
+
+
+def tiny_study(tmp_path: Path):
+    (tmp_path / "config.yaml").write_text(TINY)
+    return plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema()).study("tiny")
+
+
+@needs_jobqueue
+@pytest.mark.timeout(120)
+def test_a_failed_sbatch_ends_the_integrate_job_at_once_with_one_sentence(tmp_path):
+    """sbatch exits 1 (a fake one, first on PATH): the integrate job stops within seconds, far inside
+    execution.worker_wait, with sbatch's own message in one `error:` line and no traceback from dask."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(FAILING_SBATCH.format(calls=tmp_path / "calls"))
+    (fake / "sbatch").chmod(0o755)
+    study = tiny_study(tmp_path)
+    execution = {"scheduler": "jobqueue", "worker_wait": 300, "workers": 2, "jobqueue": {"memory": "1GB"}}
+    t0 = time.monotonic()
+    run = subprocess.run(
+        ["timeout", "-k", "10", "100", sys.executable, "-m", "reluflow", "integrate", "--study-json", study.to_json(),
+         "--study-dir", str(tmp_path / "results" / "tiny"), "--execution-json", json.dumps(execution)],
+        cwd=tmp_path, env=env(PATH=f"{fake}:{env()['PATH']}"), capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - t0
+    assert run.returncode == 1, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: submitting a dask worker job to SLURM failed (sbatch: error: Batch job "
+                           "submission failed: Invalid account"), run.stderr[-3000:]
+    assert "check execution.jobqueue" in last
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert (tmp_path / "calls").read_text().strip()  # the job script really went to (the fake) sbatch
+    assert elapsed < 60, elapsed  # not execution.worker_wait (300 s)
+    assert not (tmp_path / "results" / "tiny" / "trajectories").exists()
+
+
+@needs_jobqueue
+def test_jobqueue_without_sbatch_says_where_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    with pytest.raises(StageError, match=r"submits its dask workers with sbatch, which is not on PATH here"):
+        with dask_client("jobqueue", workers=1, jobqueue={"cores": 1}):
+            pass
+
+
+def test_jobqueue_keyword_arguments_preload_the_stack_and_pin_blas():
+    ex = Execution.from_mapping(scheduler="jobqueue", jobqueue={"cores": 4, "queue": "cpu",
+                                                                "job_script_prologue": ["module load x"]})
+    kw = jobqueue_kwargs(ex.jobqueue)
+    assert (kw["cores"], kw["processes"], kw["memory"], kw["walltime"], kw["queue"]) == (4, 4, "2GB", "01:00:00", "cpu")
+    assert "account" not in kw  # null: left to dask-jobqueue's own configuration
+    assert kw["worker_extra_args"] == [a for m in WORKER_PRELOAD for a in ("--preload", m)]
+    assert kw["job_script_prologue"][0] == "module load x"
+    assert {f"export {v}=1" for v in BLAS_THREAD_VARS} <= set(kw["job_script_prologue"])
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=${DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED:-False}" \
+        in kw["job_script_prologue"]
+    assert kw["scheduler_options"] == {"dashboard_address": ":0"}
+    if importlib.util.find_spec("dask_jobqueue") is not None:  # the job script dask-jobqueue writes from them
+        from dask_jobqueue import SLURMCluster
+
+        with SLURMCluster(**{**kw, "log_directory": None}) as cluster:
+            script = cluster.job_script()
+        assert "#SBATCH -p cpu" in script and "#SBATCH --cpus-per-task=4" in script
+        assert "--nthreads 1" in script and "--nworkers 4" in script
+        assert all(f"--preload {m}" in script for m in WORKER_PRELOAD), script
+        assert script.index("export OMP_NUM_THREADS=1") < script.index("distributed.cli.dask_worker")
+
+
+def test_a_scheduler_without_workers_ends_within_worker_wait():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        t0 = time.monotonic()
+        with pytest.raises(StageError, match=r"no dask worker joined the scheduler at \S+ \(execution.address = "
+                                             r"'\S+'\) within 1 s \(execution.worker_wait\): start workers with "
+                                             r"`dask worker"):
+            with dask_client("address", workers=1, address=cluster.scheduler_address, worker_wait=1):
+                pass
+        assert time.monotonic() - t0 < 15
+
+
+def test_a_scheduler_file_that_never_appears_ends_within_worker_wait(tmp_path):
+    path = str(tmp_path / "scheduler.json")
+    with pytest.raises(StageError, match=r"execution.scheduler_file = '.*scheduler.json' did not appear within "
+                                         r"0.5 s \(execution.worker_wait\): start the scheduler with `dask scheduler "
+                                         r"--scheduler-file"):
+        with dask_client("address", workers=1, scheduler_file=path, worker_wait=0.5):
+            pass
+    with pytest.raises(StageError, match=r"needs execution.address, execution.scheduler_file or "
+                                         r"DASK_SCHEDULER_ADDRESS"):
+        with dask_client("address", workers=1):
+            pass
+
+
+def test_workers_of_another_version_are_refused_with_one_sentence():
+    from distributed import Client, LocalCluster
+
+    mine = worker_identity()
+    assert mine["version"] and mine["source"]
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        check_worker_versions(client)  # the same code: accepted
+        with pytest.raises(StageError, match=r"dask worker \S+ runs reluflow version '[^']+', this job "
+                                             r"'0.0.0-other': install the same reluflow where the workers start"):
+            check_worker_versions(client, expected={**mine, "version": "0.0.0-other"})
+        with pytest.raises(StageError, match=r"runs reluflow source hash \(the code differs within a version\)"):
+            check_worker_versions(client, expected={**mine, "source": "0" * 64})
+
+    class OtherDask:  # what Client.get_versions(check=True) raises on a mismatch of required packages
+        def get_versions(self, check=False):
+            assert check
+            raise ValueError("Mismatched versions found\n+-------------+\n| distributed | 2024.1.0 |")
+
+    with pytest.raises(StageError, match=r"the dask workers run other package versions than this job "
+                                         r"\(ValueError: Mismatched versions found .*distributed.*\): install the "
+                                         r"same environment"):
+        check_worker_versions(OtherDask())
+
+
+# ------------------------------------------------------------------------------------------ an existing scheduler
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_scheduler_file_block_runs_as_documented(tmp_path, local_tiny_tables):
+    """docs/running.md's scheduler-file block, line for line: `dask scheduler --scheduler-file`, `dask worker`
+    processes and Snakemake with `scheduler: address`, tables identical to a local run."""
+    from test_docs_commands import SHELL_BLOCK, _stop_group, block_commands
+
+    text = (ROOT / "docs" / "running.md").read_text()
+    (block,) = [b for b in SHELL_BLOCK.findall(text) if "dask scheduler --scheduler-file" in b]
+    d = workflow_copy(tmp_path / "wf", TINY)
+    with open(d / "console.txt", "w") as console:
+        proc = subprocess.Popen(["timeout", "-k", "10", "300", "bash", "-c", "\n".join(block_commands(block))], cwd=d,
+                                env=env(), stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=330)
+        finally:
+            _stop_group(proc)
+    out = (d / "console.txt").read_text()
+    assert rc == 0, out[-4000:]
+    log = (d / "logs" / "tiny" / "integrate.log").read_text()
+    assert "dask: existing scheduler at tcp://" in log, log[-3000:]
+    assert_same_tables(result_tables(d / "results" / "tiny"), local_tiny_tables)
