@@ -173,23 +173,33 @@ def _integrate_job(pattern: str) -> str:
     return r"rule integrate:\n(?:    .*\n)*?(?:    |Shell command: ).*" + pattern
 
 
-def _jobqueue_config() -> str:
-    """TINY with the execution settings of docs/running.md's jobqueue example."""
+def _jobqueue_configs() -> list[str]:
+    """TINY with the execution settings of each of docs/running.md's jobqueue examples (the first is the one
+    tests/test_slurm.py runs on SLURM; the others plan larger runs)."""
     text = (ROOT / "docs" / "running.md").read_text()
-    (block,) = [b for b in re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S) if "scheduler: jobqueue" in b]
-    config = yaml.safe_load(TINY)
-    config["execution"] = yaml.safe_load(block)["execution"]
-    return json.dumps(config)
+    blocks = [b for b in re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S) if "scheduler: jobqueue" in b]
+    assert blocks
+    configs = []
+    for block in blocks:
+        config = yaml.safe_load(TINY)
+        config["execution"] = yaml.safe_load(block)["execution"]
+        configs.append(json.dumps(config))
+    return configs
 
 
-def _profile(rule: str, key: str) -> str:
-    return str(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"][rule][key])
+def _ci_brings_slurm_up_and_down() -> None:
+    """.ci/run starts SLURM before the README's test line and stops it on exit, whatever the tests do."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    test_line = next(i for i, line in enumerate(ci) if "pytest -m slurm" in line)
+    assert ".ci/slurm up" in ci[:test_line] and "trap '.ci/slurm down' EXIT" in ci[:test_line], ci
 
 
 INSTALL = "sets up the environment the tests run in, from the network; CI (.ci/run) runs this line in a fresh venv"
 EVERYDAY = "tests/test_everyday.py::test_snakemake_commands_that_run_no_job_need_no_cores"
 SLOW_ADDRESS = "tests/test_docs_commands.py::test_the_existing_dask_cluster_block_runs_as_documented"
 RUNS_THE_BLOCK = "assert commands == mapped"  # that test runs the block's lines, the commands mapped to it
+SCHEDULER_FILE = "tests/test_cluster.py::test_the_scheduler_file_block_runs_as_documented"
+RUNS_THE_FILE_BLOCK = '"dask scheduler --scheduler-file" in b'  # that test runs the block that holds it
 DRY_SLURM = " -n --executor dryrun"  # the slurm executor plugin need not be installed: the profile still applies
 
 COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
@@ -197,9 +207,17 @@ COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
     "python3 -m venv .venv": NotRun(INSTALL, _ci_runs_the_readme_line),
     ". .venv/bin/activate": NotRun(INSTALL, _ci_runs_the_readme_line),
     "pip install -q -e '.[test,fast]'": NotRun(INSTALL, _ci_runs_the_readme_line),
+    "pip install -q -e '.[test,fast,cluster]'": NotRun(INSTALL, _ci_runs_the_readme_line),
     "ruff check .": NotRun("the lint of the whole suite: CI (.ci/run) runs it", _ci_runs_the_readme_line),
     "pytest": NotRun("the test suite itself: CI (.ci/run) runs it", _ci_runs_the_readme_line),
     "pytest -m slow": NotRun("the slow tests themselves: CI (.ci/run) runs them", _ci_runs_the_readme_line),
+    "pytest -m slurm": NotRun("the SLURM tests themselves: CI (.ci/run) runs them after .ci/slurm up",
+                              _ci_runs_the_readme_line),
+    # a SLURM to try it on: CI brings it up before the tests and down after
+    ".ci/slurm up": NotRun("starts daemons as root on the machine: CI (.ci/run) runs it before the tests",
+                           _ci_brings_slurm_up_and_down),
+    ".ci/slurm down": NotRun("stops the daemons .ci/slurm up started: CI (.ci/run) runs it when it ends",
+                             _ci_brings_slurm_up_and_down),
     "pip install -e '.[cluster]'": NotRun("installs the SLURM tools from the network",
                                           _cluster_extra_installs_the_slurm_tools),
     # everyday commands
@@ -230,15 +248,24 @@ COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
     "--nworkers 16 --nthreads 1 --preload reluflow._simulate &": Elsewhere(SLOW_ADDRESS, RUNS_THE_BLOCK),
     "DASK_SCHEDULER_ADDRESS=tcp://HOST:8786 snakemake --cores 4 --config 'execution={scheduler: address}'":
         Elsewhere(SLOW_ADDRESS, RUNS_THE_BLOCK),
-    # SLURM through the executor plugin: a dry run with the profile (resources, threads), no sbatch here
-    "snakemake --workflow-profile profiles/slurm": Here(
-        append=DRY_SLURM, says=(_integrate_job(f"mem_mb={_profile('integrate', 'mem_mb')},"),
-                                _integrate_job(f"runtime={_profile('integrate', 'runtime')}")), slow=True),
-    "snakemake --workflow-profile profiles/slurm --default-resources slurm_account=abc123 slurm_partition=cpu": Here(
-        append=DRY_SLURM, says=(_integrate_job("slurm_account=abc123, slurm_partition=cpu"),), slow=True),
-    # SLURM through dask-jobqueue: the documented execution settings, a dry run (dask-jobqueue is not needed)
-    "snakemake --cores 4": Here(config=_jobqueue_config(), append=" -n", says=(_integrate_job(r"--workers 1 "),),
-                                slow=True),  # the driver is a client: one core of the login node
+    # an existing scheduler found through its scheduler file: the three lines together, slow
+    "dask scheduler --scheduler-file scheduler.json &": Elsewhere(SCHEDULER_FILE, RUNS_THE_FILE_BLOCK),
+    "dask worker --scheduler-file scheduler.json --nworkers 2 --nthreads 1 --preload reluflow._simulate &":
+        Elsewhere(SCHEDULER_FILE, RUNS_THE_FILE_BLOCK),
+    "snakemake --cores 2 --config 'execution={scheduler: address, scheduler_file: scheduler.json}'":
+        Elsewhere(SCHEDULER_FILE, RUNS_THE_FILE_BLOCK),
+    # SLURM through the executor plugin: run on SLURM (pytest -m slurm), and sized for a larger one as a dry run
+    # (the slurm executor plugin need not be installed: the profile still applies)
+    "snakemake --workflow-profile profiles/slurm": Elsewhere(
+        "tests/test_slurm.py::test_snakemake_on_slurm_gives_the_tables_of_a_local_run",
+        '_documented("snakemake --workflow-profile profiles/slurm")'),
+    "snakemake --workflow-profile profiles/slurm --set-threads integrate=32 --default-resources slurm_account=abc123 "
+    "slurm_partition=cpu": Here(
+        append=DRY_SLURM, says=(_integrate_job("slurm_account=abc123, slurm_partition=cpu"),
+                                _integrate_job("runtime=720")), slow=True),
+    # SLURM through dask-jobqueue: the documented execution settings, run on SLURM (pytest -m slurm)
+    "snakemake --cores 4": Elsewhere("tests/test_slurm.py::test_jobqueue_on_slurm_gives_the_tables_of_a_local_run_"
+                                     "and_releases_its_jobs", '_documented("snakemake --cores 4")'),
 }
 
 
@@ -324,9 +351,11 @@ def test_the_jobqueue_example_is_a_valid_config(tmp_path):
     package's checks (the dry run with them is slow)."""
     from reluflow.config import find_schema, load_config_files, plan_config
 
-    (tmp_path / "config.yaml").write_text(_jobqueue_config())
-    execution = plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema()).execution
-    assert execution.scheduler == "jobqueue" and execution.jobqueue["processes"] == 16
+    for i, text in enumerate(_jobqueue_configs()):
+        (tmp_path / f"config{i}.yaml").write_text(text)
+        execution = plan_config(load_config_files([tmp_path / f"config{i}.yaml"]), find_schema()).execution
+        assert execution.scheduler == "jobqueue" and execution.worker_processes(None) >= 2
+        assert execution.minimum_jobs <= execution.n_workers(None)
 
 
 # ------------------------------------------------------------------------------------------ an existing cluster
