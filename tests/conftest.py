@@ -32,7 +32,7 @@ def local_tiny_tables(tmp_path_factory):
     from cluster_helpers import TINY, result_tables, run, workflow_copy
 
     d = workflow_copy(tmp_path_factory.mktemp("local") / "wf", TINY)
-    done = run("snakemake --cores 2", d, 300)
+    done = run("snakemake --cores 2", d, 600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     tables = result_tables(d / "results" / "tiny")
     assert {"cells.parquet", "summary.parquet", "trajectories/w3.parquet", "curves/w3.parquet"} <= set(tables)

@@ -187,6 +187,13 @@ def _jobqueue_configs() -> list[str]:
     return configs
 
 
+def _yaml_block(marker: str) -> str:
+    """The yaml block of docs/running.md that mentions ``marker``."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    (block,) = [b for b in re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S) if marker in b]
+    return block
+
+
 def _ci_brings_slurm_up_and_down() -> None:
     """.ci/run starts SLURM before the README's test line and stops it on exit, whatever the tests do."""
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
@@ -263,6 +270,13 @@ COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
     "slurm_partition=cpu": Here(
         append=DRY_SLURM, says=(_integrate_job("slurm_account=abc123, slurm_partition=cpu"),
                                 _integrate_job("runtime=720")), slow=True),
+    # planning 100 nodes: the documented settings, as dry runs
+    "snakemake --cores 4 --configfile cluster100.yaml": Here(
+        files={"cluster100.yaml": _yaml_block("cluster100.yaml")}, append=" -n",
+        says=(_integrate_job("--workers 1 "),), slow=True),  # the driver: one core; the workers are SLURM's
+    "snakemake --workflow-profile profiles/slurm --jobs 100 --set-threads integrate=32 "
+    "--set-resources integrate:mem_mb=120000": Here(append=DRY_SLURM, says=(_integrate_job("mem_mb=120000"),),
+                                                    slow=True),
     # SLURM through dask-jobqueue: the documented execution settings, run on SLURM (pytest -m slurm)
     "snakemake --cores 4": Elsewhere("tests/test_slurm.py::test_jobqueue_on_slurm_gives_the_tables_of_a_local_run_"
                                      "and_releases_its_jobs", '_documented("snakemake --cores 4")'),
