@@ -109,9 +109,9 @@ def main() -> None:
               f"{med['noop_cpu_ms_per_task']:5.2f} ms CPU/task in the driver; integrate "
               f"{med['integrate_shards_per_s']:5.1f} shards/s, {med['integrate_cpu_ms_per_shard']:5.1f} ms CPU/shard",
               flush=True)
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "scheduler.json").write_text(json.dumps(out, indent=2) + "\n")
+        results = Path(__file__).parent / "results"  # after each worker count: a long run keeps what it measured
+        results.mkdir(exist_ok=True)
+        (results / "scheduler.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ def test_a_scheduler_without_workers_ends_within_worker_wait():
 def test_a_scheduler_file_that_never_appears_ends_within_worker_wait(tmp_path):
     path = str(tmp_path / "scheduler.json")
     with pytest.raises(StageError, match=r"execution.scheduler_file = '.*scheduler.json' did not appear within "
-                                         r"0.5 s \(execution.worker_wait\): start the scheduler with `dask scheduler "
+                                         r"0.5 s \(execution.worker_wait\), or holds no scheduler address: start the "
+                                         r"scheduler with `dask scheduler "
                                          r"--scheduler-file"):
         with dask_client("address", workers=1, scheduler_file=path, worker_wait=0.5):
             pass

@@ -11,6 +11,7 @@ ends with the job (dask's own lifecycle: a context manager, nothing to find, sha
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -151,15 +152,22 @@ def _stage_error(message: str) -> Exception:
     return StageError(message)
 
 
-def _wait_file(path: str, wait: float) -> None:
+def _address_in_file(path: str, wait: float) -> str:
+    """The scheduler address in ``path`` (the JSON ``dask scheduler --scheduler-file`` writes), waiting up to
+    ``wait`` seconds for the file to appear and be complete."""
     deadline = time.monotonic() + wait
-    while not os.path.exists(path):
-        if time.monotonic() >= deadline:
-            raise _stage_error(
-                f"execution.scheduler_file = {path!r} did not appear within {wait:g} s (execution.worker_wait): "
-                f"start the scheduler with `dask scheduler --scheduler-file {path}` (the path as seen from where "
-                "Snakemake runs), or correct the path")
-        time.sleep(0.2)
+    while True:
+        try:
+            with open(path) as f:
+                return str(json.load(f)["address"])
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    raise _stage_error(
+        f"execution.scheduler_file = {path!r} did not appear within {wait:g} s (execution.worker_wait), or holds "
+        f"no scheduler address: start the scheduler with `dask scheduler --scheduler-file {path}` (the path as seen "
+        "from where Snakemake runs), or correct the path")
 
 
 @contextlib.contextmanager
@@ -174,8 +182,8 @@ def _existing_scheduler(address: str | None, scheduler_file: str | None, wait: f
         where, key = address or env, "execution.address" if address else "DASK_SCHEDULER_ADDRESS"
         kwargs = {"address": where}
     else:
-        _wait_file(scheduler_file, wait)
-        where, key, kwargs = scheduler_file, "execution.scheduler_file", {"scheduler_file": scheduler_file}
+        where, key = scheduler_file, "execution.scheduler_file"
+        kwargs = {"address": _address_in_file(scheduler_file, wait)}
     try:
         client = Client(**kwargs, timeout=f"{max(wait, 1):g}s")
     except (OSError, TimeoutError, ValueError) as exc:
@@ -312,11 +320,14 @@ def _close_jobqueue(cluster: Any, adaptive: Any, *, failed: bool) -> None:
 def _wait_for_workers(client: Any, wait: float, why: Any, stop_early: Any = lambda: False) -> None:
     """Wait up to ``wait`` seconds for a first worker (``Client.wait_for_workers``), in steps of 1 s so that
     ``stop_early()`` (a failed submission) ends the wait at once; then a ``StageError`` of ``why()``."""
-    deadline = time.monotonic() + wait
+    t0 = time.monotonic()
+    deadline = t0 + wait
     while True:
         step = min(1.0, max(deadline - time.monotonic(), 0.01))
         try:
             client.wait_for_workers(1, timeout=step)
+            log.info("dask: %d worker(s) up after %.0f s", len(client.scheduler_info().get("workers", {})),
+                     time.monotonic() - t0, extra={"console": True})
             return
         except TimeoutError:
             if stop_early() or time.monotonic() >= deadline:
