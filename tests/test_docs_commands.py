@@ -402,7 +402,7 @@ def test_the_existing_dask_cluster_block_runs_as_documented(tmp_path):
     settings, and a full Snakemake run of a tiny study on them; HOST is this machine, 8786 a free port, and 2
     workers instead of 16."""
     text = (ROOT / "docs" / "running.md").read_text()
-    (block,) = [b for b in SHELL_BLOCK.findall(text) if "dask scheduler" in b]
+    (block,) = [b for b in SHELL_BLOCK.findall(text) if "dask scheduler --port" in b]
     commands = block_commands(block)
     mapped = [c for c, how in COMMANDS.items() if isinstance(how, Elsewhere) and how.test == SLOW_ADDRESS]
     assert commands == mapped  # the commands COMMANDS says this test runs, in the documented order
