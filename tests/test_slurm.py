@@ -49,6 +49,12 @@ def slurm():
     assert wait_for_empty_queue(120) == [], "SLURM jobs of someone else are queued: these tests need the node"
 
 
+@pytest.fixture(scope="module")
+def local_tiny_tables(slurm, local_tiny_tables):
+    """conftest's local run, only once SLURM is known to be there (a skip costs no local run)."""
+    return local_tiny_tables
+
+
 def _documented(command: str) -> str:
     """``command`` as docs/running.md shows it (so that a test runs what the docs say)."""
     from test_docs_commands import documented_commands
