@@ -16,11 +16,18 @@ from ._aggregate import (
     summarize_cell,
 )
 from ._classify import CLASSES, CRITICAL_CLASSES, DIVERGED_STATUSES, at_optimum, classify, critical_class
-from ._critical import refine_critical_points
-from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints
-from ._hessian import hessian, hessian_spectrum, spectrum_from_hessian
+from ._critical import refine_critical_points, refine_memory
+from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints, endpoints_memory
+from ._hessian import (
+    hessian,
+    hessian_kept_memory,
+    hessian_memory,
+    hessian_spectrum,
+    spectrum_from_hessian,
+    spectrum_memory,
+)
 from ._intervals import BINOMIAL_METHODS, BOOTSTRAP_RESAMPLES, CONFIDENCE, binomial_interval, bootstrap_median_interval
-from ._rates import RATE_MODELS, rate_fits
+from ._rates import RATE_MODELS, rate_fits, rate_fits_memory
 from ._verdicts import VERDICT_STATUSES, VERDICTS, Verdict, VerdictRule, check_verdict_spec, evaluate_verdict
 
 __all__ = [
@@ -55,10 +62,16 @@ __all__ = [
     "bootstrap_median_interval",
     "classify",
     "critical_class",
+    "endpoints_memory",
     "hessian",
+    "hessian_kept_memory",
+    "hessian_memory",
     "hessian_spectrum",
     "rate_fits",
+    "rate_fits_memory",
     "refine_critical_points",
+    "refine_memory",
     "spectrum_from_hessian",
+    "spectrum_memory",
     "summarize_cell",
 ]
