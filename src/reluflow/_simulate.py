@@ -251,7 +251,7 @@ def simulate_memory(problem: dict | Problem, *, method: dict, init: dict | None 
     endpoints = endpoints_memory(prob, second_order=m.refine_enabled(p))
     columns = Memory(0.0, 8 * (p + 40))  # the analysis columns: theta_refined and some forty values
     rates = Memory(0.0, 8 * (p + 30) + n_records * (8 * 6 + 1)).plus(rate_fits_memory(n_records))  # padded curves
-    tables = Memory(TABLE_BYTES, 8 * 3 * p + TABLE_ROW_BYTES + n_records * CURVE_TABLE_BYTES)
+    tables = _tables_memory(p, n_records)
     # buffers a backend keeps after its calls (an arena, a workspace), at the largest batch it evaluated, held
     # beside the phases that do not evaluate it themselves
     kept = prob.kept_memory()
@@ -259,3 +259,15 @@ def simulate_memory(problem: dict | Problem, *, method: dict, init: dict | None 
         kept = kept.max(hessian_kept_memory(prob))
     after = solution.plus(dead.plus(kept).max(endpoints, columns.plus(kept, rates.max(tables))))
     return Memory(0.0, 8 * p).plus(integ.max(after))
+
+
+def simulate_tables_memory(problem: dict | Problem, *, method: dict) -> Memory:
+    """Upper estimate of the memory of the tables ``simulate`` returns (trajectories, curves and states), as a
+    function of the number of trajectories: what a caller holds of a finished batch. Part of
+    :func:`simulate_memory`."""
+    prob = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
+    return _tables_memory(prob.n_params, len(method_from_dict(method).make_record().grid) + 1)
+
+
+def _tables_memory(n_params: int, n_records: int) -> Memory:
+    return Memory(TABLE_BYTES, 8 * 3 * n_params + TABLE_ROW_BYTES + n_records * CURVE_TABLE_BYTES)
