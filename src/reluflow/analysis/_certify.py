@@ -563,8 +563,7 @@ def _certify_row(model: _Exact1D, th: np.ndarray, radius, max_radius, arb, arb_m
         for a in range(P):
             if a not in free and not gb[a].contains(0):
                 return _refuse("internal", f"G[{a}] (held fixed by the slice) is not 0 over the box: {gb[a]}")
-        rad = max(float(abs(kx[a, 0]).upper()) for a in range(nf))
-        rad = float(np.nextafter(rad, np.inf))
+        rad = max(_up(abs(kx[a, 0])) for a in range(nf))
         hlist = [[hb[a][bq] for bq in free] for a in free]
         low = _eig_lower(hlist, arb, arb_mat)
         hm = np.array([[float(e.mid()) for e in row] for row in hlist])
@@ -597,6 +596,20 @@ def _certify_row(model: _Exact1D, th: np.ndarray, radius, max_radius, arb, arb_m
     return _refuse("not_critical", detail, certified_n_free=float(nf))
 
 
+def _up(x) -> float:
+    """A float >= every point of the ball ``x`` (float conversion rounds to nearest: step up when it fell short)."""
+    u = x.upper()
+    f = float(u)
+    return float(np.nextafter(f, np.inf)) if type(u)(f) < u else f
+
+
+def _down(x) -> float:
+    """A float <= every point of the ball ``x``."""
+    lo = x.lower()
+    f = float(lo)
+    return float(np.nextafter(f, -np.inf)) if type(lo)(f) > lo else f
+
+
 def _rayleigh_upper(h, q, arb) -> float:
     """Upper bound of ``q^T H q / q^T q`` over the ball matrix ``h`` (an upper bound of the smallest eigenvalue of
     every symmetric matrix in it)."""
@@ -608,7 +621,7 @@ def _rayleigh_upper(h, q, arb) -> float:
             row = row + h[a][bq] * q[bq]
         num = num + q[a] * row
     den = sum((x * x for x in q), arb(0))
-    return float((num / den).upper())
+    return _up(num / den)
 
 
 def _eig_lower(h, arb, arb_mat) -> float:
@@ -631,7 +644,7 @@ def _eig_lower(h, arb, arb_mat) -> float:
         for bq in range(n):
             e = E[a, bq] - (1 if a == bq else 0)
             eps = eps + e * e
-    eps = float(eps.sqrt().upper())
+    eps = _up(eps.sqrt())
     if not eps < 0.5:
         return -math.inf
     gersh = math.inf
@@ -643,12 +656,12 @@ def _eig_lower(h, arb, arb_mat) -> float:
             if bq != a:
                 radius = radius + abs(B[a, bq])
                 off2 = off2 + B[a, bq] * B[a, bq]
-        gersh = min(gersh, float((B[a, a] - radius).lower()))
+        gersh = min(gersh, _down(B[a, a] - radius))
         mid = arb(float(B[a, a].mid()))
         d = B[a, a] - mid
         off2 = off2 + d * d
         mids.append(mid)
-    weyl = float((min(mids, key=float) - off2.sqrt()).lower()) if mids else math.inf
+    weyl = _down(min(mids, key=float) - off2.sqrt()) if mids else math.inf
     g = arb(max(gersh, weyl))
     bound = g / (1 + arb(eps)) if g > 0 else g / (1 - arb(eps))
-    return float(bound.lower())
+    return _down(bound)
