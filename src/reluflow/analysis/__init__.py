@@ -1,6 +1,7 @@
 """Per-trajectory analysis (critical points, Hessian spectra, classes, rate fits) and per-cell aggregates.
 
-Pure numpy/pandas functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
+Certified critical points (``certify_critical_points``) use ball arithmetic (python-flint). Pure numpy/pandas
+functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
 confidence intervals for the per-cell fractions, medians and best-of-K probabilities.
 """
 
@@ -14,6 +15,13 @@ from ._aggregate import (
     best_of_k_successes,
     best_of_k_table,
     summarize_cell,
+)
+from ._certify import (
+    CERTIFIED_CLASSES,
+    CERTIFY_COLUMNS,
+    CERTIFY_REASONS,
+    certify_available,
+    certify_critical_points,
 )
 from ._classify import CLASSES, CRITICAL_CLASSES, DIVERGED_STATUSES, at_optimum, classify, critical_class
 from ._critical import refine_critical_points, refine_memory
@@ -39,6 +47,9 @@ __all__ = [
     "evaluate_verdict",
     "BEST_OF_K_COLUMNS",
     "BINOMIAL_METHODS",
+    "CERTIFIED_CLASSES",
+    "CERTIFY_COLUMNS",
+    "CERTIFY_REASONS",
     "BOOTSTRAP_RESAMPLES",
     "CLASSES",
     "CONFIDENCE",
@@ -59,6 +70,8 @@ __all__ = [
     "best_of_k_successes",
     "best_of_k_table",
     "binomial_interval",
+    "certify_available",
+    "certify_critical_points",
     "bootstrap_median_interval",
     "classify",
     "critical_class",
