@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 import reluflow
+from tiny_config import STUDY, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "docs" / "running.md", ROOT / "README.md"]
@@ -41,18 +42,6 @@ SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console|zsh)[ \t]*\n(.*?)^```", 
 BIN = Path(sys.executable).parent  # where the environment's `python`, `snakemake`, `reluflow`, `dask` are
 TIMEOUT = 180  # seconds, any one command
 
-STUDY = """\
-    problem:
-      network: {input_dim: 1, widths: [2]}
-      measure: {kind: uniform, low: 0.0, high: 1.0}
-      target: {kind: piecewise_affine, knots: [0.0, 0.5, 1.0], values: [0.0, 1.0, 0.0]}
-    method: {kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3}
-    grid:
-      problem.network.widths: [[3]]
-    n_trajectories: 10
-    seed: 3
-"""
-TINY = f"studies:\n  tiny:\n{STUDY}execution:\n  shard_size: 5\n"  # execution.workers: null, the --cores
 MYSTUDY = f"studies:\n  mystudy:\n{STUDY}"
 TWO = f"studies:\n  tiny:\n{STUDY}  mystudy:\n{STUDY}run: [tiny]\nexecution:\n  shard_size: 5\n"
 

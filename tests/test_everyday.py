@@ -18,26 +18,9 @@ import reluflow
 import reluflow.config
 from reluflow import cli
 from reluflow.config import find_schema, load_config_files, plan_config
+from tiny_config import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# execution.workers is left at its default (null: the cores given with --cores), which is what made the Snakefile
-# ask for --cores even where no job runs
-TINY = """\
-studies:
-  tiny:
-    problem:
-      network: {input_dim: 1, widths: [2]}
-      measure: {kind: uniform, low: 0.0, high: 1.0}
-      target: {kind: piecewise_affine, knots: [0.0, 0.5, 1.0], values: [0.0, 1.0, 0.0]}
-    method: {kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3}
-    grid:
-      problem.network.widths: [[3]]
-    n_trajectories: 10
-    seed: 3
-execution:
-  shard_size: 5
-"""
 
 
 # ------------------------------------------------------------------------------------------ version, check, schema

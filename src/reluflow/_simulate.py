@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .dynamics import DEFAULT_INIT, init_from_dict, initialize, integrate, method_from_dict
+from .dynamics import DEFAULT_INIT, init_from_dict, initialize, integrate, integrate_memory, method_from_dict
 from .problem import Problem
+from .risk import Memory
 
 if TYPE_CHECKING:  # imported where the tables are built: `import reluflow` stays free of pandas (see _load)
     import pandas as pd
 
-__all__ = ["CURVE_COLUMNS", "STATE_COLUMNS", "TRAJECTORY_COLUMNS", "Simulation", "simulate"]
+__all__ = ["CURVE_COLUMNS", "STATE_COLUMNS", "TRAJECTORY_COLUMNS", "Simulation", "simulate", "simulate_memory"]
 
 BASE_COLUMNS = (
     "trajectory", "status", "risk_init", "risk_final", "risk_min", "grad_norm_final", "param_norm_init",
@@ -202,3 +203,71 @@ def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:
         cols[name] = np.asarray(fits[name], dtype=np.float64)
     cols["rate_best"] = np.asarray(fits["rate_best"], dtype=object)
     return cols
+
+
+# Memory of the tables (simulate_memory): the three DataFrames' own objects (indexes, blocks, categories); per
+# trajectory the trajectories table's ~37 columns built, converted and reordered (about three copies), the states'
+# row views and object columns; per recorded state the curves table's columns built, retyped, sorted, reordered
+TABLE_BYTES = 96 << 10
+TABLE_ROW_BYTES = 1600
+CURVE_TABLE_BYTES = 32 * 8
+
+
+def simulate_memory(problem: dict | Problem, *, method: dict, init: dict | None = None) -> Memory:
+    """Upper estimate of the memory ``simulate`` needs at its peak, as a function of the number of trajectories
+    it runs at once (a pipeline shard): a ``risk.Memory``, whose ``bytes(n)`` is the estimate for ``n``
+    trajectories and ``max_trajectories(budget)`` the most that fit in ``budget`` bytes. Nothing is simulated.
+
+    The same arguments as ``simulate`` (``init`` is validated; every initialization costs the same). Counted: the
+    arrays and Python objects ``simulate`` allocates, its returned tables included, and the problem's own data
+    (quadrature points, a sample); not counted: the interpreter and imported modules, and serializing the tables
+    afterwards. ``simulate`` runs in phases, and the estimate bounds the largest of them:
+
+    - the initial parameters ``(P,)`` per trajectory, held throughout;
+    - ``integrate`` (``dynamics.integrate_memory``: the loop's arrays, the solver's stages, the backend's
+      evaluations);
+    - then the solution (final parameters and curves) with, one after the other: the dead units (the backend's
+      ``dead_memory()``); the endpoint analysis (``analysis.endpoints_memory``: where the method refines, every
+      endpoint refined and its Hessian taken, several ``(P, P)`` arrays per trajectory); the analysis columns with
+      the rate fits (``analysis.rate_fits_memory``) or the tables (``TABLE_BYTES``, ``TABLE_ROW_BYTES`` per
+      trajectory, ``CURVE_TABLE_BYTES`` per recorded state, copies of the final and refined parameters); and
+      beside the phases that do not evaluate the backend themselves, the buffers it keeps (``kept_memory``: an
+      arena at the size of the largest batch it evaluated).
+
+    Every trajectory is counted as running to its budget and every endpoint as analysed, the most memory a batch
+    can take; ``tests/test_memory_model.py`` holds the estimate between 1 and 4 times the measured peak.
+    """
+    from .analysis import endpoints_memory, hessian_kept_memory, rate_fits_memory
+
+    prob = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
+    m = method_from_dict(method)
+    init_from_dict(DEFAULT_INIT if init is None else init)
+    p = prob.n_params
+    record = m.make_record()
+    n_records = len(record.grid) + 1
+    integ = integrate_memory(prob, m.make_solver(), m.make_controller(), record)
+    solution = Memory(0.0, 8 * (p + 16) + n_records * 7 * 8)
+    dead = Memory(0.0, 8 * p).plus(prob.dead_memory())
+    endpoints = endpoints_memory(prob, second_order=m.refine_enabled(p))
+    columns = Memory(0.0, 8 * (p + 40))  # the analysis columns: theta_refined and some forty values
+    rates = Memory(0.0, 8 * (p + 30) + n_records * (8 * 6 + 1)).plus(rate_fits_memory(n_records))  # padded curves
+    tables = _tables_memory(p, n_records)
+    # buffers a backend keeps after its calls (an arena, a workspace), at the largest batch it evaluated, held
+    # beside the phases that do not evaluate it themselves
+    kept = prob.kept_memory()
+    if m.refine_enabled(p):
+        kept = kept.max(hessian_kept_memory(prob))
+    after = solution.plus(dead.plus(kept).max(endpoints, columns.plus(kept, rates.max(tables))))
+    return Memory(0.0, 8 * p).plus(integ.max(after))
+
+
+def simulate_tables_memory(problem: dict | Problem, *, method: dict) -> Memory:
+    """Upper estimate of the memory of the tables ``simulate`` returns (trajectories, curves and states), as a
+    function of the number of trajectories: what a caller holds of a finished batch. Part of
+    :func:`simulate_memory`."""
+    prob = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
+    return _tables_memory(prob.n_params, len(method_from_dict(method).make_record().grid) + 1)
+
+
+def _tables_memory(n_params: int, n_records: int) -> Memory:
+    return Memory(TABLE_BYTES, 8 * 3 * n_params + TABLE_ROW_BYTES + n_records * CURVE_TABLE_BYTES)

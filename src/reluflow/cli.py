@@ -74,7 +74,7 @@ def _log_to_console(console: TextIO, prefix: str) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .config import find_schema, load_config_files, plan_config, study_origins
+    from .config import find_schema, load_config_files, plan_config, shard_size_for, study_origins
 
     files = args.configfile or ["config.yaml"]
     schema = Path(args.schema) if args.schema else find_schema()
@@ -84,7 +84,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{mark} {study.name}: {len(study.cells)} cells x {study.n_trajectories} trajectories, "
               f"seed {study.seed}")
         for cell in study.cells.values():
-            print(f"    {cell.id:<32} key {cell.key}")
+            n = shard_size_for(cell, plan.execution)
+            print(f"    {cell.id:<32} key {cell.key:<20} shards of {n}, ~{-(-cell.memory.bytes(n) // 2**20)} MB "
+                  "each on a worker")
     print(f"execution: {plan.execution.to_json()}")
     print("config OK (* = built by `rule all`)")
     return 0

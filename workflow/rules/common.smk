@@ -4,7 +4,7 @@
 import re
 
 from reluflow import __version__ as RELUFLOW_VERSION
-from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables
+from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables, integrate_memory_mb
 from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
@@ -30,6 +30,13 @@ LOCAL_WORKERS = PLAN.execution.n_workers(cores_given())
 # given with --cores). A client of an existing scheduler or of a jobqueue cluster only submits and joins tables,
 # but still counts as one core, so --cores stays a true bound on what the run uses on this machine.
 INTEGRATE_THREADS = LOCAL_WORKERS if PLAN.execution.scheduler == "local" else 1
+
+
+def integrate_mem_mb(wildcards, threads):
+    """The integrate job's memory (MB): its own process and, for a local cluster, its `threads` workers, each
+    with its largest shard (reluflow.config.integrate_memory_mb, from the cells' memory estimates)."""
+    study = PLAN.study(wildcards.study)
+    return integrate_memory_mb(study.cells.values(), PLAN.execution, threads)
 
 
 def study_json(wildcards):

@@ -45,7 +45,7 @@ rule integrate:
         "benchmarks/{study}/integrate.tsv"
     threads: INTEGRATE_THREADS
     resources:
-        mem_mb=lambda wildcards, threads: 1000 + 1000 * threads,
+        mem_mb=integrate_mem_mb,
         runtime=240,
     conda:
         "../envs/reluflow.yaml"

@@ -1,6 +1,7 @@
 """Per-trajectory analysis (critical points, Hessian spectra, classes, rate fits) and per-cell aggregates.
 
-Pure numpy/pandas functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
+Certified critical points (``certify_critical_points``) use ball arithmetic (python-flint). Pure numpy/pandas
+functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
 confidence intervals for the per-cell fractions, medians and best-of-K probabilities.
 """
 
@@ -15,12 +16,26 @@ from ._aggregate import (
     best_of_k_table,
     summarize_cell,
 )
+from ._certify import (
+    CERTIFIED_CLASSES,
+    CERTIFY_COLUMNS,
+    CERTIFY_REASONS,
+    certify_available,
+    certify_critical_points,
+)
 from ._classify import CLASSES, CRITICAL_CLASSES, DIVERGED_STATUSES, at_optimum, classify, critical_class
-from ._critical import refine_critical_points
-from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints
-from ._hessian import hessian, hessian_spectrum, spectrum_from_hessian
+from ._critical import refine_critical_points, refine_memory
+from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints, endpoints_memory
+from ._hessian import (
+    hessian,
+    hessian_kept_memory,
+    hessian_memory,
+    hessian_spectrum,
+    spectrum_from_hessian,
+    spectrum_memory,
+)
 from ._intervals import BINOMIAL_METHODS, BOOTSTRAP_RESAMPLES, CONFIDENCE, binomial_interval, bootstrap_median_interval
-from ._rates import RATE_MODELS, rate_fits
+from ._rates import RATE_MODELS, rate_fits, rate_fits_memory
 from ._verdicts import VERDICT_STATUSES, VERDICTS, Verdict, VerdictRule, check_verdict_spec, evaluate_verdict
 
 __all__ = [
@@ -32,6 +47,9 @@ __all__ = [
     "evaluate_verdict",
     "BEST_OF_K_COLUMNS",
     "BINOMIAL_METHODS",
+    "CERTIFIED_CLASSES",
+    "CERTIFY_COLUMNS",
+    "CERTIFY_REASONS",
     "BOOTSTRAP_RESAMPLES",
     "CLASSES",
     "CONFIDENCE",
@@ -52,13 +70,21 @@ __all__ = [
     "best_of_k_successes",
     "best_of_k_table",
     "binomial_interval",
+    "certify_available",
+    "certify_critical_points",
     "bootstrap_median_interval",
     "classify",
     "critical_class",
+    "endpoints_memory",
     "hessian",
+    "hessian_kept_memory",
+    "hessian_memory",
     "hessian_spectrum",
     "rate_fits",
+    "rate_fits_memory",
     "refine_critical_points",
+    "refine_memory",
     "spectrum_from_hessian",
+    "spectrum_memory",
     "summarize_cell",
 ]

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ._hessian import _as_theta, gradients, hessian
+from ..risk import Memory
+from ._hessian import _as_theta, gradients, hessian, hessian_kept_memory, hessian_memory
 
-__all__ = ["eigh_deflated", "refine_critical_points"]
+__all__ = ["eigh_deflated", "refine_critical_points", "refine_memory"]
 
 NU_START = 1e-3  # initial damping factor
 NU_MIN, NU_MAX = 1e-12, 1e12
@@ -84,6 +85,27 @@ def eigh_deflated(hess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 q[row, :, :m][alive[k]] = q_sub[k]
             q[row, idx[k, m:], dead_cols] = 1.0  # unit vectors, eigenvalue 0
     return lam, q
+
+
+def refine_memory(problem: Any) -> Memory:
+    """Upper estimate of the bytes ``refine_critical_points`` holds at its peak (``risk.Memory``), as a function
+    of the batch.
+
+    Per trajectory about ten ``(P,)`` vectors (the iterate, ``G``, trial points and steps) and the larger of: the
+    previous iteration's Hessian, eigenvectors and selected eigenvectors (``(P, P)`` each) while the next Hessian
+    is taken (``hessian_memory`` without Richardson); ``eigh_deflated`` with the previous eigenvectors still
+    alive (Hessian, old and selected eigenvectors, the new ones, the live block and its eigenvectors: six ``(P,
+    P)``); and the trial steps (Hessian, eigenvectors and two selections of them) with ``G`` at one point per
+    row (``problem.memory()``); the last two beside what the backend kept from the Hessian
+    (``hessian_kept_memory``). ``fixed``: LAPACK's work arrays for one matrix.
+    """
+    p = problem.n_params
+    square = 8 * p * p
+    kept = hessian_kept_memory(problem)
+    previous = Memory(0.0, 3 * square).plus(hessian_memory(problem, richardson=False))
+    eigh = Memory(0.0, 6 * square).plus(kept)
+    trials = Memory(0.0, 4 * square).plus(problem.memory(), kept)
+    return Memory(3 * square, 8 * 10 * p).plus(previous.max(eigh, trials))
 
 
 def refine_critical_points(

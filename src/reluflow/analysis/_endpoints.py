@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from ..risk import Memory
 from ._classify import DIVERGED_STATUSES, classify, critical_class
-from ._critical import refine_critical_points
-from ._hessian import gradients, hessian, spectrum_from_hessian
+from ._critical import refine_critical_points, refine_memory
+from ._hessian import gradients, hessian, hessian_kept_memory, hessian_memory, spectrum_from_hessian, spectrum_memory
 
-__all__ = ["HESSIAN_AT", "HESSIAN_COLUMNS", "REFINE_STATUSES", "TRUST_RTOL", "analyse_endpoints"]
+__all__ = ["HESSIAN_AT", "HESSIAN_COLUMNS", "REFINE_STATUSES", "TRUST_RTOL", "analyse_endpoints",
+           "endpoints_memory"]
 
 # endpoints that refinement (a root-finder on G) is meant for; zero_risk endpoints are minima already
 REFINE_STATUSES = ("critical", "budget")
@@ -48,6 +50,26 @@ UPHILL_EPS = 16 * np.finfo(np.float64).eps  # round-off floor of the uphill test
 
 def _norm(a: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", a, a))
+
+
+def endpoints_memory(problem: Any, *, second_order: bool = True) -> Memory:
+    """Upper estimate of the bytes ``analyse_endpoints`` holds at its peak (``risk.Memory``), as a function of the
+    batch, counting every endpoint as refined and analysed (the most it can do).
+
+    Per trajectory the output columns (``theta_refined`` ``(P,)`` and some twenty values), the status as text, the
+    refined rows' parameters; then the largest of the refinement (``refine_memory``), the refined points'
+    Hessians and spectra with the gradients at the endpoints, and the endpoints' own Hessians and spectra
+    (``hessian_memory``, ``spectrum_memory``).
+    """
+    p = problem.n_params
+    base = Memory(0.0, 8 * (2 * p + 24) + 64)
+    if not second_order:
+        return base
+    # a Hessian, held while its spectrum is taken and G evaluated beside it, with what the backend kept from it
+    square = Memory(0.0, 8 * p * p).plus(hessian_kept_memory(problem))
+    spectrum = square.plus(spectrum_memory(p))
+    evaluations = square.plus(Memory(0.0, 8 * 8 * p), problem.memory())
+    return base.plus(refine_memory(problem).max(hessian_memory(problem), spectrum, evaluations))
 
 
 def analyse_endpoints(

@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["hessian", "hessian_spectrum", "spectrum_from_hessian", "default_fd_steps"]
+from ..risk import Memory
+
+__all__ = ["default_fd_steps", "hessian", "hessian_kept_memory", "hessian_memory", "hessian_spectrum",
+           "spectrum_from_hessian", "spectrum_memory"]
 
 # Upper bound on the number of float64 elements of one stacked batch of perturbed points (~32 MB).
 CHUNK_ELEMENTS = 1 << 22
@@ -136,6 +139,44 @@ def hessian(
             raw = 2.0 * _central_differences(problem, th[sl], h_half[sl]) - raw
         out[finite[sl]] = 0.5 * (raw + np.swapaxes(raw, 1, 2))
     return out
+
+
+def hessian_memory(problem: Any, *, richardson: bool = True, method: str = "auto") -> Memory:
+    """Upper estimate of the bytes ``hessian`` holds at its peak (``risk.Memory``), as a function of the batch.
+
+    Per trajectory the result ``(P, P)`` and a few ``(P,)`` vectors (the finite rows, two step sizes and their
+    temporaries). A closed form adds ``problem.hessian_memory()``; central differences add, per row of a chunk
+    (``CHUNK_ELEMENTS // (2 P^2)`` rows), the perturbed points ``plus`` and ``minus``, their stack ``(2P, P)``,
+    its gradients ``(2P, P)``, their difference and quotient (8 ``(P, P)``; 9 with Richardson, which keeps the
+    first central difference while it takes the second) and the backend's evaluation of ``2P`` points per row,
+    in chunks of ``CHUNK_ELEMENTS // P`` points (``gradients``).
+    """
+    p = problem.n_params
+    base = Memory(0.0, 8 * (p * p + 6 * p + 1))
+    if method == "auto" and getattr(problem, "has_hessian", False):
+        return base.plus(problem.hessian_memory())
+    rows = max(1, CHUNK_ELEMENTS // (2 * p * p))
+    points = max(1, CHUNK_ELEMENTS // max(p, 1))
+    differences = Memory(0.0, 0.0, ((8 * p * p * (9 if richardson else 8), rows),))
+    evaluations = problem.memory().batched(2 * p, min(rows, points / (2 * p)))
+    return base.plus(differences, evaluations)
+
+
+def hessian_kept_memory(problem: Any, *, method: str = "auto") -> Memory:
+    """The buffers the backend keeps after ``hessian`` (``kept_memory``: an arena, a workspace), as a function of
+    the batch: central differences evaluate ``G`` at ``2 P`` points per trajectory."""
+    if method == "auto" and getattr(problem, "has_hessian", False):
+        return problem.hessian_kept_memory()
+    return problem.kept_memory().batched(2 * problem.n_params)
+
+
+def spectrum_memory(n_params: int) -> Memory:
+    """Upper estimate of the bytes ``spectrum_from_hessian`` adds to its input (``risk.Memory``): two copies of
+    the finite rows, their sum and the symmetrized matrix (three ``(P, P)`` at once) and the eigenvalues with their
+    masks; ``fixed``: LAPACK's work arrays for one matrix (a copy, the eigenvectors' workspace), which numpy
+    allocates outside Python's allocator."""
+    p = n_params
+    return Memory(8 * 3 * p * p, 8 * (3 * p * p + 4 * p + 8))
 
 
 def spectrum_from_hessian(hess: np.ndarray, *, zero_rtol: float = 1e-8) -> dict[str, np.ndarray]:

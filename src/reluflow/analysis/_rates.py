@@ -37,11 +37,14 @@ free: read ``rate_best`` together with the two ``R^2`` values, and prefer long t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["rate_fits", "RATE_MODELS"]
+from ..risk import Memory
+
+__all__ = ["rate_fits", "rate_fits_memory", "RATE_MODELS"]
 
 RATE_MODELS = ("exponential", "polynomial")
 MIN_POINTS = 3
@@ -174,6 +177,22 @@ def _aitken(L: np.ndarray, mask: np.ndarray, l_min: np.ndarray) -> np.ndarray:
         est = l3 - d2 * d2 / (d2 - d1)
     good = np.isfinite(est) & (est >= 0) & (est < l_min)
     return np.where(good, est, 0.0)
+
+
+def rate_fits_memory(n_checkpoints: int) -> Memory:
+    """Upper estimate of the bytes ``rate_fits`` holds at its peak (``risk.Memory``) for curves of
+    ``n_checkpoints`` columns, as a function of the batch: some forty ``(C,)`` vectors per trajectory (sorted
+    copies, masks, ranks, the two models' designs, the golden-section search's gaps and fits), and per row of a
+    profile chunk (``CHUNK_ELEMENTS // (S C)`` rows, ``S`` grid points) the log gaps, their centred values and a
+    temporary ``(S, C)``, with masks (measured 27 bytes per point of the grid). Every row is counted as profiled
+    (the most it can do), where the tails are long enough for that."""
+    c = max(1, n_checkpoints)
+    vectors = Memory(32 << 10, 8 * 40 * c + 256)
+    if max(MIN_POINTS, math.ceil(0.5 * c)) < MIN_POINTS + 1:  # tails too short to profile (at tail_fraction 0.5)
+        return vectors
+    n_grid = int(round(-LOG_S_MIN * GRID_PER_DECADE)) + 1
+    rows = max(1, CHUNK_ELEMENTS // (n_grid * c))
+    return vectors.plus(Memory(0.0, 0.0, ((n_grid * c * 30, rows),)))
 
 
 def rate_fits(

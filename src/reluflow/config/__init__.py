@@ -16,7 +16,9 @@ from ._outputs import (
     set_aside_damaged_tables,
 )
 from ._study import (
+    DRIVER_BASELINE_MB,
     LIMITS,
+    WORKER_BASELINE_MB,
     Cell,
     ConfigError,
     Execution,
@@ -28,9 +30,12 @@ from ._study import (
     expand_study,
     fill_defaults,
     find_schema,
+    integrate_memory_mb,
     load_config_files,
     plan_config,
     plan_from_snakemake,
+    shard_size_for,
+    shards_in_flight,
     study_origins,
     validate_cell,
     validate_schema,
@@ -40,6 +45,7 @@ from ._yaml import DuplicateKeyError, YAMLLimitError, coerce_yaml11_floats, load
 
 __all__ = [
     "CELL_TABLES", "STUDY_TABLES", "parquet_damage", "set_aside_damaged_tables",
+    "DRIVER_BASELINE_MB", "WORKER_BASELINE_MB", "integrate_memory_mb", "shard_size_for", "shards_in_flight",
     "FIGURES", "FIGURE_TABLES", "LIMITS", "Cell", "ConfigError", "DuplicateKeyError", "Execution", "Plan", "Study",
     "YAMLLimitError", "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list",
     "expand_study", "figure_tables", "fill_defaults", "find_schema", "load_config_files", "load_yaml",

@@ -27,13 +27,17 @@ import numpy as np
 
 from .._keys import canonical_json, cell_key
 from .._limits import INF_KEYS, LIMITS
+from .._simulate import simulate_memory, simulate_tables_memory
 from ..analysis import check_verdict_spec
 from ..dynamics import DEFAULT_INIT, init_from_dict, initialize, method_from_dict
 from ..problem import Problem, file_sha256
+from ..risk import Memory
 from ._yaml import coerce_yaml11_floats, load_yaml, retype_scalars
 
 __all__ = [
+    "DRIVER_BASELINE_MB",
     "LIMITS",
+    "WORKER_BASELINE_MB",
     "Cell",
     "ConfigError",
     "Execution",
@@ -45,7 +49,10 @@ __all__ = [
     "expand_study",
     "fill_defaults",
     "find_schema",
+    "integrate_memory_mb",
     "load_config_files",
+    "shard_size_for",
+    "shards_in_flight",
     "plan_config",
     "plan_from_snakemake",
     "study_origins",
@@ -387,6 +394,12 @@ class Cell:
         """The cell's :class:`~reluflow.Problem`, built once per process (and pickled with the cell, so a dask
         task that receives the cell does not build it again)."""
         return Problem.from_dict(_resolve_data_paths(self.problem, self.base_dir))
+
+    @cached_property
+    def memory(self) -> Memory:
+        """What ``simulate`` needs for this cell as a function of the trajectories it runs at once (a shard):
+        ``reluflow.simulate_memory``. Built once per process, like :attr:`problem_object`."""
+        return simulate_memory(self.problem_object, method=self.method, init=self.init)
 
     @property
     def data_files(self) -> dict[str, dict[str, str]]:
@@ -769,6 +782,7 @@ class Execution:
     retries: int  # times dask retries a failed shard task
     keep_shards: bool  # keep results/{study}/.shards/ after a cell's tables are written
     progress_interval: float  # seconds between progress lines
+    worker_memory_mb: int  # what one dask worker may use: shards are made small enough to fit (shard_size_for)
     jobqueue: dict[str, Any]  # keyword arguments of dask_jobqueue.SLURMCluster
 
     @classmethod
@@ -818,6 +832,59 @@ class Execution:
         return n
 
 
+# ---------------------------------------------------------------------------------------------- memory
+MB = 1 << 20
+#: a dask worker's own peak memory beside its shards: the interpreter, numpy, scipy, pandas, pyarrow, dask and
+#: reluflow, and numba compiling its kernels where the fast extra is installed (tests/test_memory_model.py
+#: measures it on a live worker)
+WORKER_BASELINE_MB = 400
+#: the integrate job's own process (dask client, pandas, pyarrow), besides the shards it holds
+DRIVER_BASELINE_MB = 300
+
+
+def shards_in_flight(workers: int) -> int:
+    """Shards the integrate job keeps submitted at once: enough to keep ``workers`` busy while it writes
+    finished ones, few enough that its memory stays at a few shards whatever the study's size."""
+    return 2 * workers + 2
+
+
+def shard_size_for(cell: Cell, execution: Execution) -> int:
+    """Trajectories per shard of ``cell``: ``execution.shard_size``, or fewer where a shard that large would not
+    fit in ``execution.worker_memory_mb`` beside the worker's own ``WORKER_BASELINE_MB`` (the estimate is
+    ``cell.memory``). Never changes a result. Raises :class:`ConfigError`, with the numbers, where not even one
+    trajectory fits."""
+    budget = (execution.worker_memory_mb - WORKER_BASELINE_MB) * MB
+    fit = cell.memory.max_trajectories(budget) if budget > 0 else 0
+    if fit < 1:
+        one = math.ceil(cell.memory.bytes(1) / MB)
+        raise ConfigError(
+            f"study {cell.study!r}, cell {cell.id!r}: one trajectory needs about {one} MB "
+            f"(reluflow.simulate_memory) beside the {WORKER_BASELINE_MB} MB a dask worker needs of its own, more "
+            f"than execution.worker_memory_mb = {execution.worker_memory_mb} allows: raise "
+            f"execution.worker_memory_mb to at least {one + WORKER_BASELINE_MB}, or make the cell smaller (fewer "
+            "parameters, points or checkpoints; method.refine: false)")
+    return min(execution.shard_size, fit)
+
+
+def integrate_memory_mb(cells: Iterable[Cell], execution: Execution, workers: int) -> int:
+    """The memory (MB) a study's integrate job needs on its machine, for its ``Snakemake`` resources: its own
+    process (``DRIVER_BASELINE_MB``; the init table written in chunks of a shard; ``shards_in_flight`` shards'
+    initial parameters; a finished shard's tables while it is written and while a cell is merged), and for a
+    local cluster its ``workers``, each at ``WORKER_BASELINE_MB`` plus the largest shard of any cell.
+    At most ``workers * execution.worker_memory_mb`` plus the driver's share."""
+    cells = list(cells)
+    driver = worker = 0
+    for c in cells:
+        n, p = shard_size_for(c, execution), c.problem_object.n_params
+        tables = simulate_tables_memory(c.problem_object, method=c.method).bytes(n)
+        driver = max(driver, 8 * p * n * (3 + shards_in_flight(workers)) + 2 * tables)
+        worker = max(worker, c.memory.bytes(n))
+    total = DRIVER_BASELINE_MB * MB + driver
+    if execution.scheduler == "local":
+        total += workers * (WORKER_BASELINE_MB * MB + worker)
+    return math.ceil(total / MB)
+
+
 # ---------------------------------------------------------------------------------------------- plans
 @dataclass(frozen=True)
 class Plan:
@@ -865,6 +932,10 @@ def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: b
     execution = Execution.from_mapping(config["execution"])
     studies = {name: expand_study(name, spec, check=check, base_dir=_base_dir((origins or {}).get(name)))
                for name, spec in config["studies"].items()}
+    if check:  # a cell whose single trajectory cannot fit in a worker: refused now, not when a worker dies
+        for study in studies.values():
+            for cell in study.cells.values():
+                shard_size_for(cell, execution)
     run = list(config.get("run") or studies)
     unknown = [r for r in run if r not in studies]
     if unknown:

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..network._units import balance_defined, unit_balance, unit_norms
+from ..risk import Memory
 from ._events import RUNNING, STATUSES, Stop, check_events
 from ._schedules import ConstantStepSize, PIDController, StepSizeController
 from ._solvers import AbstractSolver
 
-__all__ = ["Record", "Solution", "checkpoint_grid", "integrate"]
+__all__ = ["Record", "Solution", "checkpoint_grid", "integrate", "integrate_memory"]
 
 # Relative risk increases are measured against max(|L_old|, _TINY) so that L_old = 0 cannot divide by zero.
 _TINY = np.finfo(np.float64).tiny
@@ -135,6 +136,44 @@ class _Monitors:
         if self.arch is None or not self.any_defined:
             return np.full((theta.shape[0], 1), np.nan)
         return unit_balance(self.arch, theta)[:, self.defined]
+
+
+# Bytes of one recorded state in the curves (row, checkpoint, step, t, risk, grad_norm, param_norm) and of the
+# seven small arrays of one ``emit`` call (numpy's array header), which adaptive steps make per row
+CURVE_ROW_BYTES = 7 * 8
+EMIT_BYTES = 7 * 128
+# per trajectory: the live and output vectors (about 30 float64 and int64 values, twice while the live set is
+# compacted) and a step's vector temporaries
+ROW_BYTES = 100 * 8
+
+
+def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeController,
+                     record: Record | None = None) -> Memory:
+    """Upper estimate of the bytes ``integrate`` holds at its peak (``risk.Memory``), as a function of the batch
+    size, for ``problem`` (its ``memory()``: the backend's evaluations), ``solver``, ``controller`` and
+    ``record``; the caller's ``theta0`` is not counted.
+
+    Per trajectory: ``theta``, ``G`` and the output ``theta`` (``P`` float64 each), what the solver keeps from the
+    previous step (``memory_result``, and the gradient the loop evaluated, or the accepted rows' copies under an
+    adaptive controller), then the larger of the solver's own peak (``memory_step``) and its stages during an
+    evaluation (``memory_stages``) plus the evaluation itself (``problem.memory()``); the per-unit monitors (the
+    squares of a layer's weights and five vectors of the units: the balances at the start and now, temporaries);
+    the recorded curves, sorted at the end (three copies), with one set of array headers per recorded state
+    where steps are adaptive (rows reach their checkpoints at different steps), else once per row, for the final
+    state.
+    """
+    p = problem.n_params
+    arch = getattr(problem, "architecture", None)
+    units = sum(arch.widths) if arch is not None else 0
+    layer = max(ls.n_in * ls.n_out for ls in arch.layers) if arch is not None else 0
+    n_records = (len(record.grid) if record is not None else 1) + 1
+    kept = 3 + solver.memory_result + (2 if controller.adaptive else 1 if solver.memory_result < 3 else 0)
+    emits = n_records if controller.adaptive else 1
+    per_trajectory = (8 * p * kept + 8 * (layer + 5 * units) + ROW_BYTES
+                      + n_records * 3 * CURVE_ROW_BYTES + emits * EMIT_BYTES)
+    step = Memory(0.0, 8 * p * solver.memory_step)
+    stages = Memory(0.0, 8 * p * solver.memory_stages).plus(problem.memory())
+    return Memory(0.0, per_trajectory).plus(step.max(stages))
 
 
 def integrate(

@@ -21,6 +21,11 @@ gradient at the proposed point when the solver evaluated them anyway (first same
 stage), else ``None`` and the loop evaluates them. The loop (``integrate``) owns events, checkpoints, step-size
 control and compaction: adding a solver never touches it.
 
+Memory. Each solver states how many ``(A, P)`` float64 arrays it holds (``memory_step``: at its peak, its result
+included; ``memory_stages``: while one of its own gradient evaluations runs, whose memory the backend states;
+``memory_result``: in the ``StepResult`` the loop keeps until the next step), counted from its code below;
+``integrate_memory`` adds them to the loop's.
+
 Arithmetic is elementwise in the trajectory axis: a row's result never depends on the other rows.
 """
 
@@ -50,6 +55,10 @@ class AbstractSolver:
     name: str = ""
     order: int = 1
     error_order: int | None = None
+    # (A, P) arrays held (module docstring, "Memory"): theta - h G is a temporary and the result
+    memory_step: int = 2
+    memory_stages: int = 0
+    memory_result: int = 1
 
     def init(self, fn: RiskAndGrad, theta: np.ndarray, risk: np.ndarray, grad: np.ndarray) -> Any:
         return None
@@ -85,6 +94,9 @@ class RK4(AbstractSolver):
 
     name = "rk4"
     order = 4
+    # k2..k4, the stage point and, for the update, 2 k2, the running sum and the scaled sum
+    memory_step = 7
+    memory_stages = 3
 
     def step(self, fn, t, theta, h, grad, state):
         hh = h[:, None]
@@ -117,6 +129,11 @@ class Dopri5(AbstractSolver):
     name = "dopri5"
     order = 5
     error_order = 4
+    # k1..k6, the stage point and its increment; the error sum adds its running sum, a scaled stage and the new
+    # sum: 11 at the peak; during the 7th evaluation k1..k5, the point and its increment
+    memory_step = 11
+    memory_stages = 7
+    memory_result = 3
 
     def step(self, fn, t, theta, h, grad, state):
         hh = h[:, None]

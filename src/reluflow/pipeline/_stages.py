@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._keys import canonical_json
-from ..config import CELL_TABLES, Cell, Execution, Study
+from ..config import CELL_TABLES, Cell, ConfigError, Execution, Study, shard_size_for, shards_in_flight
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
@@ -220,7 +220,8 @@ def write_cells(study: Study, output: str | Path) -> None:
 def write_init(cell: Cell, output: str | Path, *, chunk: int = 4096) -> None:
     """``init/{cell}.parquet``: trajectory and its initial parameters ``theta`` (a list of P float64).
 
-    Written in chunks, so memory stays at ``chunk x P`` whatever ``n_trajectories``.
+    Written in chunks (row groups) of ``chunk`` trajectories, so memory stays at ``chunk x P`` whatever
+    ``n_trajectories``; the integrate stage writes one row group per shard.
     """
     from ..dynamics import initialize
 
@@ -496,37 +497,48 @@ def write_integrate(
     from ._cluster import dask_client
 
     ex = execution if execution is not None else Execution.from_mapping()
-    shard_size, keep_shards, workers = ex.shard_size, ex.keep_shards, ex.n_workers(cores)
+    keep_shards, workers = ex.keep_shards, ex.n_workers(cores)
     study_dir = Path(study_dir)
     files = [CellFiles(c, study_dir) for c in cells]
+    try:  # the memory check of reluflow.config, again: the execution settings may have changed since
+        sizes = {f.cell.id: shard_size_for(f.cell, ex) for f in files}
+    except ConfigError as exc:
+        raise StageError(str(exc)) from None
     pending = [f for f in files if not _restore_done(f)]
     cells_reused = len(files) - len(pending)
     plans: dict[str, list[Shard]] = {}
     todo: dict[str, list[Shard]] = {}
     for f in pending:
-        write_init(f.cell, f.output("init"))
+        size = sizes[f.cell.id]
+        if size < ex.shard_size:
+            log.info("cell %s: shards of %d trajectories (about %d MB each by reluflow.simulate_memory), not "
+                     "execution.shard_size = %d, to fit execution.worker_memory_mb = %d", f.cell.id, size,
+                     -(-f.cell.memory.bytes(size) // (1 << 20)), ex.shard_size, ex.worker_memory_mb)
+        write_init(f.cell, f.output("init"), chunk=size)
         f.shard_dir.mkdir(parents=True, exist_ok=True)
-        plans[f.cell.id] = plan_shards(f.cell, shard_size)
+        plans[f.cell.id] = plan_shards(f.cell, size)
         todo[f.cell.id] = [s for s in plans[f.cell.id] if not _shard_is_finished(f.cell, s, f.shard_dir)]
     n_shards = sum(len(p) for p in plans.values())
     n_todo = sum(len(t) for t in todo.values())
     log.info("integrate: %d cell(s); %d with finished tables (reused); %d shard(s) of <= %d trajectories, %d "
-             "already finished (reused), %d to compute", len(files), cells_reused, n_shards, shard_size,
-             n_shards - n_todo, n_todo)
+             "already finished (reused), %d to compute", len(files), cells_reused, n_shards,
+             max(sizes.values(), default=ex.shard_size), n_shards - n_todo, n_todo)
+
+    def finish(f: CellFiles) -> None:
+        _finish_cell(f, plans[f.cell.id], todo[f.cell.id], shard_size=sizes[f.cell.id], keep_shards=keep_shards)
+
     for f in pending:
         if not todo[f.cell.id]:
-            _finish_cell(f, plans[f.cell.id], [], shard_size=shard_size, keep_shards=keep_shards)
+            finish(f)
     running = [f for f in pending if todo[f.cell.id]]
     if running:
         with dask_client(ex.scheduler, workers=workers, address=ex.address, jobqueue=ex.jobqueue,
                          scheduler_file=ex.scheduler_file, minimum_jobs=ex.minimum_jobs,
                          worker_wait=ex.worker_wait) as client:
-            # a few shards per worker in flight (a jobqueue pool counts at its largest, so that adapt sees
-            # enough queued work to grow to it)
-            _run_shards(client, running, todo, retries=ex.retries, window=2 * ex.worker_processes(cores) + 2,
-                        n_shards=n_shards, progress_interval=ex.progress_interval,
-                        on_cell_done=lambda f: _finish_cell(f, plans[f.cell.id], todo[f.cell.id],
-                                                            shard_size=shard_size, keep_shards=keep_shards))
+            # a jobqueue pool counts at its largest (jobs x processes), so that adapt sees enough queued work
+            _run_shards(client, running, todo, retries=ex.retries,
+                        window=shards_in_flight(ex.worker_processes(cores)), n_shards=n_shards,
+                        progress_interval=ex.progress_interval, on_cell_done=finish)
     _prune_done(study_dir, {f.stem for f in files})
     return {"cells_reused": cells_reused, "shards_reused": n_shards - n_todo, "shards_computed": n_todo}
 

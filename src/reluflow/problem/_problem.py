@@ -9,7 +9,7 @@ import numpy as np
 
 from .._limits import LIMITS
 from ..network import Architecture
-from ..risk import DTYPES, RiskBackend, choose_backend
+from ..risk import DTYPES, Memory, RiskBackend, choose_backend
 from ._measures import Measure, measure_from_dict
 from ._targets import Target, target_from_dict
 
@@ -161,6 +161,27 @@ class Problem:
     def hessian(self, theta: np.ndarray) -> np.ndarray:
         """Closed-form Hessian of the risk ``(T, P, P)`` float64 for ``theta`` ``(T, P)``, where ``has_hessian``."""
         return self.backend.hessian(theta)
+
+    def memory(self) -> Memory:
+        """Upper estimate of the bytes one ``risk_and_grad`` or ``risk`` call holds, as a function of the batch
+        size, with the backend's own data (``RiskBackend.memory``)."""
+        return self.backend.memory()
+
+    def dead_memory(self) -> Memory:
+        """Like ``memory``, for ``dead_neurons``."""
+        return self.backend.dead_memory()
+
+    def kept_memory(self) -> Memory:
+        """The part of ``memory`` that stays allocated after a call (``RiskBackend.kept_memory``)."""
+        return self.backend.kept_memory()
+
+    def hessian_memory(self) -> Memory:
+        """Like ``memory``, for ``hessian`` (where ``has_hessian``)."""
+        return self.backend.hessian_memory()
+
+    def hessian_kept_memory(self) -> Memory:
+        """Like ``kept_memory``, after ``hessian`` (where ``has_hessian``)."""
+        return self.backend.hessian_kept_memory()
 
     def unflatten(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Zero-copy per-layer views ``[(W (T, out, in), b (T, out) or None), ...]``."""

@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import RiskBackend
+from ._base import Memory, RiskBackend
 from ._polynomials import shift_exact
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
@@ -77,6 +77,7 @@ from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 # enough that the inner loops (over trajectories) amortize numpy's per-call overhead (measured: 2^13..2^16 are
 # within ~20% of each other at widths 8..512).
 CHUNK_ELEMENTS = 1 << 15
+CALL_BYTES = 16 << 10  # small arrays and Python objects of one call (``memory``)
 
 
 class Exact1DRisk(RiskBackend):
@@ -181,6 +182,47 @@ class Exact1DRisk(RiskBackend):
         lo, hi = self._support
         dead = ((w * lo + b) <= 0) & ((w * hi + b) <= 0)
         return dead.sum(axis=1, dtype=np.int64)
+
+    def memory(self) -> Memory:
+        """The results (float64, plus the float32 copies of ``theta`` and of the results where ``dtype`` is
+        float32); the ``numpy`` kernel adds its arena per row of a chunk (``_arena_row_bytes``), the compiled one
+        only ``O(H)`` scratch per call."""
+        P, H = self.arch.n_params, self._H
+        io = 8 * (P + 1) + (4 * P + 8 * P + 4 * (P + 1) if self.dtype != np.float64 else 0)
+        if self.kernel == "numba":  # its per-call scratch: some 30 arrays of E slots
+            return Memory(CALL_BYTES + 8 * 32 * (H + len(self._slots_static)), io)
+        return Memory(CALL_BYTES, io, ((self._arena_row_bytes(), self._chunk_rows()),))
+
+    def dead_memory(self) -> Memory:
+        """``theta`` in float64 (copies where ``dtype`` is float32) and three ``(H,)`` temporaries per row."""
+        P, H = self.arch.n_params, self._H
+        return Memory(CALL_BYTES, 8 * 3 * H + 8 + (12 * P if self.dtype != np.float64 else 0))
+
+    def kept_memory(self) -> Memory:
+        """The ``numpy`` kernel's arena (``_scan.scratch``, per thread), at the size of the largest chunk seen;
+        the compiled kernel keeps nothing."""
+        return Memory() if self.kernel == "numba" else self.hessian_kept_memory()
+
+    def hessian_kept_memory(self) -> Memory:
+        """The ``numpy`` kernel's arena, which the Hessian's residual moments use whatever ``kernel`` says."""
+        return Memory(0.0, 0.0, ((self._arena_row_bytes(), self._chunk_rows()),))
+
+    def hessian_memory(self) -> Memory:
+        """``_hessian1d.exact1d_hessian_memory``."""
+        from ._hessian1d import exact1d_hessian_memory
+
+        return exact1d_hessian_memory(self)
+
+    def _chunk_rows(self) -> int:
+        return max(1, CHUNK_ELEMENTS // (self._H + len(self._slots_static)))
+
+    def _arena_row_bytes(self) -> int:
+        """Bytes per trajectory of the numpy kernel's arena (``_chunk``): about ``16 + 14 k`` slot arrays of
+        ``E + H`` entries (slots ``E``, units ``H``) for a constant density and an affine target, more for the
+        Taylor coefficients of higher degrees (``nf`` of the target, ``nd`` of the density); measured
+        ``28..47`` per ``E + H`` for ``k = 1, 2``, ``nf <= 3``, ``nd <= 2``."""
+        k, nf, nd = self._k, self._nf, self._nd
+        return 8 * (16 + 14 * k + 3 * nd + 2 * nf + nf * nd) * (self._H + len(self._slots_static) + self._H)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "compute_dtype": "float64", "kernel": self.kernel}

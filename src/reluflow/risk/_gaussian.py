@@ -53,13 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from ._base import RiskBackend
+from ._base import Memory, RiskBackend
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
 
 # Elements of the largest per-chunk scratch array (16 MB of float64): bounds the workspace whatever the batch
 # size. Rows per chunk follow from it (about 5000 for H = n = d = 10); chunking never changes a row's result.
 CHUNK_ELEMENTS = 1 << 21
+CALL_BYTES = 16 << 10  # small arrays and Python objects of one call (``memory``)
 
 
 def _unit_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,6 +283,38 @@ class GaussianRisk(RiskBackend):
         theta = self._check(theta)
         w = theta[:, self._w_slice].reshape(theta.shape[0], self.H, self.d)
         return np.all(w == 0, axis=2).sum(axis=1).astype(np.int64)
+
+    def memory(self) -> Memory:
+        """The results, and per row of a chunk the workspace (``_Workspace``: unit vectors, the Gram cosines and
+        their two trigonometric functions ``(H, H + n)`` each, the right-hand sides and products; it stays
+        allocated on the backend, per thread, at the largest chunk seen) and the per-unit temporaries of
+        ``_chunk``."""
+        it = self.dtype.itemsize
+        H, n, d, k, P = self.H, self.n, self.d, self.k, self.arch.n_params
+        kd = k * d
+        rows = self._chunk_rows()
+        workspace = self._workspace_row_bytes()
+        temps = it * (11 * H + 8 * H * k + 2 * H * d * (k + 1))  # einsum's contiguous copies of w and p1 included
+        io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
+        teacher = it * n * (d + kd + k)
+        return Memory(CALL_BYTES + teacher, io, ((workspace + temps, rows),))
+
+    def dead_memory(self) -> Memory:
+        """``theta`` in ``dtype`` (a copy where it is float32) and a mask of ``w`` per row."""
+        P, it = self.arch.n_params, self.dtype.itemsize
+        return Memory(CALL_BYTES, 8 + 2 * P + (P * it if it != 8 else 0))
+
+    def kept_memory(self) -> Memory:
+        """The workspace (``_Workspace``), kept on the backend per thread at the largest chunk seen."""
+        return Memory(0.0, 0.0, ((self._workspace_row_bytes(), self._chunk_rows()),))
+
+    def _chunk_rows(self) -> int:
+        return max(1, CHUNK_ELEMENTS // (2 * (self.H + self.n) * max(self.H, self.k * self.d)))
+
+    def _workspace_row_bytes(self) -> int:
+        H, n, d, k = self.H, self.n, self.d, self.k
+        m, kd = H + n, k * d
+        return self.dtype.itemsize * (3 * H * d + m * d + 3 * H * m + 2 * m * kd + 2 * m * k + 2 * H * kd + 2 * H * k)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sigma": self.sigma}

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import RiskBackend
+from ._base import Memory, RiskBackend
 from ._polynomials import shift_exact
 
-__all__ = ["exact1d_hessian", "hessian_parts"]
+__all__ = ["exact1d_hessian", "exact1d_hessian_memory", "hessian_parts"]
 
 # Upper bound on the elements of one (T, H, H) temporary: bounds a chunk's memory (~25 such arrays live at once).
 PAIR_CHUNK_ELEMENTS = 1 << 18
@@ -148,6 +148,20 @@ def exact1d_hessian(backend: RiskBackend, theta: np.ndarray, dens: _Density, tar
     bad = ~np.all(np.isfinite(theta), axis=1)
     out[bad] = np.nan
     return out
+
+
+def exact1d_hessian_memory(backend: RiskBackend) -> Memory:
+    """Upper estimate of the bytes of ``exact1d_hessian`` on a batch (``Memory``): the result ``(P, P)``, the
+    gradient kernel's results and moments ``(2, kv, H)`` (its ``numpy`` kernel, with its arena, whatever
+    ``backend.kernel`` says) per trajectory, and per row of a pair chunk about 30 ``(H, H)`` arrays (``_chunk``
+    holds some 25 at once, ``_kink_weight`` three more)."""
+    H, k, P = backend._H, backend._k, backend.arch.n_params
+    kv = 1 if backend._fixed is not None else k
+    per_trajectory = 8 * (P * P + 2 * P + 1 + 2 * kv * H)
+    pairs = max(1, PAIR_CHUNK_ELEMENTS // (H * H))
+    # fixed: the density and target in the Hessian's form, built on first use and kept on the backend
+    return Memory(64 << 10, per_trajectory, ((8 * 30 * H * H, pairs),
+                                        (backend._arena_row_bytes(), backend._chunk_rows())))._merged()
 
 
 def _chunk(backend: RiskBackend, th: np.ndarray, moments: np.ndarray, out: np.ndarray, dens: _Density,

@@ -31,9 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..network._architecture import Architecture
+from ._base import Memory
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_rows
 
-__all__ = ["CHUNK_ELEMENTS", "SortedPoints1D", "applies", "points1d_risk_and_grad"]
+__all__ = ["CHUNK_ELEMENTS", "SortedPoints1D", "applies", "points1d_kept_memory", "points1d_memory",
+           "points1d_risk_and_grad"]
 
 # (slot, trajectory) pairs per chunk (W1, M = 1024: 2^15 gave 2.2e4, 2^16 2.5e4, 2^17 2.7e4, 2^18 2.6e4 evaluations/s):
 # long enough inner loops over trajectories, still near the cache.
@@ -72,6 +74,25 @@ class SortedPoints1D:
 
     def chunk_rows(self) -> int:
         return max(1, CHUNK_ELEMENTS // self.n_slots)
+
+
+def points1d_memory(arch: Architecture, pts: SortedPoints1D) -> Memory:
+    """Upper estimate of the bytes of ``points1d_risk_and_grad`` on a batch (``Memory``): the results and the
+    finiteness mask per row; per row of a chunk the two ``bincount`` sums ``(2k, slots)``, the arena's slot arrays
+    (residual, weighted residual, pairwise sums, the two moment scans and the doubling scans) and the per-unit
+    arrays ``(2k, H)``: about ``18 k`` per slot and ``20 k + 4`` per unit (measured ``14..16`` and ``17`` with
+    the arena in use, more per row for small batches). The arena (``_scan.Scratch``) stays allocated after the
+    call, at the size of the largest chunk seen (``points1d_kept_memory``)."""
+    H, k, P = arch.widths[0], arch.output_dim, arch.n_params
+    n = pts.n_slots
+    per_row = 8 * (18 * k * n + 20 * k * H + 4 * H)
+    return Memory(32 << 10, 8 * (P + 1) + P, ((per_row, pts.chunk_rows()),))
+
+
+def points1d_kept_memory(arch: Architecture, pts: SortedPoints1D) -> Memory:
+    """The part of ``points1d_memory`` that stays allocated after a call: the arena (``_scan.scratch``, per
+    thread), about ``13 k`` arrays of the slots per row of a chunk."""
+    return Memory(0.0, 0.0, ((8 * 13 * arch.output_dim * pts.n_slots, pts.chunk_rows()),))
 
 
 def points1d_risk_and_grad(

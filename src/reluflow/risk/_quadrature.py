@@ -21,13 +21,18 @@ from ..network._activations import DERIVATIVES, PIECEWISE_LINEAR
 from ..network._architecture import forward_backward
 from ..network._shallow import applies as shallow_fast_path_applies
 from ..network._shallow import shallow_relu_risk_and_grad
-from ._base import RiskBackend
-from ._points1d import SortedPoints1D, points1d_risk_and_grad
+from ._base import Memory, RiskBackend
+from ._points1d import SortedPoints1D, points1d_kept_memory, points1d_memory, points1d_risk_and_grad
 from ._points1d import applies as points1d_applies
 
 CHUNK_ELEMENTS = 1 << 21  # ~16 MB of float64 per (chunk, M, h) array
 # The shallow ReLU kernel keeps one (chunk, H, M) mask; ~4 MB keeps it near the last-level cache (bench/README.md).
 SHALLOW_CHUNK_ELEMENTS = 1 << 19
+# Memory estimates (``memory``): arrays of the size of one activation that an activation's derivative holds at its
+# peak (relu: the result; leaky relu: np.where's result and its copy; sigmoid, softplus, tanh: three), and the
+# small arrays and Python objects of one call
+DERIVATIVE_TEMPORARIES = {"relu": 1, "leaky_relu": 2}
+CALL_BYTES = 16 << 10
 
 
 class QuadratureRisk(RiskBackend):
@@ -107,6 +112,79 @@ class QuadratureRisk(RiskBackend):
             for z in _hidden_preactivations(self.arch, theta[sl], self.points):
                 out[sl] += np.all(dact(z, self.arch.negative_slope) == 0, axis=1).sum(axis=1)
         return out
+
+    def memory(self) -> Memory:
+        """The point set (``fixed``: points, weights, target values and each kernel's copy, twice over while
+        they are built), the results, and per kernel (all in ``dtype``):
+
+        - ``points1d``: ``_points1d.points1d_memory``;
+        - ``mask_gemm``: the mask buffer ``(chunk, H, M)`` (``fixed``: allocated whole for any batch) and per row
+          of a chunk ``q`` and ``e`` ``(M, k (d + 1))``, four ``(M, k)`` arrays, the ``(H, d + 1)`` products
+          and the chunk's ``G``;
+        - ``backprop``: per row of a chunk each hidden layer's pre-activation and activation ``(M, h)``, the
+          backward pass's temporaries (``_evaluate_memory``), four ``(M, k)`` output arrays and the chunk's ``G``.
+        """
+        return self._data_memory().plus(self._evaluate_memory())
+
+    def dead_memory(self) -> Memory:
+        """The point set, and ``dead_neurons`` in the ``backprop`` chunks whatever the kernel: the pre-activations of
+        every hidden layer ``(M, h)`` (kept), the activation being built (with the previous one and a
+        temporary), then the derivative and two masks; activations that are not piecewise linear have no dead
+        units (nothing is evaluated)."""
+        return self._data_memory().plus(self._dead_memory())
+
+    def _data_memory(self) -> Memory:
+        it = self.dtype.itemsize
+        M, d, k = len(self.points), self.arch.input_dim, self.arch.output_dim
+        data = M * (d + 1 + k) * it
+        if "mask_gemm" in self.kernels:
+            data += M * (d + 1) * it
+        if "points1d" in self.kernels:
+            data += self.sorted_points.n_slots * (3 + k) * 8
+        return Memory(2.0 * data)
+
+    def kept_memory(self) -> Memory:
+        """The ``points1d`` kernel's arena (``_points1d.points1d_kept_memory``); the other kernels keep nothing."""
+        if self.kernel == "points1d":
+            return points1d_kept_memory(self.arch, self.sorted_points)
+        return Memory()
+
+    def _evaluate_memory(self) -> Memory:
+        it = self.dtype.itemsize
+        arch = self.arch
+        M, d, k, P = len(self.points), arch.input_dim, arch.output_dim, arch.n_params
+        widths = arch.widths
+        io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
+        if self.kernel == "points1d":
+            return points1d_memory(arch, self.sorted_points)
+        if self.kernel == "mask_gemm":
+            H = widths[0]
+            work = it * (M * (3 * k * (d + 1) + 5 * k) + H * (d + 1) * (3 * k + 2) + P)
+            return Memory(CALL_BYTES + self.mask_chunk * M * H * it, io, ((work, self.mask_chunk),))
+        # forward_backward keeps every layer's pre-activation and activation; the backward pass adds, per layer,
+        # the incoming delta, its product with the weights, the activation's derivative (with its temporaries)
+        # and their product; the output layer's values, residual, weighted residual and delta stay alive
+        extra = DERIVATIVE_TEMPORARIES.get(arch.activation, 3)
+        outgoing = (*widths[1:], k)
+        backward = max(o + h * (1 + max(extra, 2)) for h, o in zip(widths, outgoing, strict=True))
+        layer = max(a * b for a, b in zip((d, *widths), (*widths, k), strict=True))  # one layer's weight gradient
+        work = it * (M * (2 * sum(widths) + backward + 4 * k) + P + layer)
+        return Memory(CALL_BYTES, io, ((work, self.chunk),))
+
+    def _dead_memory(self) -> Memory:
+        it = self.dtype.itemsize
+        arch = self.arch
+        M, P, widths = len(self.points), arch.n_params, arch.widths
+        io = 8 + (P * it if it != 8 else 0)
+        if arch.activation not in PIECEWISE_LINEAR:
+            return Memory(CALL_BYTES, io)
+        extra = 1 if arch.activation == "relu" else 2  # leaky relu: np.where's product and mask
+        forward = max(sum(widths[: i + 1]) + (widths[i - 1] if i else 0) + widths[i] * extra
+                      for i in range(len(widths)))
+        derivative = sum(widths) + max(widths) * extra
+        # the loop variable keeps the previous chunk's last pre-activation while the next chunk is built
+        per_row = M * (it * (max(forward, derivative) + widths[-1]) + 2 * max(widths))
+        return Memory(CALL_BYTES, io, ((per_row, self.chunk),))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "n_points": int(len(self.points)), "kernel": self.kernel}
