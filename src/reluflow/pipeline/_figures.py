@@ -4,8 +4,8 @@ Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg rend
 no display; drawn and saved under ``reluflow.plot.publication()`` (TrueType fonts in the PDF, PNG at
 ``reluflow.plot.DPI``). Every figure is written atomically, like the tables. Each figure reads only the tables
 named in ``FIGURE_TABLES``: the workflow draws those of the per-cell tables while ``aggregate`` writes the
-summary, and the summary's once it is there. ``write_figures(processes=...)`` draws several figures in parallel
-processes.
+summary, and the summary's once it is there; a figure a study names in its ``figures:`` (``EXTRA_FIGURES``) in a
+job of its own. ``write_figures(processes=...)`` draws several figures in parallel processes.
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
-    """Draw the figures named by ``outputs``' stems (``FIGURES``) in the formats of their suffixes.
+    """Draw the figures named by ``outputs``' stems in the formats of their suffixes: any of ``study.figures``
+    (those of every study and those its ``figures:`` names; another name raises ``ValueError``).
 
     ``processes > 1`` draws them in parallel: this process draws the first figure while up to ``processes - 1``
     spawned ones draw the others (each pays ~1.5 s to import matplotlib and read the tables, so this pays off
