@@ -87,8 +87,8 @@ rule summary_figures:
 
 # The figures a study asks for besides those every study draws (its `figures:`, reluflow.config.EXTRA_FIGURES): a
 # rule per figure, matching only the studies that name it (any other study's file of that name matches no rule), one
-# job per study and figure, drawn from the tables FIGURE_TABLES gives. The loop variable is used at definition only:
-# the shell line reads the figure's name from params.
+# job per study and figure, drawn from the tables FIGURE_TABLES gives. The loop variable is read only while the rule
+# is defined (f-strings, calls): the shell line, formatted when a job runs, names none.
 for _name in [name for name in EXTRA_FIGURES if studies_drawing(name)]:
 
     rule:
