@@ -54,6 +54,11 @@ wildcard_constraints:
     cell=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+# `snakemake --report report.html`: this page, then each study's figures and verdict with their captions
+# (workflow/report/), one category per study
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/report.smk"

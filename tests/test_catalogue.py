@@ -30,9 +30,13 @@ def test_every_catalogue_study_dry_runs_to_its_verdict_and_the_report(tmp_path):
                          capture_output=True, text=True, check=False)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
+    plan = plan_config(load_config_files([ROOT / "config.yaml"]), find_schema(),
+                       origins=study_origins([ROOT / "config.yaml"]), check=False)
     for name in names:
         assert re.search(rf"output: results/{re.escape(name)}/verdict\.json", out) or \
             f"results/{name}/verdict.json" in out, name
+        for figure in plan.study(name).figures:  # the four of every study and those its `figures:` names
+            assert f"results/{name}/figures/{figure}.png" in out, (name, figure)
     assert "results/catalogue.html" in out
 
 

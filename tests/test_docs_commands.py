@@ -236,7 +236,9 @@ COMMANDS: dict[str, Here | Elsewhere | NotRun] = {
     "snakemake --cores 2 --forcerun integrate": Here(append=" -n", says=(_integrate_job("reason: Forced execution"),)),
     "snakemake --lint": Elsewhere(EVERYDAY, '"snakemake --lint"'),
     "snakemake --unlock": Elsewhere(EVERYDAY, '"snakemake --unlock"'),
-    "snakemake --report report.html": Elsewhere(EVERYDAY, '"snakemake --report report.html"'),
+    "snakemake --report report.html": Elsewhere(
+        "tests/test_study_figures.py::test_snakemake_report_has_each_figure_and_the_verdict_with_captions",
+        '"snakemake --report report.html"'),
     # an existing dask cluster: the three lines together, slow
     "dask scheduler --port 8786 &": Elsewhere(SLOW_ADDRESS, RUNS_THE_BLOCK),
     "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 MALLOC_TRIM_THRESHOLD_=134217728 "

@@ -1,6 +1,7 @@
-"""Everyday use: `snakemake --unlock`, `--report`, `-n` and `--lint` without `--cores`; the config schema shipped
-in the package, so `reluflow check` works from any directory; `reluflow --version`; integrate progress lines (percent
-done, ETA) in the log and on the console, and the shared cluster's dashboard link on the console."""
+"""Everyday use: `snakemake --unlock`, `-n` and `--lint` without `--cores` (`--report` of a finished run:
+tests/test_study_figures.py); the config schema shipped in the package, so `reluflow check` works from any
+directory; `reluflow --version`; integrate progress lines (percent done, ETA) in the log and on the console, and the
+shared cluster's dashboard link on the console."""
 
 from __future__ import annotations
 
@@ -70,7 +71,6 @@ def workflow_copy(tmp_path_factory):
 
 @pytest.mark.parametrize(("command", "says"), [
     ("snakemake --unlock", "Unlocked working directory"),
-    ("snakemake --report report.html", "Report created"),
     ("snakemake -n", "This was a dry-run"),
     ("snakemake --lint", "Congratulations"),
 ])
@@ -81,8 +81,17 @@ def test_snakemake_commands_that_run_no_job_need_no_cores(workflow_copy, command
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert says in out, out[-3000:]
-    if "--report" in command:
-        assert (workflow_copy / "report.html").stat().st_size > 0
+
+
+def test_a_report_before_the_run_names_the_missing_file(workflow_copy):
+    """`snakemake --report` shows a finished run's figures and verdicts (run without --cores, with their captions:
+    tests/test_study_figures.py::test_snakemake_report_has_each_figure_and_the_verdict_with_captions); before the
+    run it stops with Snakemake's one line naming the first file it would show."""
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--report", "report.html"], cwd=workflow_copy,
+                         capture_output=True, text=True, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert re.search(r"File results/tiny/\S+ marked for report but does not exist", out), out[-3000:]
 
 
 # ------------------------------------------------------------------------------------------ progress on the console

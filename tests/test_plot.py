@@ -300,6 +300,20 @@ def test_published_outside_the_interval_is_marked():
     assert ax.get_xlabel() == "k (n = 1000 each)" and ax.get_ylabel() == "spurious-minimum rate"
 
 
+def test_published_by_cell_keeps_a_zero_rate_on_its_axis():
+    """Text x values (cell ids) take one position each, in order; a zero estimate among rates spanning decades
+    gets a symlog axis (a log axis would drop it), linear below the smallest positive value."""
+    df = published_table().assign(cell=lambda d: [f"k{k}_n{k}" for k in d["k"]])
+    df.loc[0, ["estimate", "low"]] = 0.0
+    _, ax = _axes()
+    rp.published_vs_regenerated(df, ax=ax, x="cell", xlabel="cell")
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(df["cell"])
+    assert list(ax.get_xticks()) == list(range(len(df)))
+    assert ax.get_yscale() == "symlog" and ax.get_ylim()[0] < 0.0 <= ax.get_ylim()[1]
+    assert any(line.get_ydata()[0] == 0.0 for line in ax.lines)  # the zero estimate is drawn
+    assert ax.get_xticklabels()[0].get_rotation() == 90  # eight ids side by side would overlap
+
+
 def test_tables_not_read_give_empty_axes(steps):
     bare = StudyTables(steps.study_dir, steps.cells, None, None, None)
     for draw in (rp.risk_curves, rp.final_risk, rp.status_fractions, rp.best_of_k, rp.rate_comparison):

@@ -1,10 +1,11 @@
 # Paths, settings and input functions shared by the rules (no rules here).
 # RELUFLOW_VERSION is a param of every job: a new release reruns the studies (changes within a version are not
 # tracked: use --forcerun)
+import json
 import re
 
 from reluflow import __version__ as RELUFLOW_VERSION
-from reluflow.config import FIGURE_TABLES, FIGURES, figure_tables, integrate_memory_mb
+from reluflow.config import EXTRA_FIGURES, FIGURE_TABLES, FIGURES, figure_tables, integrate_memory_mb
 from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
@@ -56,8 +57,55 @@ def figure_inputs(names):
             for table in figure_tables(names)}
 
 
-def figure_files(study, names=FIGURES):
+def figure_files(study, names=None):
+    """The figure files of ``study`` (a name, or "{study}" in a rule): ``names``, else every figure the study
+    draws (the four of every study and those its ``figures:`` names)."""
+    names = PLAN.study(study).figures if names is None else names
     return [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in names for ext in FIGURE_FORMATS]
+
+
+def figure_outputs(names):
+    """A figure rule's outputs: each figure's files, its PNG in Snakemake's report (`snakemake --report`) with the
+    caption workflow/report/{name}.rst, under its study's category."""
+    return [report(path, caption=f"../report/{name}.rst", category=report_category, subcategory="figures",
+                   labels={"figure": name.replace("_", " ")}) if path.endswith(".png") else path
+            for name in names for path in figure_files("{study}", [name])]
+
+
+def studies_drawing(name):
+    """The studies whose ``figures:`` name the extra figure ``name``: the only ones its rule matches."""
+    return [s for s in PLAN.studies if name in PLAN.study(s).figures]
+
+
+# --------------------------------------------------------------------------------------- snakemake --report
+def report_category(wildcards):
+    """A study's category in the report: its claim id and name (`C4 c4_unbounded_one_neuron`), or its name."""
+    claim = PLAN.study(wildcards.study).spec.get("claim") or {}
+    return f"{claim['id']} {wildcards.study}" if claim else wildcards.study
+
+
+def _rst_text(text):
+    # a claim's text is shown as text: |x|, *, _ and backquotes would otherwise be reStructuredText markup
+    return re.sub(r"([\\`*_|<>\[\]])", r"\\\1", " ".join(str(text).split()))
+
+
+def study_about(wildcards):
+    """One paragraph for the captions of a study's outputs: its claim (or description), cells and trajectories."""
+    study = PLAN.study(wildcards.study)
+    claim = study.spec.get("claim") or {}
+    lead = (f"{claim['id']}: {claim['statement']}" + (f" ({claim['source']})" if claim.get("source") else "")
+            if claim else study.spec.get("description", ""))
+    size = f"{len(study.cells)} cells x {study.n_trajectories} trajectories, seed {study.seed}."
+    return _rst_text(f"{lead}. {size}" if lead else size)
+
+
+def verdict_labels(wildcards, output):
+    """The verdict's status as a label of its entry in the report (read when the report is made)."""
+    try:
+        with open(output.verdict) as f:
+            return {"status": str(json.load(f).get("status", "missing"))}
+    except (OSError, ValueError):
+        return {"status": "missing"}
 
 
 def study_targets(studies):

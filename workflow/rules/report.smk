@@ -38,10 +38,11 @@ rule cell_figures:
         cells="results/{study}/cells.parquet",
         **figure_inputs(FIGURES_FROM_CELLS),
     output:
-        figures=figure_files("{study}", FIGURES_FROM_CELLS),
+        figures=figure_outputs(FIGURES_FROM_CELLS),
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
+        about=study_about,
         study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
     log:
         "logs/{study}/cell_figures.log",
@@ -63,10 +64,11 @@ rule summary_figures:
         cells="results/{study}/cells.parquet",
         **figure_inputs(FIGURES_FROM_SUMMARY),
     output:
-        figures=figure_files("{study}", FIGURES_FROM_SUMMARY),
+        figures=figure_outputs(FIGURES_FROM_SUMMARY),
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
+        about=study_about,
         study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
     log:
         "logs/{study}/summary_figures.log",
@@ -83,6 +85,42 @@ rule summary_figures:
         " --output {output.figures:q} > {log:q} 2>&1"
 
 
+# The figures a study asks for besides those every study draws (its `figures:`, reluflow.config.EXTRA_FIGURES): a
+# rule per figure, matching only the studies that name it (any other study's file of that name matches no rule), one
+# job per study and figure, drawn from the tables FIGURE_TABLES gives. The loop variable is read only while the rule
+# is defined (f-strings, calls): the shell line, formatted when a job runs, names none.
+for _name in [name for name in EXTRA_FIGURES if studies_drawing(name)]:
+
+    rule:
+        name:
+            f"figure_{_name}"
+        input:
+            cells="results/{study}/cells.parquet",
+            **figure_inputs([_name]),
+        output:
+            figures=figure_outputs([_name]),
+        wildcard_constraints:
+            study="|".join(re.escape(s) for s in studies_drawing(_name)),
+        params:
+            study=study_json,
+            version=RELUFLOW_VERSION,
+            about=study_about,
+            study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
+        log:
+            f"logs/{{study}}/figure_{_name}.log",
+        benchmark:
+            f"benchmarks/{{study}}/figure_{_name}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../envs/reluflow.yaml"
+        shell:
+            "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
+            " --output {output.figures:q} > {log:q} 2>&1"
+
+
 # A study's prediction (its `verdict:`) checked on its tables: results/{study}/verdict.json, with the claim, the
 # numbers behind the verdict and its provenance. A failing verdict is a result, not a failed job.
 rule verdict:
@@ -93,10 +131,12 @@ rule verdict:
         summary="results/{study}/summary.parquet",
         best_of_k="results/{study}/best_of_k.parquet",
     output:
-        verdict="results/{study}/verdict.json",
+        verdict=report("results/{study}/verdict.json", caption="../report/verdict.rst", category=report_category,
+                       subcategory="verdict", labels=verdict_labels),
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
+        about=study_about,
     log:
         "logs/{study}/verdict.log",
     benchmark:

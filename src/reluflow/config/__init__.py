@@ -6,15 +6,8 @@ Light to import (no pandas, pyarrow, dask or matplotlib): the Snakefile imports 
 Snakemake starts any job.
 """
 
-from ._outputs import (
-    CELL_TABLES,
-    FIGURE_TABLES,
-    FIGURES,
-    STUDY_TABLES,
-    figure_tables,
-    parquet_damage,
-    set_aside_damaged_tables,
-)
+from ._figures import EXTRA_FIGURES, FIGURE_TABLES, FIGURE_VERDICT, FIGURES, figure_tables, study_figures
+from ._outputs import CELL_TABLES, STUDY_TABLES, parquet_damage, set_aside_damaged_tables
 from ._study import (
     DRIVER_BASELINE_MB,
     LIMITS,
@@ -46,9 +39,9 @@ from ._yaml import DuplicateKeyError, YAMLLimitError, coerce_yaml11_floats, load
 __all__ = [
     "CELL_TABLES", "STUDY_TABLES", "parquet_damage", "set_aside_damaged_tables",
     "DRIVER_BASELINE_MB", "WORKER_BASELINE_MB", "integrate_memory_mb", "shard_size_for", "shards_in_flight",
-    "FIGURES", "FIGURE_TABLES", "LIMITS", "Cell", "ConfigError", "DuplicateKeyError", "Execution", "Plan", "Study",
-    "YAMLLimitError", "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list",
-    "expand_study", "figure_tables", "fill_defaults", "find_schema", "load_config_files", "load_yaml",
-    "load_yaml_text", "plan_config", "plan_from_snakemake", "retype_scalars", "study_origins", "validate_cell",
-    "validate_schema", "with_includes",
+    "EXTRA_FIGURES", "FIGURES", "FIGURE_TABLES", "FIGURE_VERDICT", "figure_tables", "study_figures",
+    "LIMITS", "Cell", "ConfigError", "DuplicateKeyError", "Execution", "Plan", "Study", "YAMLLimitError",
+    "check_config_files", "check_values", "coerce_yaml11_floats", "default_k_list", "expand_study", "fill_defaults",
+    "find_schema", "load_config_files", "load_yaml", "load_yaml_text", "plan_config", "plan_from_snakemake",
+    "retype_scalars", "study_origins", "validate_cell", "validate_schema", "with_includes",
 ]

@@ -1,42 +1,22 @@
-"""The outputs a study declares: its tables, its figures and the tables each figure is drawn from; and a cheap check
-of the tables on disk, which the Snakefile runs before Snakemake decides what to run.
-
-The workflow declares the figure files and their inputs from these before any job runs (so they live with the
-config, not with the plotting code, which imports matplotlib).
-"""
+"""The tables a study declares (its figures: ``_figures.py``), and a cheap check of the tables on disk, which the
+Snakefile runs before Snakemake decides what to run."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from ._study import Study
 
-__all__ = ["CELL_TABLES", "FIGURES", "FIGURE_TABLES", "STUDY_TABLES", "figure_tables", "parquet_damage",
-           "set_aside_damaged_tables"]
+__all__ = ["CELL_TABLES", "STUDY_TABLES", "parquet_damage", "set_aside_damaged_tables"]
 
 #: a study's per-cell tables, each in results/{study}/{table}/{cell}.parquet (written by its integrate job)
 CELL_TABLES = ("init", "curves", "final", "trajectories")
 #: a study's own tables, results/{study}/{table}.parquet
 STUDY_TABLES = ("cells", "summary", "best_of_k")
 PARQUET_MAGIC = b"PAR1"
-
-# The tables each figure is drawn from, besides cells.parquet (docs/tables.md)
-FIGURE_TABLES: dict[str, tuple[str, ...]] = {
-    "risk_curves": ("curves",),
-    "final_risk_hist": ("trajectories",),
-    "status_fractions": ("summary",),
-    "best_of_k": ("summary",),
-}
-FIGURES = tuple(FIGURE_TABLES)
-
-
-def figure_tables(names: Sequence[str]) -> list[str]:
-    """The tables (besides cells.parquet) that the figures ``names`` are drawn from, sorted: what ``write_figures``
-    reads for them, and what the workflow's figure rules take as inputs."""
-    return sorted({table for name in names for table in FIGURE_TABLES[name]})
 
 
 # ---------------------------------------------------------------------------------------------- damaged tables

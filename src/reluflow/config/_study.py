@@ -32,6 +32,7 @@ from ..analysis import check_verdict_spec
 from ..dynamics import DEFAULT_INIT, init_from_dict, initialize, method_from_dict
 from ..problem import Problem, file_sha256
 from ..risk import Memory
+from ._figures import check_figures, study_figures
 from ._yaml import coerce_yaml11_floats, load_yaml, retype_scalars
 
 __all__ = [
@@ -493,6 +494,11 @@ class Study:
         return list(self.cells)
 
     @property
+    def figures(self) -> list[str]:
+        """The figures the study draws: those every study draws, then the ones its ``figures:`` names."""
+        return study_figures(self.spec)
+
+    @property
     def grid_keys(self) -> list[str]:
         return list(self.spec["grid"])
 
@@ -924,11 +930,12 @@ def plan_config(config: Any, schema: Mapping[str, Any] | str | Path, *, check: b
     for name, spec in config["studies"].items():
         _description_as_text(spec)
         spec["n_trajectories"] *= config["scale"]
-        if "verdict" in spec:
-            try:
+        try:
+            if "verdict" in spec:
                 check_verdict_spec(spec["verdict"])
-            except ValueError as exc:
-                raise ConfigError(f"study {name!r}: {exc}") from None
+            check_figures(spec)
+        except ValueError as exc:
+            raise ConfigError(f"study {name!r}: {exc}") from None
     execution = Execution.from_mapping(config["execution"])
     studies = {name: expand_study(name, spec, check=check, base_dir=_base_dir((origins or {}).get(name)))
                for name, spec in config["studies"].items()}

@@ -4,8 +4,8 @@ Uses ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg rend
 no display; drawn and saved under ``reluflow.plot.publication()`` (TrueType fonts in the PDF, PNG at
 ``reluflow.plot.DPI``). Every figure is written atomically, like the tables. Each figure reads only the tables
 named in ``FIGURE_TABLES``: the workflow draws those of the per-cell tables while ``aggregate`` writes the
-summary, and the summary's once it is there. ``write_figures(processes=...)`` draws several figures in parallel
-processes.
+summary, and the summary's once it is there; a figure a study names in its ``figures:`` (``EXTRA_FIGURES``) in a
+job of its own. ``write_figures(processes=...)`` draws several figures in parallel processes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .._load import StudyTables, load
-from ..config import FIGURES, Study, figure_tables
+from ..config import Study, figure_tables
 
 # reluflow.plot (matplotlib, pandas) is imported where figures are drawn: importing the pipeline (every stage, every
 # dask worker) stays free of matplotlib
@@ -44,12 +44,13 @@ def _panels(t: StudyTables, most: int) -> list[tuple[str, list[str]]]:
     return [("", ids)] if len(ids) <= most else plot.group_cells(t.cells)
 
 
-def _figure(t: StudyTables, n_panels: int, panel: tuple[float, float], title: str, *, sharey: bool = False):
+def _figure(t: StudyTables, n_panels: int, panel: tuple[float, float], title: str, *, sharex: bool = False,
+            sharey: bool = False, legend_right: bool = True):
     from .. import plot
 
-    fig, axes = plot.figure(n_panels, panel=panel, sharey=sharey)
+    fig, axes = plot.figure(n_panels, panel=panel, sharex=sharex, sharey=sharey)
     fig.suptitle(title)
-    width = fig.get_figwidth() + 1.6  # the legend goes on the right
+    width = fig.get_figwidth() + (1.6 if legend_right else 0.0)  # room for a shared legend on the right
     fig.set_figwidth(width)
     # the caption line of the fixed parameters, wrapped to the figure's width (about 19 characters per inch)
     fig.supxlabel(textwrap.fill(plot.caption(t), width=int(19 * width)), fontsize=6, color="0.3", x=0.01,
@@ -128,6 +129,60 @@ def _best_of_k(study: Study, t: StudyTables):
     return fig
 
 
+#: runs drawn per cell in norm_growth (those whose norm grew most): enough to see a spread, few enough to follow one
+NORM_GROWTH_RUNS = 6
+
+
+def _norm_growth(study: Study, t: StudyTables):
+    from .. import plot
+
+    styles = plot.series_styles(t.cells)
+    fig, axes = _figure(t, 2, (3.4, 2.7), f"{study.name}: parameter norm and risk of single runs", sharex=True)
+    plot.norm_growth(t, ax=axes, styles=styles, trajectories=NORM_GROWTH_RUNS, legend=False)
+    axes[0].set_title("the norm keeps growing ...")
+    axes[1].set_title("... while the risk decays")
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]],
+                   f"{NORM_GROWTH_RUNS} runs per cell:\nthose whose norm grew most")
+    return fig
+
+
+def _rate_comparison(study: Study, t: StudyTables):
+    from .. import plot
+
+    styles = plot.series_styles(t.cells)
+    fig, axes = _figure(t, 2, (3.4, 2.7), f"{study.name}: GF and GD from the same starts", sharey=True)
+    # medians alone: five overlapping quantile bands hid the lines they belong to
+    plot.rate_comparison(t, ax=axes[0], styles=styles, legend=False)
+    # one start, followed by every cell: the pairing made visible (trajectory 0 exists in every cell)
+    plot.rate_comparison(t, ax=axes[1], styles=styles, trajectory=0, legend=False)
+    n = t.cells["n_trajectories"].min() if "n_trajectories" in t.cells else None
+    axes[0].set_title(f"median of {n} paired starts" if n else "median of the paired starts")
+    axes[1].set_title("trajectory 0 (one start, every cell)")
+    axes[1].tick_params(labelleft=True)
+    _shared_legend(fig, styles, [str(c) for c in t.cells["cell"]], None)
+    return fig
+
+
+def _published_vs_regenerated(study: Study, t: StudyTables):
+    """Per cell, the regenerated rate of the study's ``rates_agree_with_published`` verdict with its 95 % interval
+    and the published rate: computed by the verdict rule itself, so the figure shows the numbers it judges."""
+    import pandas as pd
+
+    from .. import plot
+    from ..analysis import evaluate_verdict
+
+    verdict = evaluate_verdict(study.spec["verdict"], t)
+    # a cell without a published rate keeps its row (published NaN): its estimate is drawn alone
+    rows = pd.DataFrame(verdict.evidence.get("cells") or [],
+                        columns=["cell", "n", "published", "estimate", "low", "high"])
+    threshold = study.spec["verdict"]["threshold"]
+    fig, (ax,) = _figure(t, 1, (max(4.4, 1.4 + 0.3 * len(rows)), 2.9),
+                         f"{study.name}: published and regenerated rates", legend_right=False)
+    plot.published_vs_regenerated(rows, ax=ax, x="cell", xlabel="cell",
+                                  quantity=f"fraction of runs with\nfinal risk ≥ {threshold:g}")
+    return fig
+
+
 def _published(draw: Callable) -> Callable:
     """``draw`` under ``reluflow.plot.publication()``: a figure's fonts and sizes are those of a printed figure
     however it is called."""
@@ -147,6 +202,9 @@ DRAW: dict[str, Callable] = {
     "final_risk_hist": _published(_final_risk_hist),
     "status_fractions": _published(_status_fractions),
     "best_of_k": _published(_best_of_k),
+    "norm_growth": _published(_norm_growth),
+    "rate_comparison": _published(_rate_comparison),
+    "published_vs_regenerated": _published(_published_vs_regenerated),
 }
 
 def _save(name: str, fig, paths: Sequence[Path]) -> None:
@@ -176,7 +234,8 @@ def _load_for(study_dir: str | Path, names: Sequence[str]) -> StudyTables:
 
 
 def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | Path], *, processes: int = 1) -> None:
-    """Draw the figures named by ``outputs``' stems (``FIGURES``) in the formats of their suffixes.
+    """Draw the figures named by ``outputs``' stems in the formats of their suffixes: any of ``study.figures``
+    (those of every study and those its ``figures:`` names; another name raises ``ValueError``).
 
     ``processes > 1`` draws them in parallel: this process draws the first figure while up to ``processes - 1``
     spawned ones draw the others (each pays ~1.5 s to import matplotlib and read the tables, so this pays off
@@ -185,7 +244,10 @@ def write_figures(study: Study, study_dir: str | Path, outputs: Sequence[str | P
     by_name: dict[str, list[Path]] = {}
     for out in map(Path, outputs):
         if out.stem not in DRAW:
-            raise ValueError(f"unknown figure {out.name!r}: figures are {list(FIGURES)} (.png or .pdf)")
+            raise ValueError(f"unknown figure {out.name!r}: figures are {list(DRAW)} (.png or .pdf)")
+        if out.stem not in study.figures:  # an extra figure needs what its study states (check_figures)
+            raise ValueError(f"figure {out.name!r} is not one of study {study.name!r}'s figures {study.figures}: "
+                             "a study draws an extra figure when its `figures:` names it")
         by_name.setdefault(out.stem, []).append(out)
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes = {processes!r} is not allowed: expected an integer >= 1")

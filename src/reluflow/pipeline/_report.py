@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..config import FIGURES, Study
+from ..config import Study
 from ._tables import atomic_path
 
 __all__ = ["write_report"]
@@ -134,7 +134,7 @@ def write_report(studies: Sequence[Study], results: str | Path, output: str | Pa
             parts.append(_evidence_html(verdict))
         else:
             parts.append("<p><b>Verdict.</b> not computed yet (run the study).</p>")
-        for name in FIGURES:
+        for name in study.figures:
             png = study_dir / "figures" / f"{name}.png"
             if png.is_file():
                 parts.append(_figure_html(png, name))

@@ -262,10 +262,16 @@ def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str
                              xlabel: str | None = None, legend: bool = True) -> Axes:
     """Published values against regenerated estimates with their intervals, one point per row of ``df`` (e.g.
     the Safran–Shamir spurious-minimum rate by ``k``): the estimate with its interval (``low``, ``high``) as an
-    error bar, the published value as a cross, red where it falls outside the interval. With an ``n`` column the
-    x tick labels give each row's sample size. A log y axis where the values span decades. Returns ``ax``."""
+    error bar, the published value as a cross, red where it falls outside the interval. ``x``: a numeric column
+    (its values are the positions), or one of text (e.g. the cell ids: one position per row, in order). With an
+    ``n`` column the x tick labels give each row's sample size. A log y axis where the values span decades
+    (symlog, linear below the smallest positive value, where a zero estimate is among them: a rate of 0 stays
+    on the axis). Returns ``ax``."""
+    import pandas as pd
+
     ax = _axes(ax, (4.0, 3.0))
-    xs = df[x].to_numpy(dtype=float)
+    numeric = pd.api.types.is_numeric_dtype(df[x])
+    xs = df[x].to_numpy(dtype=float) if numeric else np.arange(len(df), dtype=float)
     est = df[estimate].to_numpy(dtype=float)
     lo = df[low].to_numpy(dtype=float) if low in df.columns else np.full(len(df), np.nan)
     hi = df[high].to_numpy(dtype=float) if high in df.columns else np.full(len(df), np.nan)
@@ -281,7 +287,13 @@ def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str
                 label="published, outside the interval")
     values = np.concatenate([est, pub, lo, hi])
     if spans_decades(values):
-        ax.set_yscale("log")
+        finite = values[np.isfinite(values)]
+        if np.any(finite <= 0):
+            linthresh = float(finite[finite > 0].min())
+            ax.set_yscale("symlog", linthresh=linthresh, linscale=0.5)
+            ax.set_ylim(-0.2 * linthresh, None)  # a marker at 0 drawn whole, not cut by the axis
+        else:
+            ax.set_yscale("log")
     else:
         top = np.nanmax(values[np.isfinite(values)]) if np.isfinite(values).any() else 1.0
         ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
@@ -294,7 +306,8 @@ def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str
         else:
             ticks = [f"{t}\n{m}" for t, m in zip(ticks, sizes, strict=True)]
             label += " (n below)"
-    ax.set_xticks(xs, ticks)
+    long = sum(max(len(line) for line in t.split("\n")) for t in ticks) > 40  # would overlap side by side
+    ax.set_xticks(xs, ticks, rotation=90 if long else 0)
     ax.set_xlabel(label)
     ax.set_ylabel(quantity)
     if legend:

@@ -137,6 +137,20 @@ def _legend(ax: Axes, title: str | None = None, handles: list | None = None, lab
         ax.legend(handles, labels, title=title, alignment="left")
 
 
+def _risk_matrices(tables: StudyTables | pd.DataFrame, ax: Axes | None, cells: Sequence[str] | None,
+                   styles: Mapping[str, Mapping[str, Any]] | None, x: str):
+    """What the risk figures start from: ``(ax, cells table, cell ids to draw, their styles, drawn)``, ``drawn``
+    holding ``(cell, grid, trajectory ids, risks (grid × trajectories))`` (``_matrix``) for each cell with curves,
+    in the order of ``ids``."""
+    curves, cells_df = _inputs(tables, "curves")
+    ax = _axes(ax)
+    ids = _cell_ids(cells_df, cells)
+    st = _styles(cells_df, styles)
+    rows = _by_cell(curves, ids)
+    drawn = [(cid, *_matrix(rows[cid], "risk", x)) for cid in ids if cid in rows]
+    return ax, cells_df, ids, st, drawn
+
+
 def risk_curves(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = None, cells: Sequence[str] | None = None,
                 styles: Mapping[str, Mapping[str, Any]] | None = None, x: str = "t",
                 bands: Sequence[tuple[float, float]] = ((0.25, 0.75),), individual: int = 0,
@@ -150,16 +164,7 @@ def risk_curves(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = None, c
     ``tables``: ``reluflow.load(...)`` (or its ``curves``); ``cells``: the cells to draw (default all);
     ``styles``: ``series_styles`` of the whole study, to keep a cell's style across panels. Returns ``ax``.
     """
-    curves, cells_df = _inputs(tables, "curves")
-    ax = _axes(ax)
-    ids = _cell_ids(cells_df, cells)
-    st = _styles(cells_df, styles)
-    rows = _by_cell(curves, ids)
-    drawn = []
-    for cid in ids:
-        c = rows.get(cid)
-        if c is not None:
-            drawn.append((cid, *_matrix(c, "risk", x)))
+    ax, cells_df, ids, st, drawn = _risk_matrices(tables, ax, cells, styles, x)
     floor = _floor([m for *_, m in drawn])
     risks = [(cid, xs, np.where(m <= 0, floor, m)) for cid, xs, _, m in drawn]
     for cid, xs, r in risks:  # every band below every line: a later cell's band hides no median
@@ -270,16 +275,7 @@ def rate_comparison(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = Non
     grid (``series_styles``: by default the step size in colour, GF dark grey, GD and GF in line style).
     Returns ``ax``.
     """
-    curves, cells_df = _inputs(tables, "curves")
-    ax = _axes(ax)
-    ids = _cell_ids(cells_df, cells)
-    st = _styles(cells_df, styles)
-    rows = _by_cell(curves, ids)
-    drawn = []
-    for cid in ids:
-        c = rows.get(cid)
-        if c is not None:
-            drawn.append((cid, *_matrix(c, "risk", "t")))
+    ax, cells_df, ids, st, drawn = _risk_matrices(tables, ax, cells, styles, "t")
     common = set.intersection(*(set(t.tolist()) for _, _, t, _ in drawn)) if drawn else set()
     if trajectory is not None:
         common = common & {int(trajectory)}
