@@ -11,7 +11,7 @@ from reluflow.pipeline._cluster import pin_blas_threads
 
 from .pipeline import SNAKEMAKE_MODES, default_modes
 
-SUITES = ("risk", "kernels", "dynamics", "memory", "pipeline")
+SUITES = ("risk", "kernels", "costs", "dynamics", "memory", "pipeline")
 # run only when named (about 4 minutes per round with every mode): the whole quickstart through Snakemake,
 # --cores 1 against --cores 2
 OPTIONAL_SUITES = ("snakemake",)
@@ -50,6 +50,10 @@ def main() -> None:
 
         out["kernels"] = kernels.run(steps=3 if args.quick else 5, repeats=3 if args.quick else 5,
                                      scale=0.0625 if args.quick else 1.0)
+    if "costs" in suites:
+        from . import costs
+
+        out["costs"] = costs.run(repeats=3, quick=args.quick)
     if "dynamics" in suites:
         from . import dynamics
 

@@ -4,6 +4,8 @@ trajectories calling the same kernel one trajectory at a time."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 import reluflow
@@ -28,7 +30,7 @@ def nominal_flops(name: str, problem: reluflow.Problem) -> float | None:
     """
     arch = problem.architecture
     be = problem.backend
-    if be.name == "quadrature" and arch.is_shallow:
+    if be.name == "quadrature" and arch.is_shallow and arch.activation == "relu":
         m, h, d = len(be.points), arch.widths[0], arch.input_dim
         # forward 2dMH (pre-activation) + MH (relu) + 2MH (output); backward 2MH (delta v) + MH (mask)
         # + 2MH (G_v) + 2dMH (G_w) + MH (G_b) = MH (4d + 9); d = 1 gives the 13 MH of the issue's 4.3e5 for W1
@@ -50,8 +52,8 @@ def gd_steps(problem: reluflow.Problem, theta: np.ndarray, n_steps: int, step_si
     return theta
 
 
-def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exact1d", "W1-exact1d-numpy", "W2",
-                                  "W3"),
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-numba", "W1-quadrature-mask", "W1-exact1d",
+                                  "W1-exact1d-numpy", "W2", "W2-numpy", "W3"),
         steps: int = 5, repeats: int = 5, loop_trajectories: int = 64, scale: float = 1.0) -> dict:
     peak = matmul_peak_gflops()
     rows = []
@@ -102,7 +104,102 @@ def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-mask", "W1-exa
     if compiled is not None and numpy_rate is not None and by_name["W1-exact1d"]["kernel"] != "numpy":
         ratios["exact1d_compiled_over_numpy"] = compiled / numpy_rate
         print(f"W1 exact1d, compiled kernel / numpy kernel: {compiled / numpy_rate:.2f}x")
-    return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios}
+    for name in ("W1-quadrature", "W1-quadrature-numba", "W1-quadrature-mask", "W2", "W2-numpy"):
+        if by_name.get(name, {}).get("batched_over_loop") is not None:
+            ratios[f"{name}_batched_over_loop"] = by_name[name]["batched_over_loop"]
+    peer_rows, peer_ratios = peers(steps=steps, repeats=max(repeats, 5), scale=scale, peak=peak)
+    ratios.update(peer_ratios)
+    return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios, "peers": peer_rows}
+
+
+def peers(steps: int = 5, repeats: int = 7, scale: float = 1.0, peak: float | None = None) -> tuple[list, dict]:
+    """reluflow's kernels and the reference peers (``bench/peers.py``) on W1 and W2, interleaved: each repeat
+    times every candidate once, in turn, so that a change in the machine's load hits all of them alike. Rates
+    are medians over the repeats, with their spread (min, max) and the ratio per repeat to the fused numba peer."""
+    peak = matmul_peak_gflops() if peak is None else peak
+    rows, ratios = [], {}
+    # the numpy peer is ~20-50x slower than the compiled kernels: fewer trajectories keep its repeats short
+    for wl, kernels, T_numpy_peer in (("W1", ("points1d", "mask_numba"), 256),
+                                      ("W2", ("mask_numba", "mask_gemm"), 128)):
+        problem, rates = _peer_rates(wl, kernels, T_numpy_peer, steps, repeats, scale)
+        be = problem.backend
+        be.kernel = be.kernels[0]
+        flops = nominal_flops(wl, problem)
+        fused = np.array(rates["peer: fused numba"])
+        for name, r in rates.items():
+            r = np.array(r)
+            rows.append({"workload": wl, "implementation": name, "traj_steps_per_s": float(np.median(r)),
+                         "min": float(r.min()), "max": float(r.max()),
+                         "gflops": float(np.median(r)) * flops / 1e9,
+                         "peak_fraction": float(np.median(r)) * flops / 1e9 / peak,
+                         "over_fused_peer": float(np.median(r / fused)),
+                         "over_fused_min": float(np.min(r / fused)), "over_fused_max": float(np.max(r / fused))})
+        default = f"reluflow {be.kernels[0]}"
+        row = next(r for r in rows if r["workload"] == wl and r["implementation"] == default)
+        ratios[f"{wl}_default_over_fused_numba_peer"] = row["over_fused_peer"]
+        ratios[f"{wl}_default_peak_fraction"] = row["peak_fraction"]
+    print(f"\nPeers, side by side (float64, one core, {repeats} interleaved repeats; median [min, max]; matmul peak "
+          f"{peak:.1f} GFLOP/s):")
+    print_table(rows, ["workload", "implementation", "traj_steps_per_s", "min", "max", "gflops", "peak_fraction",
+                       "over_fused_peer", "over_fused_min", "over_fused_max"])
+    print(f"W1 quadrature (default kernel) / fused numba peer: {ratios['W1_default_over_fused_numba_peer']:.2f}x "
+          "[target >= 1.2x]")
+    print(f"W2 (default kernel) / fused numba peer: {ratios['W2_default_over_fused_numba_peer']:.2f}x "
+          f"[target >= 1.2x]; of the matmul peak: {ratios['W2_default_peak_fraction']:.0%} [target >= 30%]")
+    print("deep net (d = 2, widths [32, 32], M = 1024) against torch: not measured (torch is not installed here; "
+          "bench/README.md)" if not _has_torch() else "deep net against torch: see bench/README.md")
+    return rows, ratios
+
+
+def _peer_rates(wl: str, kernels: tuple[str, ...], T_numpy_peer: int, steps: int, repeats: int,
+                scale: float) -> tuple[reluflow.Problem, dict[str, list[float]]]:
+    """``{candidate: [traj-steps/s per repeat]}`` for reluflow's ``kernels`` and the peers on workload ``wl``."""
+    from .peers import fused_numba_shallow, numpy_mask_gemm_shallow
+
+    spec = WORKLOADS["W2" if wl == "W2" else "W1-quadrature"]
+    problem = build(spec["problem"])
+    be = problem.backend
+    n_traj = max(1, int(spec["T"] * scale))
+    theta = reluflow_init(problem, n_traj)
+    gamma = spec["method"]["step_size"]
+    data = (be.points, be.weights, be.target_values, problem.architecture.widths[0])
+    # the peers compute what reluflow computes: checked before they are timed
+    r_ref, g_ref = problem.risk_and_grad(theta[:8])
+    for peer in (fused_numba_shallow, numpy_mask_gemm_shallow):
+        r, g = peer(theta[:8], *data)
+        err = max(np.max(np.abs(r - r_ref) / np.abs(r_ref)), np.max(np.abs(g - g_ref)) / np.max(np.abs(g_ref)))
+        if not err < 1e-10:
+            raise AssertionError(f"{wl}: peer {peer.__name__} differs from reluflow by {err:.2g}")
+
+    def peer_steps(fn, th):
+        th = th.copy()
+        for _ in range(steps):
+            th -= gamma * fn(th, *data)[1]
+
+    def kernel_steps(kernel, th):
+        problem.backend.kernel = kernel
+        gd_steps(problem, th, steps, gamma)
+
+    few = theta[: max(1, int(T_numpy_peer * scale))]
+    cands = {f"reluflow {k}": (lambda k=k: kernel_steps(k, theta), n_traj) for k in kernels}
+    cands["peer: fused numba"] = (lambda: peer_steps(fused_numba_shallow, theta), n_traj)
+    cands["peer: numpy mask-GEMM"] = (lambda: peer_steps(numpy_mask_gemm_shallow, few), len(few))
+    rates = {name: [] for name in cands}
+    for fn, _ in cands.values():  # warm-up (and compilation)
+        fn()
+    for _ in range(repeats):
+        for name, (fn, n) in cands.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(n * steps / (time.perf_counter() - t0))
+    be.kernel = be.kernels[0]
+    return problem, rates
+
+
+def _has_torch() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("torch") is not None
 
 
 def reluflow_init(problem: reluflow.Problem, n_traj: int) -> np.ndarray:

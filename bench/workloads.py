@@ -43,7 +43,7 @@ def w3_problem() -> dict:
 
 def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
     """The problem, with its backend's kernel forced to ``kernel`` (default: the one it picks): ``points1d``,
-    ``mask_gemm`` or ``backprop`` for quadrature, ``numba`` or ``numpy`` for exact1d."""
+    ``mask_numba``, ``mask_gemm`` or ``backprop`` for quadrature, ``numba`` or ``numpy`` for exact1d."""
     prob = reluflow.Problem.from_dict(problem)
     if kernel is not None:
         if kernel not in getattr(prob.backend, "kernels", ()):
@@ -55,6 +55,8 @@ def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
 # W1-quadrature runs the kernel the backend picks in 1D (sorted points, "points1d"); W1-quadrature-mask forces the
 # mask-GEMM kernel that does the H x M work the issue's figures (and any d > 1) are about. W1-exact1d runs the
 # kernel exact1d picks (the compiled one where numba is installed); W1-exact1d-numpy forces the numpy kernel.
+# W2 runs the kernel quadrature picks for d > 1 (the compiled mask kernel where numba is installed), W2-numpy the
+# numpy mask-GEMM kernel; W1-quadrature-numba forces the compiled mask kernel on W1.
 WORKLOADS: dict[str, dict[str, Any]] = {
     "W1-quadrature": {"problem": w1_problem("quadrature"), "T": 4096, "method": {"kind": "gd", "step_size": 0.01,
                                                                                "n_steps": 200}},
@@ -64,7 +66,11 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                                                                          "n_steps": 200}},
     "W1-exact1d-numpy": {"problem": w1_problem("exact1d"), "kernel": "numpy", "T": 4096,
                          "method": {"kind": "gd", "step_size": 0.01, "n_steps": 200}},
+    "W1-quadrature-numba": {"problem": w1_problem("quadrature"), "kernel": "mask_numba", "T": 4096,
+                            "method": {"kind": "gd", "step_size": 0.01, "n_steps": 200}},
     "W2": {"problem": w2_problem(), "T": 512, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 100}},
+    "W2-numpy": {"problem": w2_problem(), "kernel": "mask_gemm", "T": 512,
+                 "method": {"kind": "gd", "step_size": 0.01, "n_steps": 100}},
     "W3": {"problem": w3_problem(), "T": 1000, "method": {"kind": "gd", "step_size": 0.01, "n_steps": 1000}},
     "W4": {"problem": w1_problem("exact1d"), "T": 4096,
            "method": {"kind": "gf", "solver": "dopri5", "t_end": 100.0, "rtol": 1e-8}},

@@ -87,9 +87,11 @@ def test_all_dead_network_has_closed_form_risk():
     np.testing.assert_allclose(grad[0, -1], 2 * (c - (alpha / 2 + beta)), rtol=1e-13)
 
 
-@pytest.mark.parametrize("kernel", ["points1d", "mask_gemm", "backprop"])
+@pytest.mark.parametrize("kernel", ["points1d", "mask_gemm", "mask_numba", "backprop"])
 def test_rows_are_bitwise_independent_of_the_batch(kernel, rng):
     p = make({"input_dim": 1, "widths": [16]}, n_points=512)
+    if kernel not in p.backend.kernels:
+        pytest.skip(f"{kernel} needs numba (reluflow[fast])")
     p.backend.kernel = kernel
     theta = rng.standard_normal((1000, p.n_params))
     r_all, g_all = p.risk_and_grad(theta)

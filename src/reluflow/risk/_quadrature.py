@@ -6,13 +6,18 @@ and ``G`` its backpropagation gradient.
 
 Kernels (``QuadratureRisk.kernel``, the first that applies, chosen at construction; all give the same numbers to
 rounding): shallow ReLU nets with input dimension 1 take the sorted-points kernel of ``_points1d.py`` (no
-``H x M`` work; float64 only); other shallow ReLU nets the mask-GEMM kernel of ``network/_shallow.py``;
-everything else the generic backpropagation of ``network/_architecture.py``. Trajectories are processed in chunks
+``H x M`` work; float64 only); other shallow ReLU nets the compiled kernel of ``_shallow_numba.py``
+(``mask_numba``, where numba is installed: the mask-GEMM algebra fused into one loop per trajectory) or else the
+mask-GEMM kernel of ``network/_shallow.py``; everything else the generic backpropagation of
+``network/_architecture.py``. Trajectories are processed in chunks
 so that the ``(T, M, h)`` intermediates stay near ``CHUNK_ELEMENTS`` elements.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ from ..network._architecture import forward_backward
 from ..network._shallow import applies as shallow_fast_path_applies
 from ..network._shallow import shallow_relu_risk_and_grad
 from ._base import Memory, RiskBackend
+from ._exact1d import numba_installed
 from ._points1d import SortedPoints1D, points1d_kept_memory, points1d_memory, points1d_risk_and_grad
 from ._points1d import applies as points1d_applies
 
@@ -62,11 +68,15 @@ class QuadratureRisk(RiskBackend):
                 np.concatenate([self.points, np.ones((len(self.points), 1), dtype=self.dtype)], axis=1)
             )
             self.mask_chunk = max(1, SHALLOW_CHUNK_ELEMENTS // (len(self.points) * arch.widths[0]))
+            if numba_installed():
+                # numba itself is imported on the first compiled evaluation (as for exact1d's compiled kernel)
+                self.kernels.insert(0, "mask_numba")
             if points1d_applies(arch) and self.dtype == np.float64:
                 self.kernels.insert(0, "points1d")
                 self.sorted_points = SortedPoints1D(self.points, self.weights, self.target_values)
         # the fastest that applies; the others stay available (bench/ compares them)
         self.kernel = self.kernels[0]
+        self._compiled_points = None  # the point set in the compiled kernel's layout, built on first use
 
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
@@ -80,6 +90,16 @@ class QuadratureRisk(RiskBackend):
             raise ValueError(f"QuadratureRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
         if self.kernel == "points1d":
             return points1d_risk_and_grad(self.arch, theta, self.sorted_points, need_grad)
+        if self.kernel == "mask_numba":
+            compiled = _compiled_module()
+            if compiled is not None:
+                if self._compiled_points is None:
+                    self._compiled_points = compiled.ShallowPoints(self.points, self.weights, self.target_values,
+                                                                   self.dtype)
+                return compiled.shallow_rows(self.arch, theta, self._compiled_points, need_grad)
+            # installed but does not import: the numpy mask kernel (the same numbers to rounding)
+            self.kernels = [k for k in self.kernels if k != "mask_numba"]  # replaced: another thread may read it
+            self.kernel = "mask_gemm"
         n = theta.shape[0]
         risk = np.empty(n, dtype=self.dtype)
         grad = np.empty_like(theta) if need_grad else None
@@ -139,6 +159,8 @@ class QuadratureRisk(RiskBackend):
         data = M * (d + 1 + k) * it
         if "mask_gemm" in self.kernels:
             data += M * (d + 1) * it
+        if "mask_numba" in self.kernels:  # its transposed copy of the points, weights and target values
+            data += M * (d + 1 + k) * it
         if "points1d" in self.kernels:
             data += self.sorted_points.n_slots * (3 + k) * 8
         return Memory(2.0 * data)
@@ -157,6 +179,11 @@ class QuadratureRisk(RiskBackend):
         io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
         if self.kernel == "points1d":
             return points1d_memory(arch, self.sorted_points)
+        if self.kernel == "mask_numba":
+            # per call the scratch of _shallow_numba._rows (the units' parameters and sums, one point block's
+            # pre-activations and outputs); nothing per row beyond the results
+            H, block = widths[0], 64
+            return Memory(CALL_BYTES + it * (H * (d + 1) * (k + 1) + block * (H + k + 1) + k * (H + 2)), io)
         if self.kernel == "mask_gemm":
             H = widths[0]
             work = it * (M * (3 * k * (d + 1) + 5 * k) + H * (d + 1) * (3 * k + 2) + P)
@@ -188,6 +215,21 @@ class QuadratureRisk(RiskBackend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "n_points": int(len(self.points)), "kernel": self.kernel}
+
+
+@functools.cache
+def _compiled_module() -> ModuleType | None:
+    """``_shallow_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
+    try:
+        from . import _shallow_numba
+    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
+    # cache directory (a read-only installation and HOME)
+    except Exception as exc:
+        warnings.warn(f"numba is installed but quadrature's compiled kernel cannot be set up ({type(exc).__name__}: "
+                      f"{exc}); quadrature uses its numpy kernels, which give the same results to rounding, more "
+                      "slowly", RuntimeWarning, stacklevel=3)
+        return None
+    return _shallow_numba
 
 
 def _hidden_preactivations(arch, theta: np.ndarray, x: np.ndarray) -> list[np.ndarray]:

@@ -1,0 +1,214 @@
+"""The compiled kernel of the quadrature backend for shallow ReLU nets (any input dimension): the mask-GEMM
+kernel's algebra (``network/_shallow.py``) fused into one loop per trajectory.
+
+The numpy kernel builds a ``(T, H, M)`` mask and reads it with two GEMMs whose inner dimension is ``d + 1``: at
+W2's sizes every product is bound by writing and reading that mask, about a fifth of the machine's matmul peak
+(bench/README.md). Here each trajectory walks its points in blocks of ``MB``, small enough that a block's
+pre-activations ``(H, MB)`` stay in the first-level cache between the forward and the backward sweep; both
+sweeps run along the points, the contiguous axis, so LLVM vectorizes them:
+
+    z_jm      = b_j + sum_i w_ji x_mi                                  (forward, per unit over a block's points)
+    N_mk      = c_k + sum_j v_kj relu(z_jm)
+    delta_mk  = 2 omega_m (N_mk - f_mk)
+    F_j,(i,k) = sum_m 1[z_jm > 0] x~_mi delta_mk                       (backward, per unit over the same points)
+    G_{w_ji}  = sum_k v_kj F_j,(i,k),   G_{b_j} = sum_k v_kj F_j,(d,k),   G_{v_kj} = sum_i u_ji F_j,(i,k),
+    G_{c_k}   = sum_m delta_mk,
+
+with ``x~ = (x, 1)`` and ``u_j = (w_j, b_j)`` as in the numpy kernel, and ``relu'(0) = 0`` (the strict ``>``).
+
+Floating point. The same sums as the numpy kernel in another order (and with fused multiply-adds where the CPU
+has them: ``fastmath`` allows contraction and reassociation, never ``nnan``/``ninf``), so results agree to
+rounding, not bit for bit; a unit is active where ``fl(b_j + w_j . x_m) > 0``, the numpy kernel's
+``fl(w_j . x_m) > -b_j``: the two differ only for points within rounding of a kink. Every sum runs in an order
+fixed by the problem's sizes alone, so a trajectory's bits do not depend on the batch it is in. A row with a
+non-finite parameter gives NaN risk and gradient (the numpy kernel gives NaN or inf there).
+
+numba is optional (``reluflow[fast]``): ``_quadrature`` imports this module on the first compiled evaluation and
+keeps the numpy kernels where numba is missing or this module cannot be set up; compiled code is cached on disk.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["POINT_BLOCK", "ShallowPoints", "shallow_rows"]
+
+# Points per block: the block's pre-activations (H x MB) and outputs stay in the first-level cache between the
+# forward and backward sweeps (W2, H = 64: 32 KB in float64)
+POINT_BLOCK = 64
+
+
+def _njit(fn):
+    # error_model="numpy": a division by zero gives inf/nan like numpy instead of raising. fastmath only lets LLVM
+    # contract a * b + c and vectorize reductions; 'nnan'/'ninf' are left out, so NaN and inf behave as IEEE says.
+    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})(fn)
+
+
+@_njit
+def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fixed):
+    """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
+
+    ``xt`` ``(d, M)`` points transposed, ``wts`` ``(M,)``, ``ft`` ``(k, M)`` target values transposed, all in
+    ``theta``'s dtype. ``w0, b0, v0, c0`` are the offsets of the hidden weights and biases and the output
+    weights and biases in a row (``-1`` where a part is not trained: no hidden or output bias, or a fixed output
+    layer of value ``fixed``)."""
+    T = theta.shape[0]
+    M = xt.shape[1]
+    MB = POINT_BLOCK
+    dt = theta.dtype
+    zero = np.zeros(1, dt)[0]
+    U = np.empty((H, d + 1), dt)
+    V = np.empty((k, H), dt)
+    C = np.empty(k, dt)
+    Z = np.empty((H, MB), dt)
+    out = np.empty((k, MB), dt)
+    g = np.empty(MB, dt)
+    Fa = np.empty((H, d + 1, k), dt)
+    gc = np.empty(k, dt)
+    for t in range(T):
+        finite = True
+        for p in range(theta.shape[1]):
+            if not np.isfinite(theta[t, p]):
+                finite = False
+        if not finite:
+            risk[t] = np.nan
+            if need_grad:
+                for p in range(theta.shape[1]):
+                    grad[t, p] = np.nan
+            continue
+        for j in range(H):
+            for i in range(d):
+                U[j, i] = theta[t, w0 + j * d + i]
+            U[j, d] = theta[t, b0 + j] if b0 >= 0 else zero
+        for kk in range(k):
+            for j in range(H):
+                V[kk, j] = theta[t, v0 + kk * H + j] if v0 >= 0 else fixed
+            C[kk] = theta[t, c0 + kk] if c0 >= 0 else zero
+            gc[kk] = zero
+        Fa[:] = zero
+        acc = zero
+        for blk in range((M + MB - 1) // MB):
+            # a block index times a constant: LLVM sees that point indices are non-negative, so it drops numba's
+            # negative-index wraparound and reads the points as contiguous vectors instead of gathers
+            m0 = blk * MB
+            nb = min(MB, M - m0)
+            for kk in range(k):
+                for q in range(nb):
+                    out[kk, q] = C[kk]
+            # forward: pre-activations of the block, then each unit's share of the outputs
+            for j in range(H):
+                bj = U[j, d]
+                for q in range(nb):
+                    Z[j, q] = bj
+                i = 0
+                while i + 4 <= d:
+                    u0, u1, u2, u3 = U[j, i], U[j, i + 1], U[j, i + 2], U[j, i + 3]
+                    for q in range(nb):
+                        Z[j, q] = Z[j, q] + u0 * xt[i, m0 + q] + u1 * xt[i + 1, m0 + q] + u2 * xt[i + 2, m0 + q] \
+                            + u3 * xt[i + 3, m0 + q]
+                    i += 4
+                while i < d:
+                    u0 = U[j, i]
+                    for q in range(nb):
+                        Z[j, q] = Z[j, q] + u0 * xt[i, m0 + q]
+                    i += 1
+                for kk in range(k):
+                    vj = V[kk, j]
+                    for q in range(nb):
+                        zq = Z[j, q]
+                        out[kk, q] += vj * (zq if zq > zero else zero)
+            # residuals: out becomes delta = 2 omega (N - f)
+            for kk in range(k):
+                for q in range(nb):
+                    r = out[kk, q] - ft[kk, m0 + q]
+                    wr = wts[m0 + q] * r
+                    acc += wr * r
+                    out[kk, q] = wr + wr
+            if not need_grad:
+                continue
+            for kk in range(k):
+                s = zero
+                for q in range(nb):
+                    s += out[kk, q]
+                gc[kk] += s
+            # backward: each unit's sums of delta x~ over its active points of the block
+            for j in range(H):
+                for kk in range(k):
+                    sb = zero
+                    for q in range(nb):
+                        gq = out[kk, q] if Z[j, q] > zero else zero
+                        g[q] = gq
+                        sb += gq
+                    Fa[j, d, kk] += sb
+                    i = 0
+                    while i + 4 <= d:
+                        s0 = zero
+                        s1 = zero
+                        s2 = zero
+                        s3 = zero
+                        for q in range(nb):
+                            gq = g[q]
+                            s0 += gq * xt[i, m0 + q]
+                            s1 += gq * xt[i + 1, m0 + q]
+                            s2 += gq * xt[i + 2, m0 + q]
+                            s3 += gq * xt[i + 3, m0 + q]
+                        Fa[j, i, kk] += s0
+                        Fa[j, i + 1, kk] += s1
+                        Fa[j, i + 2, kk] += s2
+                        Fa[j, i + 3, kk] += s3
+                        i += 4
+                    while i < d:
+                        s0 = zero
+                        for q in range(nb):
+                            s0 += g[q] * xt[i, m0 + q]
+                        Fa[j, i, kk] += s0
+                        i += 1
+        risk[t] = acc
+        if not need_grad:
+            continue
+        for j in range(H):
+            for i in range(d + 1):
+                s = V[0, j] * Fa[j, i, 0]
+                for kk in range(1, k):
+                    s += V[kk, j] * Fa[j, i, kk]
+                if i < d:
+                    grad[t, w0 + j * d + i] = s
+                elif b0 >= 0:
+                    grad[t, b0 + j] = s
+            if v0 >= 0:
+                for kk in range(k):
+                    s = U[j, 0] * Fa[j, 0, kk]
+                    for i in range(1, d + 1):
+                        s += U[j, i] * Fa[j, i, kk]
+                    grad[t, v0 + kk * H + j] = s
+        if c0 >= 0:
+            for kk in range(k):
+                grad[t, c0 + kk] = gc[kk]
+
+
+class ShallowPoints:
+    """A point set laid out for ``shallow_rows``: points ``(d, M)``, weights ``(M,)`` and target values
+    ``(k, M)``, transposed so that the kernel's sweeps run along the contiguous point axis."""
+
+    def __init__(self, points: np.ndarray, weights: np.ndarray, target_values: np.ndarray, dtype) -> None:
+        self.xt = np.ascontiguousarray(np.asarray(points, dtype=dtype).reshape(len(weights), -1).T)
+        self.weights = np.ascontiguousarray(weights, dtype=dtype)
+        self.ft = np.ascontiguousarray(np.asarray(target_values, dtype=dtype).reshape(len(weights), -1).T)
+
+
+def shallow_rows(arch, theta: np.ndarray, pts: ShallowPoints, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(risk (T,), G (T, P) or None)`` in ``theta``'s dtype for a shallow ReLU net ``arch``."""
+    n = theta.shape[0]
+    dtype = pts.weights.dtype
+    theta = np.ascontiguousarray(theta, dtype=dtype)
+    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
+        theta = theta.copy()
+    risk = np.empty(n, dtype)
+    grad = np.empty((n, theta.shape[1]), dtype) if need_grad else np.empty((0, theta.shape[1]), dtype)
+    hidden, output = arch.layers
+    start = [-1 if sl is None else sl.start for sl in (hidden.weight, hidden.bias, output.weight, output.bias)]
+    fixed = dtype.type(0.0 if arch.fixed_output is None else arch.fixed_output)
+    _rows(theta, pts.xt, pts.weights, pts.ft, risk, grad, need_grad, arch.widths[0], arch.input_dim,
+          arch.output_dim, *start, fixed)
+    return risk, (grad if need_grad else None)
