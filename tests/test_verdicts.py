@@ -58,6 +58,12 @@ def test_published_rates_agree_within_two_standard_errors():
     assert rows["k6"]["agrees"] is True and v.status == "fail" and "1 of 2 cells agree" in v.summary
     assert rows["k9"]["families"][0] == {"risk": 0.05, "count": 120} and rows["k9"]["families"][-1]["risk"] is None
     assert rows["k9"]["low"] < rows["k9"]["estimate"] < rows["k9"]["high"]
+    # chance alone: each of the 2 cells misses with q = P(|Z| > 2) = 0.0455, so P(at least 1 miss) = 1 - (1 - q)^2
+    q = math.erfc(2 / math.sqrt(2))
+    assert v.evidence["disagreements"] == 1
+    assert v.evidence["expected_disagreements_by_chance"] == pytest.approx(2 * q)
+    assert v.evidence["p_at_least_as_many_by_chance"] == pytest.approx(1 - (1 - q) ** 2)
+    assert "0.1 disagreements expected by chance alone, P(at least 1) = 0.089" in v.summary
 
 
 @pytest.mark.parametrize("spec, fragment", [

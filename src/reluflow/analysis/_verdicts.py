@@ -159,11 +159,23 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
     if compared == 0:
         return Verdict("rates_agree_with_published", "inconclusive", "no cell has a published rate", {"cells": rows})
     n_agree = sum(1 for r in rows if r.get("agrees"))
+    # Even if every published rate were exact, each cell falls outside n_se standard errors with probability
+    # 2(1 - Phi(n_se)) (normal approximation); say how many such misses chance alone explains.
+    from scipy import stats  # lazily: `import reluflow` stays light
+
+    miss = float(2 * stats.norm.sf(p["n_se"]))
+    n_miss = compared - n_agree
+    p_chance = float(stats.binom.sf(n_miss - 1, compared, miss))
     summary = (f"{n_agree} of {compared} cells agree with the published rate within {p['n_se']:g} standard errors "
                f"(final risk >= {_fmt(p['threshold'])} counted as spurious)")
+    if n_miss:
+        summary += (f"; {compared * miss:.1f} disagreements expected by chance alone, "
+                    f"P(at least {n_miss}) = {p_chance:.2g}")
     return Verdict("rates_agree_with_published", "pass" if agree_all else "fail", summary,
                    {"threshold": p["threshold"], "n_se": p["n_se"], "published_runs": p["published_runs"],
-                    "confidence": CONFIDENCE, "cells": rows})
+                    "confidence": CONFIDENCE, "disagreements": n_miss,
+                    "expected_disagreements_by_chance": compared * miss,
+                    "p_at_least_as_many_by_chance": p_chance, "cells": rows})
 
 
 def _families(risks: np.ndarray, digits: int = 3) -> list[dict[str, Any]]:
