@@ -300,6 +300,19 @@ def test_published_outside_the_interval_is_marked():
     assert ax.get_xlabel() == "k (n = 1000 each)" and ax.get_ylabel() == "spurious-minimum rate"
 
 
+def test_published_disagreement_follows_the_verdict_when_it_is_given():
+    """With an ``agrees`` column (a verdict's judgement), red marks exactly its False rows, whatever the interval
+    says: 0.61 against 520/1000 lies outside the 95 % interval but is judged to agree here, 0.084 is inside but
+    judged not to."""
+    df = published_table()
+    agrees = (df["k"] != 10).to_numpy()  # only k = 10 disagrees
+    _, ax = _axes()
+    rp.published_vs_regenerated(df.assign(agrees=agrees), ax=ax, disagree_label="published, more than 2 SE away")
+    red = [line for line in ax.lines if line.get_label() == "published, more than 2 SE away"]
+    assert len(red) == 1 and red[0].get_xdata().tolist() == [10.0]
+    assert not any(line.get_label() == "published, outside the interval" for line in ax.lines)
+
+
 def test_published_by_cell_keeps_a_zero_rate_on_its_axis():
     """Text x values (cell ids) take one position each, in order; a zero estimate among rates spanning decades
     gets a symlog axis (a log axis would drop it), linear below the smallest positive value."""

@@ -174,12 +174,14 @@ def _published_vs_regenerated(study: Study, t: StudyTables):
     verdict = evaluate_verdict(study.spec["verdict"], t)
     # a cell without a published rate keeps its row (published NaN): its estimate is drawn alone
     rows = pd.DataFrame(verdict.evidence.get("cells") or [],
-                        columns=["cell", "n", "published", "estimate", "low", "high"])
+                        columns=["cell", "n", "published", "estimate", "low", "high", "agrees"])
     threshold = study.spec["verdict"]["threshold"]
+    n_se = verdict.evidence.get("n_se", 2.0)
     fig, (ax,) = _figure(t, 1, (max(4.4, 1.4 + 0.3 * len(rows)), 2.9),
                          f"{study.name}: published and regenerated rates", legend_right=False)
     plot.published_vs_regenerated(rows, ax=ax, x="cell", xlabel="cell",
-                                  quantity=f"fraction of runs with\nfinal risk ≥ {threshold:g}")
+                                  quantity=f"fraction of runs with\nfinal risk ≥ {threshold:g}",
+                                  disagree_label=f"published, more than {n_se:g} SE away (verdict)")
     return fig
 
 

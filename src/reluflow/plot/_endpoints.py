@@ -259,10 +259,13 @@ def best_of_k(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = None, eps
 def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str = "k",
                              published: str = "published", estimate: str = "estimate", low: str = "low",
                              high: str = "high", n: str | None = "n", quantity: str = "rate",
-                             xlabel: str | None = None, legend: bool = True) -> Axes:
+                             xlabel: str | None = None, agrees: str | None = "agrees",
+                             disagree_label: str = "published, disagrees", legend: bool = True) -> Axes:
     """Published values against regenerated estimates with their intervals, one point per row of ``df`` (e.g.
     the Safran–Shamir spurious-minimum rate by ``k``): the estimate with its interval (``low``, ``high``) as an
-    error bar, the published value as a cross, red where it falls outside the interval. ``x``: a numeric column
+    error bar, the published value as a cross, red where they disagree: where the boolean column ``agrees`` (a
+    verdict's judgement, e.g. ``rates_agree_with_published``'s two standard errors of the difference) is False,
+    else, without that column, where the published value falls outside the interval. ``x``: a numeric column
     (its values are the positions), or one of text (e.g. the cell ids: one position per row, in order). With an
     ``n`` column the x tick labels give each row's sample size. A log y axis where the values span decades
     (symlog, linear below the smallest positive value, where a zero estimate is among them: a rate of 0 stays
@@ -278,13 +281,19 @@ def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str
     pub = df[published].to_numpy(dtype=float)
     err = np.nan_to_num(np.vstack([np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)]))
     ax.errorbar(xs, est, yerr=err, fmt="o", color="C0", ms=4, lw=1.0, label="regenerated (95 % interval)")
-    with np.errstate(invalid="ignore"):
-        outside = np.isfinite(pub) & ((pub < lo) | (pub > hi))
+    if agrees and agrees in df.columns:
+        # the verdict's rule, not the interval: the two can differ (the rule also counts the published rate's
+        # own sampling error), and the figure must flag exactly the cells the verdict flags
+        outside = np.isfinite(pub) & (df[agrees].to_numpy() == False)  # noqa: E712 (NaN/None rows: no judgement)
+    else:
+        disagree_label = "published, outside the interval"
+        with np.errstate(invalid="ignore"):
+            outside = np.isfinite(pub) & ((pub < lo) | (pub > hi))
     inside = np.isfinite(pub) & ~outside
     ax.plot(xs[inside], pub[inside], linestyle="none", marker="x", color="black", ms=5, mew=1.2, label="published")
     if outside.any():
         ax.plot(xs[outside], pub[outside], linestyle="none", marker="x", color="C3", ms=5, mew=1.2,
-                label="published, outside the interval")
+                label=disagree_label)
     values = np.concatenate([est, pub, lo, hi])
     if spans_decades(values):
         finite = values[np.isfinite(values)]
