@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from dask.utils import parse_bytes
 
 from cluster_helpers import TINY, assert_same_tables, env, result_tables, workflow_copy
-from reluflow.config import Execution, find_schema, load_config_files, plan_config
+from reluflow.config import ConfigError, Execution, find_schema, load_config_files, plan_config
 from reluflow.pipeline import StageError
 from reluflow.pipeline._cluster import (
     BLAS_THREAD_VARS,
@@ -52,7 +53,7 @@ def test_a_failed_sbatch_ends_the_integrate_job_at_once_with_one_sentence(tmp_pa
     (fake / "sbatch").write_text(FAILING_SBATCH.format(calls=tmp_path / "calls"))
     (fake / "sbatch").chmod(0o755)
     study = tiny_study(tmp_path)
-    execution = {"scheduler": "jobqueue", "worker_wait": 300, "workers": 2, "jobqueue": {"memory": "1GB"}}
+    execution = {"scheduler": "jobqueue", "worker_wait": 300, "workers": 2, "jobqueue": {"memory": "2.5GB"}}
     t0 = time.monotonic()
     run = subprocess.run(
         ["timeout", "-k", "10", "100", sys.executable, "-m", "reluflow", "integrate", "--study-json", study.to_json(),
@@ -78,11 +79,40 @@ def test_jobqueue_without_sbatch_says_where_to_run(tmp_path, monkeypatch):
             pass
 
 
+@pytest.mark.parametrize("jobqueue, memory", [({}, "2.3GB"), ({"cores": 4}, "8.9GB"), ({"memory": "2.3GB"}, "2.3GB"),
+                                              ({"cores": 2, "processes": 1, "memory": "3GB"}, "3GB")])
+def test_jobqueue_memory_holds_worker_memory_mb_per_worker(jobqueue, memory):
+    """Unset, a worker job's memory is processes x worker_memory_mb / 0.95 (dask stops a worker at 95 % of its
+    share), rounded up to 0.1 GB; set, it must hold that."""
+    ex = Execution.from_mapping(scheduler="jobqueue", jobqueue=jobqueue)
+    assert ex.jobqueue["memory"] == memory
+    processes = jobqueue.get("processes") or jobqueue.get("cores") or 1
+    assert parse_bytes(memory) * 0.95 / processes >= ex.worker_memory_mb * 2**20
+    assert Execution.from_json(ex.to_json()) == ex
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"jobqueue": {"memory": "1GB"}},
+     "execution.jobqueue.memory = '1GB' is not allowed with execution.worker_memory_mb = 2000: each of the job's 1 "
+     "worker process(es) could use about 905 MB before dask stops it (95% of its share), less than the 2000 MB its "
+     "shards are sized for; set jobqueue.memory to at least '2.3GB' or worker_memory_mb to at most 905"),
+    ({"jobqueue": {"cores": 4, "memory": "8GB"}}, "each of the job's 4 worker process(es) could use about 1811 MB"),
+    ({"worker_memory_mb": 4000, "jobqueue": {"memory": "4GB"}}, "at least '4.5GB' or worker_memory_mb to at most 3623"),
+    ({"jobqueue": {"memory": "lots"}}, "execution.jobqueue.memory = 'lots' is not allowed: expected a size such as"),
+])
+def test_jobqueue_memory_too_small_for_worker_memory_mb_is_refused(settings, message):
+    with pytest.raises(ConfigError) as err:
+        Execution.from_mapping(scheduler="jobqueue", **settings)
+    assert message in str(err.value)
+    Execution.from_mapping(scheduler="local", **settings)  # only a jobqueue pool's workers live in that memory
+
+
 def test_jobqueue_keyword_arguments_preload_the_stack_and_pin_blas():
     ex = Execution.from_mapping(scheduler="jobqueue", jobqueue={"cores": 4, "queue": "cpu",
                                                                 "job_script_prologue": ["module load x"]})
     kw = jobqueue_kwargs(ex.jobqueue)
-    assert (kw["cores"], kw["processes"], kw["memory"], kw["walltime"], kw["queue"]) == (4, 4, "2GB", "01:00:00", "cpu")
+    assert (kw["cores"], kw["processes"], kw["walltime"], kw["queue"]) == (4, 4, "01:00:00", "cpu")
+    assert kw["memory"] == "8.9GB"  # 4 x 2000 MB / 0.95
     assert "account" not in kw  # null: left to dask-jobqueue's own configuration
     assert kw["worker_extra_args"] == [a for m in WORKER_PRELOAD for a in ("--preload", m)]
     assert kw["job_script_prologue"][0] == "module load x"

@@ -298,7 +298,7 @@ def test_execution_defaults_come_from_the_schema_alone():
     assert Execution.from_mapping(scheduler="address", address="tcp://h:1").n_workers(4) == 1
     # a jobqueue pool counts its worker processes at its largest: jobs x processes (default: one per core)
     jq = Execution.from_mapping(scheduler="jobqueue", workers=3, jobqueue={"cores": 4})
-    assert (jq.n_workers(8), jq.worker_processes(8), jq.minimum_jobs, jq.jobqueue["memory"]) == (3, 12, 1, "2GB")
+    assert (jq.n_workers(8), jq.worker_processes(8), jq.minimum_jobs, jq.jobqueue["memory"]) == (3, 12, 1, "8.9GB")
     assert Execution.from_mapping(scheduler="jobqueue", jobqueue={"cores": 4, "processes": 2}).worker_processes(8) == 2
     with pytest.raises(ConfigError, match=r"execution\.worker_wait = 0 is not allowed"):
         Execution.from_mapping(worker_wait=0)

@@ -156,7 +156,7 @@ def test_a_worker_job_that_never_starts_ends_the_job_within_worker_wait(tmp_path
     """The worker job pends (it may not begin for an hour): after execution.worker_wait seconds the integrate job
     stops with one sentence, and the pending job is cancelled."""
     execution = {"scheduler": "jobqueue", "worker_wait": 15,
-                 "jobqueue": {"memory": "1GB", "job_extra_directives": ["--begin=now+3600"]}}
+                 "jobqueue": {"memory": "2.5GB", "job_extra_directives": ["--begin=now+3600"]}}
     (tmp_path / "config.yaml").write_text(TINY)
     study = plan_config(load_config_files([tmp_path / "config.yaml"]), find_schema()).study("tiny")
     t0 = time.monotonic()

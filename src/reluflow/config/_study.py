@@ -808,6 +808,8 @@ class Execution:
         if workers is not None and workers > LIMITS["workers"]:
             raise ConfigError(f"execution.workers = {workers!r} is not allowed: expected at most "
                               f"{LIMITS['workers']} (LIMITS['workers'])")
+        if merged["scheduler"] == "jobqueue":
+            merged["jobqueue"] = _jobqueue_memory(merged["jobqueue"], merged["worker_memory_mb"])
         return cls(**{f.name: merged[f.name] for f in fields(cls)})
 
     @classmethod
@@ -836,6 +838,36 @@ class Execution:
         if self.scheduler == "jobqueue":
             n *= self.jobqueue.get("processes") or self.jobqueue.get("cores") or 1
         return n
+
+
+def _jobqueue_memory(jobqueue: Mapping[str, Any], worker_memory_mb: int) -> dict[str, Any]:
+    """``jobqueue`` with its ``memory`` checked, or derived where null. A SLURM worker job's ``memory`` is shared by
+    its worker processes, and dask's nanny stops a worker at ``distributed.worker.memory.terminate`` (95 %) of its
+    share: shards sized for ``worker_memory_mb`` must fit under that, or the workers die one after another
+    mid-run. Null: just enough for that, rounded up to 0.1 GB."""
+    import dask
+    from dask.utils import parse_bytes
+
+    processes = jobqueue.get("processes") or jobqueue.get("cores") or 1
+    terminate = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
+    need = math.ceil(worker_memory_mb * MB * processes / terminate / 1e8) / 10
+    memory = jobqueue.get("memory")
+    if memory is None:
+        return {**jobqueue, "memory": f"{need:g}GB"}
+    try:
+        total = parse_bytes(memory)
+    except (ValueError, TypeError):
+        raise ConfigError(f"execution.jobqueue.memory = {memory!r} is not allowed: expected a size such as "
+                          "'4GB' or '3800MB'") from None
+    usable_mb = total * terminate / processes / MB
+    if usable_mb < worker_memory_mb:
+        raise ConfigError(
+            f"execution.jobqueue.memory = {memory!r} is not allowed with execution.worker_memory_mb = "
+            f"{worker_memory_mb}: each of the job's {processes} worker process(es) could use about {int(usable_mb)} MB "
+            f"before dask stops it ({terminate:.0%} of its share), less than the {worker_memory_mb} MB its shards "
+            f"are sized for; set jobqueue.memory to at least '{need:g}GB' or worker_memory_mb to at most "
+            f"{int(usable_mb)}")
+    return dict(jobqueue)
 
 
 # ---------------------------------------------------------------------------------------------- memory
