@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import time
@@ -205,3 +206,54 @@ def test_the_scheduler_file_block_runs_as_documented(tmp_path, local_tiny_tables
     log = (d / "logs" / "tiny" / "integrate.log").read_text()
     assert "dask: existing scheduler at tcp://" in log, log[-3000:]
     assert_same_tables(result_tables(d / "results" / "tiny"), local_tiny_tables)
+
+
+# ---------------------------------------------------------------------------------- code identity per shard
+def test_every_shard_carries_the_identity_of_the_code_that_computed_it(tmp_path):
+    """run_shard, on a dask worker, returns reluflow's version and source hash with the worker's address: what
+    the driver checks before it writes the shard (a worker may join an elastic pool after the start-up check)."""
+    import numpy as np
+    from distributed import Client
+
+    from reluflow.dynamics import initialize
+    from reluflow.pipeline._cluster import local_cluster, worker_identity
+    from reluflow.pipeline._stages import run_shard
+
+    cell = next(iter(tiny_study(tmp_path).cells.values()))
+    theta0 = initialize(cell.problem_object, cell.init, np.arange(2), cell.seed)
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        tables = client.submit(run_shard, cell, 0, 2, theta0, pure=False).result()
+        workers = list(client.scheduler_info()["workers"])
+    assert tables["worker"] == {**worker_identity(), "address": workers[0]}
+    assert tables["worker"]["source"] is not None
+
+
+def test_a_shard_from_other_code_is_refused_and_not_written(tmp_path, monkeypatch):
+    """The driver expects another source hash than its workers report (as if they had joined from another
+    environment): the job stops with one sentence naming the worker and both hashes, and no shard is written."""
+    from reluflow.pipeline import _cluster, write_integrate
+
+    study = tiny_study(tmp_path)
+    real = _cluster.worker_identity()
+    # only this process (the driver) sees the patch: the local workers are processes of their own
+    monkeypatch.setattr(_cluster, "worker_identity", lambda: {**real, "source": "0" * 64})
+    out = tmp_path / "results" / "tiny"
+    with pytest.raises(StageError) as err:
+        write_integrate(list(study.cells.values()), out, Execution.from_mapping(workers=1, keep_shards=True))
+    message = str(err.value)
+    assert re.search(r"^shard \S+ of \S+ was computed by dask worker tcp://\S+ running reluflow source hash "
+                     rf"\(the code differs within a version\) '{real['source']}', this job '{'0' * 64}'", message)
+    assert "it is not written" in message
+    assert not list(out.glob(".shards/*/*.parquet")) and not (out / "trajectories").exists()
+
+
+def test_a_shard_identity_check_names_what_differs():
+    from reluflow.pipeline._stages import check_shard_identity
+
+    mine = {"version": "1.0", "source": "abc"}
+    check_shard_identity({**mine, "address": "tcp://w:1"}, mine, "shard 0")  # the same code: accepted
+    with pytest.raises(StageError, match=r"^shard 0 was computed by dask worker tcp://w:1 running reluflow version "
+                                         r"'0\.9', this job '1\.0'"):
+        check_shard_identity({"version": "0.9", "source": "abc", "address": "tcp://w:1"}, mine, "shard 0")
+    with pytest.raises(StageError, match=r"dask worker \(unknown\) running reluflow version None"):
+        check_shard_identity(None, mine, "shard 0")  # a worker whose run_shard predates the check

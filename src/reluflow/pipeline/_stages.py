@@ -43,6 +43,7 @@ __all__ = [
     "final_table",
     "read_final",
     "read_init",
+    "check_shard_identity",
     "run_shard",
     "theta_column",
     "theta_matrix",
@@ -398,18 +399,45 @@ def _short(value: str | None) -> str:
 def run_shard(cell: Cell, start: int, stop: int, theta0: np.ndarray) -> dict[str, pa.Table]:
     """The dask task: integrate trajectories ``[start, stop)`` of one cell from ``theta0`` ``(stop-start, P)``.
 
-    Returns the shard's table of each of ``SHARD_TABLES``, with the ``cell`` column in front. Runs on a worker;
-    pure: the same arguments give the same tables, whatever the worker or retry.
+    Returns the shard's table of each of ``SHARD_TABLES``, with the ``cell`` column in front, and under
+    ``"worker"`` the identity of the code that computed them (``worker_identity``: reluflow's version and source
+    hash) with the worker's address, which the driver checks before it writes anything (a worker may join an
+    elastic pool long after the start-up check). Runs on a worker; pure: the same arguments give the same tables,
+    whatever the worker or retry.
     """
     from threadpoolctl import threadpool_limits
 
     from .._simulate import simulate
+    from ._cluster import worker_identity
 
     with threadpool_limits(limits=1):  # one BLAS thread per worker, whatever the worker's environment
         sim = simulate(cell.problem_object, method=cell.method, init=cell.init, n_trajectories=cell.n_trajectories,
                        seed=cell.seed, trajectory_ids=np.arange(start, stop, dtype=np.int64), theta0=theta0)
     return {"trajectories": _with_cell(sim.trajectories, cell), "curves": _with_cell(sim.curves, cell),
-            "final": final_table(cell, sim.states)}
+            "final": final_table(cell, sim.states), "worker": {**worker_identity(), "address": _worker_address()}}
+
+
+def _worker_address() -> str | None:
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:  # not in a dask worker (called directly)
+        return None
+
+
+def check_shard_identity(identity: Mapping[str, Any] | None, mine: Mapping[str, Any], what: str) -> None:
+    """Refuse a shard computed by other code than this job's (``run_shard``'s ``"worker"`` entry against
+    ``worker_identity()`` here): one sentence naming the worker; nothing of it is written."""
+    identity = identity or {}
+    for key in ("version", "source"):
+        if identity.get(key) != mine.get(key) and mine.get(key) is not None:
+            name = "version" if key == "version" else "source hash (the code differs within a version)"
+            raise StageError(
+                f"{what} was computed by dask worker {identity.get('address') or '(unknown)'} running reluflow "
+                f"{name} {identity.get(key)!r}, this job {mine.get(key)!r} (a worker started from another "
+                "environment, perhaps one that joined after the start): it is not written; install the same "
+                "reluflow where the workers start, then rerun")
 
 
 def _write_shard(cell: Cell, shard: Shard, shard_dir: Path, tables: Mapping[str, pa.Table]) -> None:
@@ -701,7 +729,10 @@ def _run_subscribed(client: Any, cells: list[CellFiles], todo: Mapping[str, list
                     retries: int, window: int, n_shards: int, progress_interval: float, on_cell_done: Any) -> None:
     from distributed import KilledWorker, as_completed
 
+    from ._cluster import worker_identity
+
     left = {f.cell.id: len(todo[f.cell.id]) for f in cells}
+    mine = worker_identity()
     by_key: dict[str, tuple[CellFiles, Shard]] = {}
     running = as_completed()
 
@@ -741,6 +772,7 @@ def _run_subscribed(client: Any, cells: list[CellFiles], todo: Mapping[str, list
                 f"shard {shard.stem} of {f.cell.id} failed {retries + 1} time(s) (1 + execution.retries), last "
                 f"with {_one_line(exc)}; rerun to resume "
                 f"({n_shards - n_todo + done} finished shard(s) are kept and reused)") from exc
+        check_shard_identity(tables.get("worker"), mine, f"shard {shard.stem} of {f.cell.id}")
         n_rows = tables["trajectories"].num_rows
         if n_rows != shard.n:
             raise StageError(f"shard {shard.stem}: simulate returned {n_rows} rows, not {shard.n}")
