@@ -64,6 +64,13 @@ def test_published_rates_agree_within_two_standard_errors():
     assert v.evidence["expected_disagreements_by_chance"] == pytest.approx(2 * q)
     assert v.evidence["p_at_least_as_many_by_chance"] == pytest.approx(1 - (1 - q) ** 2)
     assert "0.1 disagreements expected by chance alone, P(at least 1) = 0.089" in v.summary
+    # the table as a whole: chi-square with 2 degrees of freedom, whose survival function is exp(-x / 2)
+    z = [(rows[c]["estimate"] - ref) / math.sqrt(ref * (1 - ref) * (1 / n + 1 / 1000))
+         for c, ref in (("k6", 0.003), ("k9", 0.218))]
+    assert [rows["k6"]["z"], rows["k9"]["z"]] == pytest.approx(z)
+    assert v.evidence["chi2"] == pytest.approx(z[0] ** 2 + z[1] ** 2) and v.evidence["chi2_cells"] == 2
+    assert v.evidence["chi2_p"] == pytest.approx(math.exp(-v.evidence["chi2"] / 2))
+    assert f"all cells together: chi-square {v.evidence['chi2']:.1f} on 2 cells" in v.summary
 
 
 @pytest.mark.parametrize("spec, fragment", [

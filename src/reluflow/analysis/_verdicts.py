@@ -152,7 +152,8 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
             ref = published[key]
             se = math.sqrt(ref * (1 - ref) * (1 / n + 1 / p["published_runs"]))  # docs/science.md, section 8
             agrees = abs(est - ref) <= p["n_se"] * se
-            row.update(published=ref, allowed=p["n_se"] * se, agrees=bool(agrees))
+            row.update(published=ref, allowed=p["n_se"] * se, agrees=bool(agrees),
+                       z=(est - ref) / se if se > 0 else None)
             agree_all &= agrees
             compared += 1
         rows.append(row)
@@ -171,11 +172,19 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
     if n_miss:
         summary += (f"; {compared * miss:.1f} disagreements expected by chance alone, "
                     f"P(at least {n_miss}) = {p_chance:.2g}")
+    # the whole table at once: if every published rate held, the sum of the cells' squared z-scores would be about
+    # chi-square with one degree of freedom per cell (cells with a published rate of 0 or 1 have no z)
+    zs = [r["z"] for r in rows if r.get("z") is not None]
+    chi2 = float(sum(z * z for z in zs))
+    chi2_p = float(stats.chi2.sf(chi2, len(zs))) if zs else float("nan")
+    if len(zs) > 1:
+        summary += f"; all cells together: chi-square {chi2:.1f} on {len(zs)} cells, p = {chi2_p:.2g}"
     return Verdict("rates_agree_with_published", "pass" if agree_all else "fail", summary,
                    {"threshold": p["threshold"], "n_se": p["n_se"], "published_runs": p["published_runs"],
                     "confidence": CONFIDENCE, "disagreements": n_miss,
                     "expected_disagreements_by_chance": compared * miss,
-                    "p_at_least_as_many_by_chance": p_chance, "cells": rows})
+                    "p_at_least_as_many_by_chance": p_chance, "chi2": chi2, "chi2_cells": len(zs),
+                    "chi2_p": chi2_p, "cells": rows})
 
 
 def _families(risks: np.ndarray, digits: int = 3) -> list[dict[str, Any]]:
