@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._errors import StageError
+
 __all__ = ["BACKGROUND_INTERVALS", "BLAS_THREAD_VARS", "PROFILE_VAR", "SCHEDULERS", "WORKER_MALLOC_ENV",
            "WORKER_PRELOAD", "check_worker_versions", "dask_client", "jobqueue_kwargs", "local_cluster",
            "pin_blas_threads", "worker_identity"]
@@ -146,12 +148,6 @@ def dask_client(scheduler: str, *, workers: int, address: str | None = None,
                              f"{list(SCHEDULERS)}")
 
 
-def _stage_error(message: str) -> Exception:
-    from ._stages import StageError  # (here: _stages imports this module)
-
-    return StageError(message)
-
-
 def _address_in_file(path: str, wait: float) -> str:
     """The scheduler address in ``path`` (the JSON ``dask scheduler --scheduler-file`` writes), waiting up to
     ``wait`` seconds for the file to appear and be complete."""
@@ -164,7 +160,7 @@ def _address_in_file(path: str, wait: float) -> str:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
-    raise _stage_error(
+    raise StageError(
         f"execution.scheduler_file = {path!r} did not appear within {wait:g} s (execution.worker_wait), or holds "
         f"no scheduler address: start the scheduler with `dask scheduler --scheduler-file {path}` (the path as seen "
         "from where Snakemake runs), or correct the path")
@@ -176,7 +172,7 @@ def _existing_scheduler(address: str | None, scheduler_file: str | None, wait: f
 
     env = os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not (address or scheduler_file or env):
-        raise _stage_error("execution.scheduler = 'address' needs execution.address, execution.scheduler_file or "
+        raise StageError("execution.scheduler = 'address' needs execution.address, execution.scheduler_file or "
                            "DASK_SCHEDULER_ADDRESS: none is set")
     if address or not scheduler_file:
         where, key = address or env, "execution.address" if address else "DASK_SCHEDULER_ADDRESS"
@@ -187,7 +183,7 @@ def _existing_scheduler(address: str | None, scheduler_file: str | None, wait: f
     try:
         client = Client(**kwargs, timeout=f"{max(wait, 1):g}s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise _stage_error(f"cannot reach the dask scheduler of {key} = {where!r} ({_one_line(exc)}): start it, or "
+        raise StageError(f"cannot reach the dask scheduler of {key} = {where!r} ({_one_line(exc)}): start it, or "
                            "correct the address (tcp://HOST:PORT, as the machine running Snakemake sees it)") from None
     with client:
         _wait_for_workers(client, wait, lambda: (
@@ -251,17 +247,17 @@ def _jobqueue_cluster(jobqueue: Mapping[str, Any], minimum: int, maximum: int, w
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
-        raise _stage_error(
+        raise StageError(
             "execution.scheduler = 'jobqueue' needs dask-jobqueue, which is not installed: pip install "
             "'reluflow[cluster]' (or choose execution.scheduler local or address)") from None
     from distributed import Client
 
     if shutil.which("sbatch") is None:
-        raise _stage_error(
+        raise StageError(
             "execution.scheduler = 'jobqueue' submits its dask workers with sbatch, which is not on PATH here: run "
             "Snakemake on a SLURM login node, or choose execution.scheduler local or address")
     if minimum > maximum:
-        raise _stage_error(f"execution.minimum_jobs = {minimum} is more than execution.workers = {maximum}, the "
+        raise StageError(f"execution.minimum_jobs = {minimum} is more than execution.workers = {maximum}, the "
                            "most SLURM jobs: lower minimum_jobs or raise workers")
     kwargs = jobqueue_kwargs(jobqueue)
     failures = _SubmissionFailures()
@@ -272,7 +268,7 @@ def _jobqueue_cluster(jobqueue: Mapping[str, Any], minimum: int, maximum: int, w
         try:
             cluster = SLURMCluster(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise _stage_error(f"execution.jobqueue = {dict(jobqueue)!r} is not accepted by "
+            raise StageError(f"execution.jobqueue = {dict(jobqueue)!r} is not accepted by "
                                f"dask_jobqueue.SLURMCluster: {_one_line(exc)}") from None
         adaptive, failed = None, False
         try:
@@ -331,7 +327,7 @@ def _wait_for_workers(client: Any, wait: float, why: Any, stop_early: Any = lamb
             return
         except TimeoutError:
             if stop_early() or time.monotonic() >= deadline:
-                raise _stage_error(why()) from None
+                raise StageError(why()) from None
 
 
 def worker_identity() -> dict[str, str | None]:
@@ -350,18 +346,18 @@ def check_worker_versions(client: Any, expected: Mapping[str, str | None] | None
     try:
         client.get_versions(check=True)
     except ValueError as exc:
-        raise _stage_error(f"the dask workers run other package versions than this job ({_one_line(exc, 400)}): "
+        raise StageError(f"the dask workers run other package versions than this job ({_one_line(exc, 400)}): "
                            "install the same environment where the workers start, then rerun") from None
     try:
         theirs = client.run(worker_identity)
     except Exception as exc:  # a worker that cannot import reluflow cannot run it
-        raise _stage_error(f"the dask workers cannot run reluflow ({_one_line(exc)}): install this reluflow "
+        raise StageError(f"the dask workers cannot run reluflow ({_one_line(exc)}): install this reluflow "
                            "where the workers start, then rerun") from None
     for worker, ident in sorted(theirs.items()):
         for key in ("version", "source"):
             if ident.get(key) != mine.get(key) and None not in (ident.get(key), mine.get(key)):
                 what = "version" if key == "version" else "source hash (the code differs within a version)"
-                raise _stage_error(
+                raise StageError(
                     f"dask worker {worker} runs reluflow {what} {ident.get(key)!r}, this job "
                     f"{mine.get(key)!r}: install the same reluflow where the workers start (or restart them "
                     "after an upgrade), then rerun")

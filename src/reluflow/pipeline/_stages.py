@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from .._keys import canonical_json
 from ..config import CELL_TABLES, Cell, ConfigError, Execution, Study, shard_size_for, shards_in_flight
+from ._errors import StageError
 from ._tables import provenance, read_metadata, table_from_frame, write_table, write_tables_streaming
 
 __all__ = [
@@ -55,9 +56,6 @@ __all__ = [
 
 log = logging.getLogger("reluflow.pipeline")
 
-
-class StageError(RuntimeError):
-    """A stage that cannot finish, said in one sentence: what happened and what to do (a rerun resumes)."""
 
 # The Arrow types of the tables (docs/tables.md), fixed whatever the pandas version or the number of categories:
 # categoricals as dictionaries of int32 indices into string values (pandas would pick the smallest index type and
