@@ -12,21 +12,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tiny_config import STUDY, TINY  # noqa: F401 (re-exported: the cluster tests take them from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the environment's python, snakemake, dask
-
-STUDY = """\
-    problem:
-      network: {input_dim: 1, widths: [2]}
-      measure: {kind: uniform, low: 0.0, high: 1.0}
-      target: {kind: piecewise_affine, knots: [0.0, 0.5, 1.0], values: [0.0, 1.0, 0.0]}
-    method: {kind: gd, step_size: 0.05, n_steps: 20, n_checkpoints: 3}
-    grid:
-      problem.network.widths: [[3]]
-    n_trajectories: 10
-    seed: 3
-"""
-TINY = f"studies:\n  tiny:\n{STUDY}execution:\n  shard_size: 5\n"  # one cell, two shards
 
 
 def env(**extra: str) -> dict[str, str]:
