@@ -26,7 +26,7 @@ FREE = dict(risk_tol=0.0, grad_tol=0.0, norm_bound=np.inf)  # only the budget st
 C11 = {"network": {"input_dim": 1, "widths": [1]}, "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},
        "target": {"kind": "affine", "slope": 1.0, "intercept": 0.0}}
 # the stopping rules and tolerances of workflow/studies/c11_rate_one.yaml
-C11_STOP = dict(risk_tol=1e-17, grad_tol=1e-13, norm_bound=1e8)
+C11_STOP = dict(risk_tol=1e-30, grad_tol=0.0, norm_bound=1e8)
 C11_TOL = dict(rtol=1e-10, atol=1e-13)
 
 
@@ -190,12 +190,11 @@ def test_method_dict_selects_the_rosenbrock_solvers():
     assert m.rtol == 1e-10 and m.max_steps == 100_000
 
 
-@pytest.mark.slow
 def test_c11_to_t_1e6_within_the_step_budget():
     """C11 (one unit, ``f(x) = x`` on ``U[0, 1]``, 32 standard-normal starts) to ``t = 1e6`` at the study's
-    tolerances: every run ends at ``t = 1e6`` or on an event (zero risk, a critical point), within 5000 attempts
-    (accepted + rejected), with the risk never increasing beyond round-off, and ``(1 + t) L`` over the last decade
-    at most its value over the decade before (the C11 prediction, above the verdict's floor 1e-9)."""
+    tolerances: every run ends at ``t = 1e6`` or on an event (the float floor of ``L``, ``G = 0`` exactly), within
+    5000 attempts (accepted + rejected), with the risk never increasing beyond round-off, and ``(1 + t) L`` over the
+    last decade at most its value over the decade before (the C11 prediction, above the verdict's floor 1e-9)."""
     prob = Problem.from_dict(C11)
     theta0 = np.random.default_rng(11).standard_normal((32, 4))
     t_end = 1e6
@@ -206,12 +205,15 @@ def test_c11_to_t_1e6_within_the_step_budget():
     assert np.all(attempts <= 5000) and np.all(attempts < 5000), attempts  # max_steps never stopped a run
     assert set(sol.status) <= {"budget", "zero_risk", "critical"}, sol.status
     assert np.all(sol.t[sol.status == "budget"] == t_end)
-    assert np.sum(sol.status == "budget") + np.sum(sol.t > 1e5) >= 1  # some runs do go the whole way
+    assert np.sum(sol.status == "budget") >= 4  # the polynomial tails go the whole way
+    assert np.all(sol.grad_norm[sol.status == "critical"] == 0.0)
     assert np.max(sol.max_risk_increase) <= 1e-12
-    c = sol.curves
+    c, judged = sol.curves, 0
     for row in np.flatnonzero(sol.status == "budget"):
         m = c["row"] == row
         t, ratio = c["t"][m], (1.0 + c["t"][m]) * c["risk"][m]
         last, before = ratio[t >= t_end / 10], ratio[(t >= t_end / 100) & (t < t_end / 10)]
         if before.max() > 1e-9:
+            judged += 1
             assert last.max() <= before.max(), (row, last, before)
+    assert judged >= 4
