@@ -14,7 +14,7 @@ from .pipeline import SNAKEMAKE_MODES, default_modes
 SUITES = ("risk", "kernels", "costs", "dynamics", "memory", "pipeline")
 # run only when named (about 4 minutes per round with every mode): the whole quickstart through Snakemake,
 # --cores 1 against --cores 2
-OPTIONAL_SUITES = ("snakemake",)
+OPTIONAL_SUITES = ("snakemake", "stiff")
 
 
 def main() -> None:
@@ -78,6 +78,11 @@ def main() -> None:
             parser.error(f"--study-dask-rounds {args.study_dask_rounds} is not allowed: expected 0 or more")
         out["snakemake"] = pipeline.run_snakemake(repeats=1 if args.quick else args.rounds, modes=tuple(args.modes),
                                                   study_dask_rounds=args.study_dask_rounds)
+    if "stiff" in suites:
+        from . import stiff
+
+        out["stiff"] = stiff.run(n_trajectories=8 if args.quick else 32, repeats=1 if args.quick else 3,
+                                 dopri5_t_end=1e3 if args.quick else 1e4)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     header = {k: out.pop(k) for k in ("machine", "python")}

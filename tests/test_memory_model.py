@@ -34,11 +34,17 @@ ZIGZAG = {"kind": "piecewise_affine", "knots": [0, 0.5, 1], "values": [0.0, 1.0,
 GD = {"kind": "gd", "step_size": 0.05, "n_steps": 8, "n_checkpoints": 6}  # endpoints "budget": all refined
 DOPRI5 = {"kind": "gf", "solver": "dopri5", "t_end": 5.0, "n_checkpoints": 10, "max_steps": 12, "refine": False}
 RK4 = {"kind": "gf", "solver": "rk4", "t_end": 0.1, "dt": 0.01, "n_checkpoints": 8, "refine": False}
+# Rosenbrock: (P, P) matrices per trajectory and a Hessian per step (closed form on exact1d, else differences)
+RODAS4 = {"kind": "gf", "solver": "rodas4", "t_end": 5.0, "n_checkpoints": 10, "max_steps": 12, "refine": False}
 
 CASES = {
     # exact backend, closed-form Hessian (refinement and spectra)
     "exact1d": ({"network": {"widths": [4]}, "measure": UNIFORM, "target": ZIGZAG, "risk": {"backend": "exact1d"}},
                 GD, None),
+    "exact1d-rodas4": ({"network": {"widths": [6]}, "measure": UNIFORM, "target": ZIGZAG,
+                        "risk": {"backend": "exact1d"}}, RODAS4, None),
+    "quadrature-rodas4": ({"network": {"widths": [4]}, "measure": UNIFORM, "target": SIN,
+                           "risk": {"backend": "quadrature", "n_points": 64}}, RODAS4, "points1d"),
     # exact backend, difference-quotient Hessians
     "gaussian": ({"network": {"widths": [3], "input_dim": 3, "bias": False},
                   "measure": {"kind": "gaussian", "dim": 3, "sigma": 1.0},

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .dynamics import DEFAULT_INIT, init_from_dict, initialize, integrate, integrate_memory, method_from_dict
+from .dynamics import (
+    DEFAULT_INIT,
+    Rosenbrock,
+    init_from_dict,
+    initialize,
+    integrate,
+    integrate_memory,
+    method_from_dict,
+)
 from .problem import Problem
 from .risk import Memory
 
@@ -255,7 +263,8 @@ def simulate_memory(problem: dict | Problem, *, method: dict, init: dict | None 
     # buffers a backend keeps after its calls (an arena, a workspace), at the largest batch it evaluated, held
     # beside the phases that do not evaluate it themselves
     kept = prob.kept_memory()
-    if m.refine_enabled(p):
+    # a Rosenbrock solver takes a Hessian every step (closed form, or G at 2P points per trajectory)
+    if m.refine_enabled(p) or isinstance(m.make_solver(), Rosenbrock):
         kept = kept.max(hessian_kept_memory(prob))
     after = solution.plus(dead.plus(kept).max(endpoints, columns.plus(kept, rates.max(tables))))
     return Memory(0.0, 8 * p).plus(integ.max(after))

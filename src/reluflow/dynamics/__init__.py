@@ -17,12 +17,23 @@ from ._schedules import (
     ScheduledStepSize,
     StepSizeController,
 )
-from ._solvers import RK4, SOLVERS, AbstractSolver, Dopri5, Euler, GradientDescent, StepResult
+from ._solvers import (
+    RK4,
+    SOLVERS,
+    AbstractSolver,
+    Dopri5,
+    Euler,
+    GradientDescent,
+    Rodas3,
+    Rodas4,
+    Rosenbrock,
+    StepResult,
+)
 
 __all__ = [
     "DEFAULT_INIT", "INIT_KEYS", "METHOD_KEYS", "RK4", "SOLVERS", "STATUSES", "AbstractSolver", "ConstantSchedule",
     "ConstantStepSize", "Dopri5", "Euler", "GradientDescent", "Method", "PIDController", "PiecewiseSchedule",
-    "PowerSchedule", "Record", "Schedule", "ScheduledStepSize", "Solution", "StepResult", "StepSizeController",
-    "Stop", "check_events", "checkpoint_grid", "global_min_center", "init_from_dict", "initialize", "integrate",
-    "integrate_memory", "method_from_dict",
+    "PowerSchedule", "Record", "Rodas3", "Rodas4", "Rosenbrock", "Schedule", "ScheduledStepSize", "Solution",
+    "StepResult", "StepSizeController", "Stop", "check_events", "checkpoint_grid", "global_min_center",
+    "init_from_dict", "initialize", "integrate", "integrate_memory", "method_from_dict"
 ]

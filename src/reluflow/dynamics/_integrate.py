@@ -158,6 +158,7 @@ def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeC
     adaptive controller), then the larger of the solver's own peak (``memory_step``) and its stages during an
     evaluation (``memory_stages``) plus the evaluation itself (``problem.memory()``); the per-unit monitors (the
     squares of a layer's weights and five vectors of the units: the balances at the start and now, temporaries);
+    a solver's ``(P, P)`` matrices (``memory_matrices``) and its Jacobian evaluation (``jacobian_memory``);
     the recorded curves, sorted at the end (three copies), with one set of array headers per recorded state
     where steps are adaptive (rows reach their checkpoints at different steps), else once per row, for the final
     state.
@@ -171,9 +172,12 @@ def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeC
     emits = n_records if controller.adaptive else 1
     per_trajectory = (8 * p * kept + 8 * (layer + 5 * units) + ROW_BYTES
                       + n_records * 3 * CURVE_ROW_BYTES + emits * EMIT_BYTES)
-    step = Memory(0.0, 8 * p * solver.memory_step)
-    stages = Memory(0.0, 8 * p * solver.memory_stages).plus(problem.memory())
-    return Memory(0.0, per_trajectory).plus(step.max(stages))
+    solver = solver.for_problem(problem)
+    step = Memory(0.0, 8 * p * (solver.memory_step + p * solver.memory_matrices))
+    stages = Memory(0.0, 8 * p * (solver.memory_stages + p * solver.memory_matrices)).plus(problem.memory())
+    # a Rosenbrock step's Jacobian is taken while only theta and G are held beside it
+    jacobian = solver.jacobian_memory(problem)
+    return Memory(0.0, per_trajectory).plus(step.max(stages, jacobian))
 
 
 def integrate(
@@ -204,6 +208,7 @@ def integrate(
     t_end = np.inf if stop.t_end is None else float(stop.t_end)
     n_total, n_par = theta.shape
     fn = _safe(problem.risk_and_grad)
+    solver = solver.for_problem(problem)
     mon = _Monitors(problem)
 
     # ------------------------------------------------------------------ outputs, indexed by row of theta0

@@ -6,7 +6,7 @@ A flat mapping (documented in ``docs/methods.md``)::
     # gd
     step_size, schedule: constant | power | piecewise, decay, boundaries, values, n_steps
     # gf
-    solver: euler | rk4 | dopri5, t_end, dt, rtol, atol, max_steps
+    solver: euler | rk4 | dopri5 | rodas3 | rodas4, t_end, dt, rtol, atol, max_steps
     # both
     risk_tol, grad_tol, norm_bound, n_checkpoints, refine: auto | true | false
 
@@ -44,7 +44,9 @@ GD_KEYS = {"step_size", "schedule", "decay", "boundaries", "values", "n_steps"}
 GF_KEYS = {"solver", "t_end", "dt", "rtol", "atol", "max_steps"}
 METHOD_KEYS = COMMON_KEYS | GD_KEYS | GF_KEYS
 SCHEDULES = ("constant", "power", "piecewise")
-GF_SOLVERS = ("euler", "rk4", "dopri5")
+GF_SOLVERS = ("euler", "rk4", "dopri5", "rodas3", "rodas4")
+# solvers with an embedded error estimate: they run under the adaptive controller (rtol, atol)
+ADAPTIVE_SOLVERS = ("dopri5", "rodas3", "rodas4")
 
 DEFAULTS: dict[str, Any] = {
     "risk_tol": 1e-12, "grad_tol": 1e-10, "norm_bound": 1e8, "n_checkpoints": 50, "refine": "auto",
@@ -141,7 +143,7 @@ class Method:
     def make_controller(self) -> StepSizeController:
         if self.kind == "gd":
             return ScheduledStepSize(self.schedule_fn())
-        if self.solver == "dopri5":
+        if self.solver in ADAPTIVE_SOLVERS:
             return PIDController(rtol=self.rtol, atol=self.atol, dt0=self.dt)
         return ConstantStepSize(self.dt)
 
@@ -227,14 +229,15 @@ def _gf(d: dict[str, Any]) -> dict[str, Any]:
     if solver not in GF_SOLVERS:
         raise _err("solver", solver, f"one of {list(GF_SOLVERS)}")
     out: dict[str, Any] = {"solver": solver, "t_end": _number(d, "t_end"), "dt": _number(d, "dt")}
-    if solver == "dopri5":
+    if solver in ADAPTIVE_SOLVERS:
         out["rtol"] = _number(d, "rtol")
         out["atol"] = _number(d, "atol", nonneg=True)
         out["max_steps"] = _integer(d, "max_steps", 1, "n_steps")
     else:
         for key in ("rtol", "atol"):
             if key in d:
-                raise _err(key, d[key], f"no {key!r} with the fixed-step solver {solver!r} (only dopri5 adapts)")
+                raise _err(key, d[key], f"no {key!r} with the fixed-step solver {solver!r} (only the adaptive solvers "
+                           f"{list(ADAPTIVE_SOLVERS)} take tolerances)")
         # fixed step: no cap beyond the steps t_end / dt needs, unless one is given
         out["max_steps"] = _integer(d, "max_steps", 1, "n_steps") if "max_steps" in d else None
         if out["max_steps"] is None and out["t_end"] / out["dt"] > LIMITS["n_steps"]:

@@ -24,7 +24,13 @@ control and compaction: adding a solver never touches it.
 Memory. Each solver states how many ``(A, P)`` float64 arrays it holds (``memory_step``: at its peak, its result
 included; ``memory_stages``: while one of its own gradient evaluations runs, whose memory the backend states;
 ``memory_result``: in the ``StepResult`` the loop keeps until the next step), counted from its code below;
-``integrate_memory`` adds them to the loop's.
+``integrate_memory`` adds them to the loop's. A solver that holds ``(A, P, P)`` matrices (Rosenbrock) states them
+in ``memory_matrices`` and the memory of its Jacobian in ``jacobian_memory(problem)``.
+
+Problem. ``for_problem(problem) -> solver`` is the solver that runs on ``problem``; the loop calls it once before
+the first step. Explicit solvers return themselves; a Rosenbrock solver, which also needs ``dG/dtheta`` (the
+Jacobian of ``-G`` is ``-H``), takes the problem's closed-form Hessian there where it has one (``has_hessian``)
+and otherwise central differences of ``fn``, so the step contract itself stays ``fn`` only.
 
 Arithmetic is elementwise in the trajectory axis: a row's result never depends on the other rows.
 """
@@ -36,9 +42,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["SOLVERS", "AbstractSolver", "Dopri5", "Euler", "GradientDescent", "RK4", "StepResult"]
+from ..risk import Memory
+
+__all__ = ["RODAS3", "RODAS4", "SOLVERS", "AbstractSolver", "Dopri5", "Euler", "GradientDescent", "RK4", "Rodas3",
+           "Rodas4", "Rosenbrock", "StepResult", "fd_hessian"]
 
 RiskAndGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Hessian = Callable[[np.ndarray], np.ndarray]
 
 
 class StepResult(NamedTuple):
@@ -59,6 +69,16 @@ class AbstractSolver:
     memory_step: int = 2
     memory_stages: int = 0
     memory_result: int = 1
+    # (A, P, P) arrays held at the step's peak (a Rosenbrock step's Hessian and its iteration matrix)
+    memory_matrices: int = 0
+
+    def for_problem(self, problem: Any) -> AbstractSolver:
+        """The solver to run on ``problem`` (module docstring, "Problem"): explicit solvers need nothing more."""
+        return self
+
+    def jacobian_memory(self, problem: Any) -> Memory:
+        """Upper estimate of the bytes one Jacobian evaluation holds, as a function of the batch (none here)."""
+        return Memory()
 
     def init(self, fn: RiskAndGrad, theta: np.ndarray, risk: np.ndarray, grad: np.ndarray) -> Any:
         return None
@@ -153,9 +173,203 @@ class Dopri5(AbstractSolver):
         return StepResult(y, -hh * err, risk, g, state)
 
 
+# ----------------------------------------------------------------------------------------------- Rosenbrock
+# Rosenbrock methods in the form of Hairer & Wanner (1996, §IV.7, eq. 7.4'): with W = I / (h gamma) - J, f = -G and
+# J = df/dtheta = -H (the Hessian of L) at the step's start,
+#     W K_i = f(theta + sum_{j<i} a_ij K_j) + sum_{j<i} (c_ij / h) K_j,
+#     theta_new = theta + sum_i m_i K_i,      error = sum_i e_i K_i.
+# A stage whose a_ij all vanish sits at theta and reuses f(theta) = -G, which the loop hands over.
+
+
+class _RosenbrockTableau(NamedTuple):
+    gamma: float
+    a: tuple[tuple[float, ...], ...]  # strictly lower triangular, row i has i entries
+    c: tuple[tuple[float, ...], ...]
+    m: tuple[float, ...]
+    e: tuple[float, ...]
+
+
+# Rodas3: Sandu, Verwer, Blom, Spee, Carmichael & Potra (1997), "Benchmarking stiff ODE solvers for atmospheric
+# chemistry problems II: Rosenbrock solvers", Atmos. Environ. 31(20), 3459-3472. 4 stages (2 new gradients),
+# order 3, embedded order 2, L-stable, stiffly accurate (theta_new is the last stage point plus K_4, error K_4).
+RODAS3 = _RosenbrockTableau(
+    gamma=0.5,
+    a=((), (0.0,), (2.0, 0.0), (2.0, 0.0, 1.0)),
+    c=((), (4.0,), (1.0, -1.0), (1.0, -1.0, -8.0 / 3.0)),
+    m=(2.0, 0.0, 1.0, 1.0),
+    e=(0.0, 0.0, 0.0, 1.0),
+)
+
+# Rodas4: Hairer & Wanner (1996), §VI.4, Table 4.1 in the transformed variables of their code RODAS (coefficients
+# to 16 digits as printed there). 6 stages (5 new gradients), order 4, embedded order 3, L-stable, stiffly
+# accurate (theta_new = the 6th stage point plus K_6, error K_6).
+_R4_A = (
+    (),
+    (1.544,),
+    (0.9466785280815826, 0.2557011698983284),
+    (3.314825187068521, 2.896124015972201, 0.9986419139977817),
+    (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950),
+    (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 1.0),
+)
+RODAS4 = _RosenbrockTableau(
+    gamma=0.25,
+    a=_R4_A,
+    c=(
+        (),
+        (-5.6688,),
+        (-2.430093356833875, -0.2063599157091915),
+        (-0.1073529058151375, -9.594562251023355, -20.47028614809616),
+        (7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160),
+        (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136, -6.058818238834054),
+    ),
+    m=(*_R4_A[5], 1.0),
+    e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+)
+
+
+def _solve(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``w^-1 b`` row by row: ``w`` ``(A, P, P)``, ``b`` ``(A, P)``; a singular row gives NaN (the controller
+    rejects the step) instead of failing the whole batch."""
+    try:
+        return np.linalg.solve(w, b[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # LAPACK stops the whole stack at a singular row: solve row by row
+        out = np.full(b.shape, np.nan)
+        for i in range(len(b)):
+            try:
+                out[i] = np.linalg.solve(w[i], b[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def _safe_hessian(hessian: Hessian) -> Hessian:
+    """``hessian`` that never sees a non-finite row (NaN there), like the loop's ``fn``."""
+
+    def hess(theta: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(theta).all(axis=1)
+        if ok.all():
+            return np.asarray(hessian(theta), dtype=float)
+        out = np.full((theta.shape[0], theta.shape[1], theta.shape[1]), np.nan)
+        if ok.any():
+            out[ok] = hessian(np.ascontiguousarray(theta[ok]))
+        return out
+
+    return hess
+
+
+def fd_hessian(fn: RiskAndGrad, theta: np.ndarray) -> np.ndarray:
+    """Symmetrized central differences of ``G`` ``(A, P, P)`` at ``theta`` ``(A, P)``: all ``2P`` perturbed
+    points of every row in one ``(2 A P, P)`` batch; step ``cbrt(eps) max(1, |theta_j|)``, rounded so that the
+    perturbed points carry exactly the step divided by (error ``~eps^(2/3)`` relative where ``G`` is smooth)."""
+    n, p = theta.shape
+    h = np.cbrt(np.finfo(np.float64).eps) * np.maximum(1.0, np.abs(theta))
+    h = (theta + h) - theta  # (A, P)
+    eye = np.eye(p)
+    plus = theta[:, None, :] + h[:, :, None] * eye  # (A, P, P): row j is theta + h_j e_j
+    minus = theta[:, None, :] - h[:, :, None] * eye
+    g = fn(np.concatenate([plus, minus], axis=1).reshape(n * 2 * p, p))[1].reshape(n, 2, p, p)
+    d = (g[:, 0] - g[:, 1]) / (2.0 * h[:, :, None])  # d[a, j, i] = dG_i / dtheta_j
+    return 0.5 * (d + np.swapaxes(d, 1, 2))
+
+
+class Rosenbrock(AbstractSolver):
+    """A Rosenbrock method (linearly implicit, L-stable) given by its tableau, for stiff flows and long horizons.
+
+    Each step solves ``(I + h gamma H(theta)) K_i = h gamma (...)`` for every row, one ``np.linalg.solve`` on the
+    ``(A, P, P)`` stack per stage (``O(P^3)`` per trajectory and stage), with ``H`` the Hessian at the step's start:
+    ``hessian`` ``(A, P) -> (A, P, P)`` if given, else the problem's closed form (``for_problem``), else central
+    differences of ``G`` (``fd_hessian``: ``2P`` gradient evaluations per step). The exact Jacobian is part of the
+    method: with an approximate one the order may drop (these are not W-methods), though the error estimate
+    still controls the step.
+    """
+
+    tableau: _RosenbrockTableau
+    # K_1..K_s, the stage point, f there and the right-hand side being built, the result and the error; the
+    # matrices H and I + h gamma H, and solve's copy of one
+    memory_result = 1
+    memory_matrices = 3
+
+    def __init__(self, hessian: Hessian | None = None) -> None:
+        self.hessian = hessian
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hessian={'given' if self.hessian is not None else 'central differences'})"
+
+    def for_problem(self, problem: Any) -> Rosenbrock:
+        if self.hessian is None and getattr(problem, "has_hessian", False):
+            return type(self)(hessian=_safe_hessian(problem.hessian))
+        return self
+
+    def jacobian_memory(self, problem: Any) -> Memory:
+        """The closed form's ``hessian_memory``, or the central differences' points, gradients and quotients
+        (eight ``(P, P)`` per row) with the backend's evaluation of ``2P`` points per row."""
+        if getattr(problem, "has_hessian", False):
+            return problem.hessian_memory()
+        if self.hessian is not None:
+            return Memory()
+        p = problem.n_params
+        return Memory(0.0, 8 * 8 * p * p).plus(problem.memory().batched(2 * p))
+
+    def step(self, fn, t, theta, h, grad, state):
+        tab = self.tableau
+        hess = self.hessian(theta) if self.hessian is not None else fd_hessian(fn, theta)
+        hg = (h * tab.gamma)[:, None]
+        # h gamma W = I + h gamma H: well conditioned where H >= 0, however long the step
+        w = hess * hg[:, :, None]
+        del hess
+        diag = np.arange(theta.shape[1])
+        w[:, diag, diag] += 1.0
+        hh = h[:, None]
+        k: list[np.ndarray] = []
+        f = -grad
+        for i in range(len(tab.m)):
+            if any(tab.a[i]):
+                y = theta
+                for j, a in enumerate(tab.a[i]):
+                    if a != 0.0:
+                        y = y + a * k[j]
+                f = -fn(y)[1]
+            rhs = f
+            for j, c in enumerate(tab.c[i]):
+                if c != 0.0:
+                    rhs = rhs + (c / hh) * k[j]
+            k.append(_solve(w, hg * rhs))
+        new, err = theta, None
+        for m, e, ki in zip(tab.m, tab.e, k, strict=True):
+            if m != 0.0:
+                new = new + m * ki
+            if e != 0.0:
+                err = e * ki if err is None else err + e * ki
+        return StepResult(new, err, None, None, state)
+
+
+class Rodas3(Rosenbrock):
+    """Rodas3 (``RODAS3``): 4 stages, 2 new gradients and one Hessian per step, order 3(2)."""
+
+    name = "rodas3"
+    tableau = RODAS3
+    order = 3
+    error_order = 2
+    memory_step = 4 + 5
+    memory_stages = 4
+
+
+class Rodas4(Rosenbrock):
+    """Rodas4 (``RODAS4``): 6 stages, 5 new gradients and one Hessian per step, order 4(3)."""
+
+    name = "rodas4"
+    tableau = RODAS4
+    order = 4
+    error_order = 3
+    memory_step = 6 + 5
+    memory_stages = 6
+
+
 SOLVERS: dict[str, type[AbstractSolver]] = {
     "gd": GradientDescent,
     "euler": Euler,
     "rk4": RK4,
     "dopri5": Dopri5,
+    "rodas3": Rodas3,
+    "rodas4": Rodas4,
 }
