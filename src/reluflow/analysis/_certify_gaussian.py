@@ -1,0 +1,451 @@
+"""Certified critical points of the ``gaussian`` risk (SCIENCE.md §7-§8): the closed-form G and H of a bias-free
+shallow ReLU student with a fixed output layer against a ReLU teacher, ``x ~ N(0, sigma^2 I)``, in float64 (for
+choices: preconditioners, eigenvectors, Newton steps) and in ball arithmetic over boxes (for conclusions).
+
+Notation (docs/analysis.md, "Certified critical points: the gaussian backend"). Student rows ``w_i`` (``n``),
+teacher rows ``r_j`` (``m``), ``q = sigma^2 / (2 pi)``, ``K(u, v) = q |u| |v| kappa(phi)``, ``kappa(phi) = sin phi
++ (pi - phi) cos phi``, ``phi = angle(u, v)``. With the output weights fixed at ``a`` (every output, ``k``
+outputs) and the teacher's ``A*`` ``(k, m)``::
+
+    L = c_ss sum_{i,i'} K(w_i, w_i') - 2 sum_{i,j} c_j K(w_i, r_j) + L*,   c_ss = k a^2,  c_j = a sum_o A*_oj
+
+and, writing ``uh = u/|u|``, ``p = vh - cos(phi) uh``, ``p' = uh - cos(phi) vh`` (``|p| = |p'| = sin phi``)::
+
+    g(u, v)    = grad_u K        = q [(pi - phi) v + |v| sin(phi) uh]
+    H_uu(u, v) = d^2 K / du^2    = q |v| / |u| [sin(phi) (I - uh uh^T) + p p^T / sin(phi)]
+    H_uv(u, v) = d^2 K / du dv   = q [(pi - phi) I + sin(phi) uh vh^T + p p'^T / sin(phi)]
+
+    G_i      = 2 c_ss sum_{i'} g(w_i, w_i') - 2 sum_j c_j g(w_i, r_j)          (g(w, w) = q pi w)
+    H_{ii}   = 2 c_ss [q pi I + sum_{i' != i} H_uu(w_i, w_i')] - 2 sum_j c_j H_uu(w_i, r_j)
+    H_{ii'}  = 2 c_ss H_uv(w_i, w_i')                                            (i != i')
+
+``p p^T / sin(phi)`` has entries of modulus at most ``|p_a| |p_b| / |p| <= sin(phi)``: it tends to 0 as ``phi``
+tends to 0 or ``pi``, so H is continuous there (the risk is C^2 wherever every ``w_i != 0``; its third derivatives
+blow up like ``1 / sin(phi)``). Over a box where ``sin(phi)`` is not bounded away from 0 the ball evaluation uses
+that bound, ``[-S, S]`` entrywise with ``S`` an upper bound of ``sin(phi)``, instead of the quotient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__: list[str] = []
+
+
+def why_unsupported(problem: Any) -> str | None:
+    """Why the gaussian certificate does not apply to ``problem`` (``None`` when it does)."""
+    arch = problem.architecture
+    if not arch.is_shallow or arch.activation != "relu":
+        return "certification needs a shallow ReLU network"
+    if arch.fixed_output is None:
+        # (w_i, a_i) -> (l w_i, a_i / l) is a continuous symmetry; its slice is not implemented for this backend
+        return ("the gaussian certificate needs a fixed output layer (network.fixed_output): with trained output "
+                "weights the rescaling symmetry makes every critical point non-isolated, and its slice is not "
+                "implemented for this backend")
+    return None
+
+
+def _stable_angles(uh: np.ndarray, vh: np.ndarray) -> np.ndarray:
+    """``angle(uh_i, vh_l)`` ``(..., n, m)`` of unit rows, by ``2 atan2(|u - v|, |u + v|)`` (accurate near 0, pi)."""
+    diff = np.linalg.norm(uh[..., :, None, :] - vh[..., None, :, :], axis=-1)
+    summ = np.linalg.norm(uh[..., :, None, :] + vh[..., None, :, :], axis=-1)
+    return 2.0 * np.arctan2(diff, summ)
+
+
+class GaussianModel:
+    """Closed-form L, G, H of the gaussian risk with a fixed output layer: float64 and ball versions."""
+
+    def __init__(self, problem: Any) -> None:
+        arch = problem.architecture
+        self.n, self.d, self.k = arch.widths[0], arch.input_dim, arch.output_dim
+        self.a = float(arch.fixed_output)
+        self.wslice = arch.layers[0].weight
+        w_star = np.asarray(problem.target.first_layer()[0], dtype=float)
+        a_star = np.atleast_2d(np.asarray(problem.target.output_layer()[0], dtype=float))  # (k, m)
+        keep = np.any(w_star != 0, axis=1)  # a zero teacher row adds nothing to the teacher's function
+        self.teacher = w_star[keep]
+        self.a_star = a_star[:, keep]
+        self.m = self.teacher.shape[0]
+        self.sigma = float(problem.measure.sigma)
+        self.q = self.sigma**2 / (2 * math.pi)
+        self.c_ss = self.k * self.a * self.a
+        self.c_st = self.a * self.a_star.sum(axis=0)  # (m,)
+        self.P = problem.n_params
+        self._balls = None
+
+    # ------------------------------------------------------------------ layout
+    def rows(self, theta: np.ndarray) -> np.ndarray:
+        return np.asarray(theta, dtype=float)[..., self.wslice].reshape(*np.shape(theta)[:-1], self.n, self.d)
+
+    def flat_index(self, i: int) -> slice:
+        """theta indices of the row ``w_i``."""
+        start = self.wslice.start + i * self.d
+        return slice(start, start + self.d)
+
+    # ------------------------------------------------------------------ float64 (choices only)
+    def float_all(self, theta: np.ndarray, need_hess: bool = True) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """``(L, G (P,), H (P, P))`` at one point, float64; ``H`` uses ``p p^T / sin(phi) -> 0`` at collinear pairs."""
+        w = self.rows(theta)
+        n, d, q = self.n, self.d, self.q
+        nu = np.linalg.norm(w, axis=1)
+        if np.any(nu == 0):
+            raise ValueError("a student row is zero: the risk is not differentiable there")
+        uh = w / nu[:, None]
+        r = np.concatenate([w, self.teacher])  # (n + m, d)
+        rho = np.concatenate([nu, np.linalg.norm(self.teacher, axis=1)])
+        rh = r / rho[:, None]
+        coef = np.concatenate([np.full(n, self.c_ss), -self.c_st])  # (n + m,)
+        phi = _stable_angles(uh, rh)  # (n, n + m)
+        s, co = np.sin(phi), np.cos(phi)
+        kappa = s + (np.pi - phi) * co
+        t_phi = _stable_angles(self.teacher / rho[n:, None], rh[n:])
+        teach = q * np.einsum("oj,ol,j,l,jl->", self.a_star, self.a_star, rho[n:], rho[n:],
+                              np.sin(t_phi) + (np.pi - t_phi) * np.cos(t_phi))
+        # L = c_ss sum K(w_i, w_i') - 2 sum c_j K(w_i, r_j) + L*: coef already carries the sign, the 2 on teachers
+        weight = coef * np.concatenate([np.ones(n), 2 * np.ones(self.m)])
+        risk = q * float(np.einsum("i,l,il,l->", nu, rho, kappa, weight)) + teach
+        # G_i = 2 sum_l coef_l q [(pi - phi_il) r_l + rho_l s_il uh_i]
+        g = 2 * q * (((np.pi - phi) * coef) @ r + ((s * coef) @ rho)[:, None] * uh)
+        G = np.zeros(self.P)
+        G[self.wslice] = g.reshape(-1)
+        if not need_hess:
+            return risk, G, None
+        eye = np.eye(d)
+        p = rh[None, :, :] - co[:, :, None] * uh[:, None, :]  # (n, n + m, d): vh - cos uh
+        pp = uh[:, None, :] - co[:, :, None] * rh[None, :, :]  # uh - cos vh
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv_s = np.where(s > 0, 1.0 / s, 0.0)  # the quotient's limit at collinear pairs is 0
+        Hm = np.zeros((n, d, n, d))
+        proj = eye[None] - uh[:, :, None] * uh[:, None, :]  # (n, d, d)
+        for i in range(n):
+            others = [l_ for l_ in range(n + self.m) if l_ != i]
+            lo = np.array(others)
+            fac = coef[lo] * rho[lo] / nu[i]  # (L,)
+            blk = (fac * s[i, lo]).sum() * proj[i]
+            blk += np.einsum("l,la,lb->ab", fac * inv_s[i, lo], p[i, lo], p[i, lo])
+            Hm[i, :, i, :] = 2 * q * (blk + self.c_ss * np.pi * eye)
+            for j in range(n):
+                if j == i:
+                    continue
+                Hm[i, :, j, :] = 2 * q * self.c_ss * ((np.pi - phi[i, j]) * eye + s[i, j] * np.outer(uh[i], uh[j])
+                                                      + inv_s[i, j] * np.outer(p[i, j], pp[i, j]))
+        H = np.zeros((self.P, self.P))
+        ws = self.wslice
+        H[ws, ws] = Hm.reshape(n * d, n * d)
+        return risk, G, H
+
+    # ------------------------------------------------------------------ balls
+    def balls(self, arb: Any, arb_mat: Any) -> None:
+        """Exact/ball constants at the current working precision (rebuilt per call of the certifier)."""
+        pi = arb.pi()
+        q = arb(self.sigma) * arb(self.sigma) / (2 * pi)
+        c_ss = arb(self.a) * arb(self.a) * self.k
+        c_st = [sum((arb(self.a) * arb(float(x)) for x in self.a_star[:, j]), arb(0)) for j in range(self.m)]
+        teach = []
+        for row in self.teacher:
+            v = arb_mat([[arb(float(x))] for x in row])
+            rho = (v.transpose() * v)[0, 0].sqrt()
+            teach.append((v, rho, v * (1 / rho)))
+        eye = arb_mat([[arb(1 if a == b else 0) for b in range(self.d)] for a in range(self.d)])
+        # L* = q sum_{j,l} <A*_j, A*_l> K(r_j, r_l) in balls
+        lstar = arb(0)
+        for j, (_, rj, hj) in enumerate(teach):
+            for l_, (_, rl, hl) in enumerate(teach):
+                ajl = sum((arb(float(self.a_star[o, j])) * arb(float(self.a_star[o, l_])) for o in range(self.k)),
+                          arb(0))
+                if j == l_:
+                    kap = pi
+                else:
+                    phi, s, co = self._angle(hj, hl, arb)
+                    kap = s + (pi - phi) * co
+                lstar = lstar + ajl * rj * rl * kap
+        self._balls = {"arb": arb, "arb_mat": arb_mat, "pi": pi, "q": q, "c_ss": c_ss, "c_st": c_st,
+                       "teach": teach, "eye": eye, "lstar": q * lstar}
+
+    @staticmethod
+    def _norm(x: Any) -> Any:
+        return (x.transpose() * x)[0, 0].nonnegative_part().sqrt()
+
+    def _angle(self, uh: Any, vh: Any, arb: Any) -> tuple[Any, Any, Any]:
+        """``phi = 2 atan2(|uh - vh|, |uh + vh|)`` as a ball (its two arguments never both contain 0: their squares
+        sum to 4), and ``sin phi``, ``cos phi``."""
+        phi = 2 * arb.atan2(self._norm(uh - vh), self._norm(uh + vh))
+        s, co = phi.sin_cos()
+        return phi, s, co
+
+    def _quotient(self, p: Any, pp: Any, s: Any) -> Any:
+        """An enclosure of ``p pp^T / sin(phi)`` where ``|p| = |pp| = sin(phi)`` for the exact values: the quotient
+        where ``s`` is well separated from 0, else the bound ``|entry| <= sin(phi) <= upper(s)``."""
+        B = self._balls
+        arb, arb_mat = B["arb"], B["arb_mat"]
+        if s.lower() > 0 and s.rad() < 0.125 * s.mid():
+            return (p * pp.transpose()) * (1 / s)
+        S = arb(0, _up(abs(s)))
+        return arb_mat([[S] * self.d for _ in range(self.d)])
+
+    def _students(self, theta: list) -> list[tuple[Any, Any, Any]] | None:
+        """``(w, |w|, w / |w|)`` per student row as balls; ``None`` when some ``|w_i|`` is not bounded away from
+        0 over the balls (the risk is not differentiable at ``w_i = 0``)."""
+        B = self._balls
+        arb_mat = B["arb_mat"]
+        out = []
+        for i in range(self.n):
+            sl = self.flat_index(i)
+            w = arb_mat([[x] for x in theta[sl.start:sl.stop]])
+            nu = self._norm(w)
+            if not nu.lower() > 0:
+                return None
+            out.append((w, nu, w * (1 / nu)))
+        return out
+
+    def ball_all(self, theta: list, *, need_hess: bool = True, need_risk: bool = False
+                 ) -> tuple[Any, list | None, Any] | None:
+        """Enclosures ``(L or None, G (list of P balls), H (arb_mat P x P) or None)`` over the balls ``theta``;
+        ``None`` when some student row can be 0 there."""
+        B = self._balls
+        arb, arb_mat, pi, q, c_ss, c_st, eye = (B[key] for key in ("arb", "arb_mat", "pi", "q", "c_ss", "c_st",
+                                                                  "eye"))
+        st = self._students(theta)
+        if st is None:
+            return None
+        n, d = self.n, self.d
+        # every ordered pair (i, l): angles once per unordered student pair
+        ang = {}
+        for i in range(n):
+            for j in range(i + 1, n):
+                ang[i, j] = self._angle(st[i][2], st[j][2], arb)
+        tang = [[self._angle(st[i][2], hj, arb) for (_, _, hj) in B["teach"]] for i in range(n)]
+        # per i, every other row l: (coefficient in G and H, v, |v|, vh, phi, sin, cos, coefficient in L)
+        others: list[list[tuple[Any, ...]]] = []
+        for i in range(n):
+            row = []
+            for j in range(n):
+                if j != i:
+                    phi, s, co = ang[(i, j) if i < j else (j, i)]
+                    row.append((c_ss, st[j][0], st[j][1], st[j][2], phi, s, co, c_ss))
+            for jt, (v, rho, vh) in enumerate(B["teach"]):
+                phi, s, co = tang[i][jt]
+                # teacher terms enter G and H with -c_j, the risk with -2 c_j
+                row.append((-c_st[jt], v, rho, vh, phi, s, co, -2 * c_st[jt]))
+            others.append(row)
+        G = [arb(0)] * self.P
+        risk = None
+        if need_risk:
+            risk = B["lstar"]
+        for i in range(n):
+            w, nu, uh = st[i]
+            vec = w * (c_ss * pi)
+            sc = arb(0)
+            for coef, v, rho, _, phi, s, _, _ in others[i]:
+                vec = vec + v * (coef * (pi - phi))
+                sc = sc + coef * rho * s
+            gi = (vec + uh * sc) * (2 * q)
+            sl = self.flat_index(i)
+            for a in range(d):
+                G[sl.start + a] = gi[a, 0]
+            if need_risk:
+                acc = c_ss * pi * nu  # the self term: kappa(0) = pi
+                for _, _, rho, _, phi, s, co, mult in others[i]:
+                    acc = acc + mult * rho * (s + (pi - phi) * co)
+                risk = risk + q * nu * acc
+        if not need_hess:
+            return risk, G, None
+        blocks: dict[tuple[int, int], Any] = {}
+        for i in range(n):
+            w, nu, uh = st[i]
+            proj = eye - uh * uh.transpose()
+            sc = arb(0)
+            quot = None
+            for coef, _, rho, vh, _, s, co, _ in others[i]:
+                f = coef * rho / nu
+                sc = sc + f * s
+                term = self._quotient(vh - uh * co, vh - uh * co, s) * f
+                quot = term if quot is None else quot + term
+            blk = proj * sc + eye * (c_ss * pi)
+            if quot is not None:
+                blk = blk + quot
+            blocks[i, i] = blk * (2 * q)
+            for j in range(i + 1, n):
+                phi, s, co = ang[i, j]
+                uj = st[j][2]
+                p = uj - uh * co
+                pp = uh - uj * co
+                off = (eye * (pi - phi) + (uh * uj.transpose()) * s + self._quotient(p, pp, s)) * (2 * q * c_ss)
+                blocks[i, j] = off
+                blocks[j, i] = off.transpose()
+        H = [[arb(0)] * self.P for _ in range(self.P)]
+        for (i, j), blk in blocks.items():
+            si, sj = self.flat_index(i), self.flat_index(j)
+            vals = blk.tolist()
+            for a in range(d):
+                row = H[si.start + a]
+                row[sj.start:sj.stop] = vals[a]
+        return risk, G, arb_mat(H)
+
+
+def _up(x: Any) -> float:
+    """A float >= every point of the ball ``x``."""
+    u = x.upper()
+    f = float(u)
+    return float(np.nextafter(f, np.inf)) if type(u)(f) < u else f
+
+
+def _down(x: Any) -> float:
+    """A float <= every point of the ball ``x``."""
+    lo = x.lower()
+    f = float(lo)
+    return float(np.nextafter(f, -np.inf)) if type(lo)(f) > lo else f
+
+
+# ---------------------------------------------------------------------------------------------- linear algebra
+def eig_bounds(HX: Any, h_mid: np.ndarray, arb: Any, arb_mat: Any) -> tuple[float, float, float]:
+    """``(low, high_min, high)`` for every symmetric matrix in the ball matrix ``HX``: ``low <= lambda_min``,
+    ``lambda_min <= high_min`` and ``lambda_max <= high``.
+
+    ``V`` are float eigenvectors of ``h_mid`` (a choice); ``B = V^T HX V`` and ``E = V^T V - I`` in ball
+    arithmetic; Gershgorin's discs and Weyl's inequality (midpoint diagonal plus the Frobenius norm of the rest),
+    whichever is better, bound the spectrum of ``B``; Ostrowski's theorem (``lambda_k(V^T A V) = t_k lambda_k(A)``,
+    ``|t_k - 1| <= |E|_F``) carries the bounds back to ``A``. ``high_min`` is the Rayleigh quotient of ``V``'s
+    first column."""
+    n = h_mid.shape[0]
+    _, vec = np.linalg.eigh(0.5 * (h_mid + h_mid.T))
+    V = arb_mat([[arb(float(x)) for x in row] for row in vec])
+    Vt = V.transpose()
+    B = (Vt * HX) * V
+    E = Vt * V
+    eps = arb(0)
+    for a, row in enumerate(E.tolist()):
+        for b, x in enumerate(row):
+            e = x - 1 if a == b else x
+            eps = eps + e * e
+    eps = _up(eps.sqrt())
+    if not eps < 0.5:
+        return -math.inf, math.inf, math.inf
+    g_low, g_high = math.inf, -math.inf
+    off2 = arb(0)
+    mids = []
+    rows = B.tolist()
+    for a in range(n):
+        row = rows[a]
+        rad = arb(0)
+        for b in range(n):
+            if b != a:
+                x = row[b]
+                rad = rad + abs(x)
+                off2 = off2 + x * x
+        g_low = min(g_low, _down(row[a] - rad))
+        g_high = max(g_high, _up(row[a] + rad))
+        mid = arb(float(row[a].mid()))
+        dev = row[a] - mid
+        off2 = off2 + dev * dev
+        mids.append(float(mid))
+    f = off2.sqrt()
+    w_low = _down(arb(min(mids)) - f)
+    w_high = _up(arb(max(mids)) + f)
+    lo = arb(max(g_low, w_low))
+    hi = arb(min(g_high, w_high))
+    one = arb(1)
+    low = lo / (one + eps) if lo > 0 else lo / (one - eps)
+    high = hi / (one - eps) if hi > 0 else hi / (one + eps)
+    q = arb_mat([[arb(float(x))] for x in vec[:, 0]])
+    num = (q.transpose() * HX * q)[0, 0]
+    den = (q.transpose() * q)[0, 0]
+    return _down(low), _up(num / den), _up(high)
+
+
+def krawczyk(center: np.ndarray, g_center: list, HX: Any, C: np.ndarray, box_radius: float, arb: Any,
+             arb_mat: Any) -> list | None:
+    """Krawczyk's test on the box ``center + [-box_radius, box_radius]^P``: ``K(X) - center`` (a list of balls)
+    when ``K(X) = center - C G(center) + (I - C H(X))(X - center)`` lies in the interior of ``X`` (then ``G`` has
+    exactly one zero in ``X``, and it lies in ``K(X)``), else ``None``. ``g_center`` encloses ``G(center)``,
+    ``HX`` the Hessian over ``X``; ``C`` is any float matrix (a choice, ``~ H(center)^-1``)."""
+    P = len(center)
+    Ca = arb_mat([[arb(float(x)) for x in row] for row in C])
+    ident = arb_mat([[arb(1 if a == b else 0) for b in range(P)] for a in range(P)])
+    dX = arb_mat([[arb(0, box_radius)] for _ in range(P)])
+    kx = (ident - Ca * HX) * dX - Ca * arb_mat([[x] for x in g_center])
+    out = [kx[a, 0] for a in range(P)]
+    if all(dX[a, 0].contains_interior(out[a]) for a in range(P)):
+        return out
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- one row
+def _refuse(reason: str, detail: str, **extra: float) -> dict[str, Any]:
+    return {"certified_class": "none", "certified_reason": reason, "certified_detail": detail, **extra}
+
+
+def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_radius: float, arb: Any,
+                arb_mat: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The certificate of one row (the columns of ``certify_critical_points``) and, when a critical point was
+    proven, its by-products: ``offset`` (balls enclosing ``theta* - th``), ``box`` (the box radius), ``HX``."""
+    if not np.all(np.isfinite(th)):
+        return _refuse("nonfinite", "the row has non-finite parameters"), None
+    P = len(th)
+    w = model.rows(th)
+    if np.any(np.all(w == 0, axis=1)):
+        return _refuse("nonsmooth", f"student rows {np.flatnonzero(np.all(w == 0, axis=1)).tolist()} are 0: the "
+                                    "risk is not differentiable there"), None
+    _, gf, hf = model.float_all(th)
+    lam0 = np.linalg.eigvalsh(hf)
+    amax = float(np.max(np.abs(lam0)))
+    if not np.isfinite(amax) or amax == 0 or float(np.min(np.abs(lam0))) <= 1e-12 * amax:
+        return _refuse("singular", f"the Hessian has eigenvalues {lam0[:3]} (smallest |lambda| / max |lambda| = "
+                                   f"{float(np.min(np.abs(lam0))) / max(amax, 1e-300):.2g}): the critical point "
+                                   "is not isolated", certified_n_free=float(P)), None
+    Cf = np.linalg.inv(hf)
+    step = float(np.max(np.abs(Cf @ gf)))
+    scale = max(1.0, float(np.max(np.abs(th))))
+    limit = max_radius * scale
+    if radius is not None:
+        radii = [float(radius)]
+    else:
+        r = max(4.0 * step, 2.0**-40 * scale)
+        radii = []
+        while r <= limit and len(radii) < 8:
+            radii.append(r)
+            r *= 8.0
+        if not radii:
+            return _refuse("not_critical", f"the Newton correction {step:.3g} exceeds max_radius * max(1, |theta|) "
+                                           f"= {limit:.3g}", certified_n_free=float(P)), None
+    point = [arb(float(x)) for x in th]
+    got = model.ball_all(point, need_hess=False)
+    if got is None:
+        return _refuse("nonsmooth", "a student row is 0"), None
+    g0 = got[1]
+    for r in radii:
+        box = [arb(float(x), r) for x in th]
+        got = model.ball_all(box)
+        if got is None:
+            return _refuse("nonsmooth", f"a student row can be 0 within {r:.3g} of theta: the risk is not "
+                                        "differentiable there", certified_n_free=float(P)), None
+        HX = got[2]
+        off = krawczyk(th, g0, HX, Cf, r, arb, arb_mat)
+        if off is None:
+            continue
+        rad = max(_up(abs(x)) for x in off)
+        low, high, top = eig_bounds(HX, hf, arb, arb_mat)
+        res = {"certified_radius": rad, "certified_eig_low": low, "certified_eig_high": high,
+               "certified_n_free": float(P), "certified_reason": ""}
+        extra = {"offset": off, "box": r, "HX": HX, "eig_top": top, "h_float": hf}
+        if low > 0:
+            return {**res, "certified_class": "min",
+                    "certified_detail": f"unique critical point within {rad:.3g} (Krawczyk, box {r:.3g}); Hessian "
+                                        f">= {low:.3g} on the box (no continuous symmetry: no slice)"}, extra
+        if high < 0:
+            return {**res, "certified_class": "saddle",
+                    "certified_detail": f"unique critical point within {rad:.3g} (Krawczyk, box {r:.3g}); negative "
+                                        f"curvature <= {high:.3g} on the box"}, extra
+        return {**res, "certified_class": "none", "certified_reason": "eigen_gap",
+                "certified_detail": f"critical point within {rad:.3g}, but the smallest Hessian eigenvalue is only "
+                                    f"known to lie in [{low:.3g}, {high:.3g}]"}, extra
+    detail = (f"the Krawczyk test failed at box radii {radii[0]:.3g} .. {radii[-1]:.3g} (Newton correction "
+              f"{step:.3g})")
+    box = [arb(float(x), radii[-1]) for x in th]
+    got = model.ball_all(box, need_hess=False)
+    if got is not None and any(not x.contains(0) for x in got[1]):
+        detail += f"; excluded: G != 0 on the whole box of radius {radii[-1]:.3g} about theta"
+    return _refuse("not_critical", detail, certified_n_free=float(P)), None
