@@ -190,3 +190,57 @@ def test_refusals():
     q = reluflow.Problem.from_dict({**p.to_dict(), "network": {**p.to_dict()["network"], "fixed_output": None}})
     out = certify(q, np.zeros((1, q.n_params)) + 0.5)
     assert out["certified_reason"][0] == "unsupported_backend" and "fixed output" in out["certified_detail"][0]
+
+
+# ------------------------------------------------------------------------------------ certified GD limits
+def test_certified_gd_limit_agrees_with_the_run_to_convergence():
+    """n = k = 8, the spurious run above: before GD gets close, the limit is not certified (with a reason); from
+    some point on it is, with contraction < 1; GD continued to |G| <= 1e-12 ends inside the certified risk
+    enclosure (to rounding) and next to the certified limit point."""
+    from reluflow.analysis import GD_LIMIT_REASONS, certified_gd_limit
+
+    p = ss_problem(8, 8)
+    p = reluflow.Problem.from_dict({**p.to_dict(), "target": {**p.to_dict()["target"], "seed": 0}})
+    theta = np.random.default_rng(8).standard_normal((100, 64))[3:4] / np.sqrt(8)
+    early = certified_gd_limit(p, theta, 0.05)
+    assert not early["limit_certified"][0] and early["limit_reason"][0] in GD_LIMIT_REASONS
+    for _ in range(6000):
+        theta = theta - 0.05 * p.risk_and_grad(theta)[1]
+    out = certified_gd_limit(p, theta, 0.05)
+    assert out["limit_certified"][0], out["limit_detail"][0]
+    assert out["limit_class"][0] == "min" and out["limit_reason"][0] == ""
+    assert 0 < out["limit_mu"][0] < 0.0427 < out["limit_lambda"][0] < 40
+    assert 0 < out["limit_rate"][0] < 1
+    low, high = out["limit_risk_low"][0], out["limit_risk_high"][0]
+    assert 0.0430 < low <= high < 0.0431 and high - low < 1e-12
+    # the same point, a step too large for the certified Lambda; gradient flow needs no Lambda
+    big = certified_gd_limit(p, theta, 2.5 / out["limit_lambda"][0])
+    assert not big["limit_certified"][0] and big["limit_reason"][0] == "step_too_large"
+    assert certified_gd_limit(p, theta, None)["limit_certified"][0]
+    # the run to convergence
+    start = theta.copy()
+    for _ in range(20000):
+        risk, grad = p.risk_and_grad(theta)
+        if np.linalg.norm(grad) <= 1e-12:
+            break
+        theta = theta - 0.05 * grad
+    assert np.linalg.norm(grad) <= 1e-12
+    # the backend's float risk is a difference of O(n^2) terms: its rounding error is ~1e-14 here
+    assert low - 1e-13 <= risk[0] <= high + 1e-13
+    assert np.abs(theta[0] - out["limit_theta"][0]).max() < 1e-10
+    assert np.linalg.norm(start[0] - theta[0]) <= out["limit_distance"][0] + 1e-10
+
+
+def test_certified_gd_limit_refusals():
+    from reluflow.analysis import certified_gd_limit
+
+    p = ss_problem(2, 2)
+    out = certified_gd_limit(p, np.array([[0.3, 0.3, 0.3, 0.3]]), 0.05)  # coinciding students: a saddle
+    assert not out["limit_certified"][0] and out["limit_class"][0] == "none"
+    q = reluflow.Problem.from_dict({"network": {"input_dim": 1, "widths": [1]}, "measure": {"kind": "uniform"},
+                                    "target": {"kind": "polynomial", "coefficients": [0, 0, 1]},
+                                    "risk": {"backend": "exact1d"}})
+    out = certified_gd_limit(q, np.ones((1, q.n_params)), 0.05)
+    assert out["limit_reason"][0] == "unsupported_backend"
+    with pytest.raises(ValueError, match="step_size"):
+        certified_gd_limit(p, np.ones((1, 4)), -1.0)

@@ -356,6 +356,24 @@ def eig_bounds(HX: Any, h_mid: np.ndarray, arb: Any, arb_mat: Any) -> tuple[floa
     return _down(low), _up(num / den), _up(high)
 
 
+def eig_bounds_box(HX: Any, h_mid: np.ndarray, arb: Any, arb_mat: Any) -> tuple[float, float, float]:
+    """Like ``eig_bounds``, but for a wide ball matrix: split ``HX = Hc + Delta`` with ``Hc`` the (exact) midpoint
+    matrix and ``|Delta_ab| <= rad_ab``; bound ``Hc``'s spectrum with ``eig_bounds`` (a thin matrix: no
+    widening in ``V^T Hc V``) and move it by ``|Delta|_2 <= max_a sum_b rad_ab`` (Weyl; ``rad`` symmetric,
+    nonnegative). Gershgorin on ``V^T HX V`` instead loses a factor of about ``P`` on wide boxes."""
+    rows = HX.tolist()
+    Hc = arb_mat([[x.mid() for x in row] for row in rows])
+    spread = max(_up(sum((x.rad() for x in row), arb(0))) for row in rows)
+    low, _, high = eig_bounds(Hc, h_mid, arb, arb_mat)
+    q_low = _down(arb(low) - arb(spread))
+    q_high = _up(arb(high) + arb(spread))
+    _, vec = np.linalg.eigh(0.5 * (h_mid + h_mid.T))
+    q = arb_mat([[arb(float(x))] for x in vec[:, 0]])
+    num = (q.transpose() * HX * q)[0, 0]
+    den = (q.transpose() * q)[0, 0]
+    return q_low, _up(num / den), q_high
+
+
 def krawczyk(center: np.ndarray, g_center: list, HX: Any, C: np.ndarray, box_radius: float, arb: Any,
              arb_mat: Any) -> list | None:
     """Krawczyk's test on the box ``center + [-box_radius, box_radius]^P``: ``K(X) - center`` (a list of balls)
@@ -449,3 +467,89 @@ def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_
     if got is not None and any(not x.contains(0) for x in got[1]):
         detail += f"; excluded: G != 0 on the whole box of radius {radii[-1]:.3g} about theta"
     return _refuse("not_critical", detail, certified_n_free=float(P)), None
+
+
+# ------------------------------------------------------------------------------------ certified GD/GF limits
+def newton_refine(model: GaussianModel, th: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Float Newton on ``G = 0`` from ``th`` (a choice: the certificate checks the result), with the Hessian
+    eigenvalues at ``th``; ``None`` when some student row is 0 or ``H`` is singular."""
+    x = np.array(th, dtype=float)
+    try:
+        _, g, h = model.float_all(x)
+    except ValueError:
+        return None
+    lam = np.linalg.eigvalsh(h)
+    for _ in range(iters):
+        try:
+            step = np.linalg.solve(h, g)
+        except np.linalg.LinAlgError:
+            return None
+        x = x - step
+        if float(np.max(np.abs(step))) <= 1e-15 * max(1.0, float(np.max(np.abs(x)))):
+            break
+        try:
+            _, g, h = model.float_all(x)
+        except ValueError:
+            return None
+    return x, lam
+
+
+def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, *, max_radius: float,
+                 newton_iters: int, arb: Any, arb_mat: Any) -> dict[str, Any]:
+    """One row of ``certified_gd_limit`` (docs/analysis.md, "Certified early stopping")."""
+    res: dict[str, Any] = {"limit_certified": False, "limit_reason": "", "limit_class": "none",
+                           "limit_risk_low": math.nan, "limit_risk_high": math.nan, "limit_distance": math.nan,
+                           "limit_mu": math.nan, "limit_lambda": math.nan, "limit_rate": math.nan,
+                           "limit_detail": "", "limit_theta": np.full(len(th), np.nan)}
+    if not np.all(np.isfinite(th)):
+        return {**res, "limit_reason": "nonfinite", "limit_detail": "the row has non-finite parameters"}
+    got = newton_refine(model, th, newton_iters)
+    if got is None:
+        return {**res, "limit_reason": "nonsmooth", "limit_detail": "a student row is 0, or H is singular"}
+    hat, lam = got
+    if lam[0] <= 0:
+        # a choice, to save the ball computation: a non-convex point cannot be in a certified convex ball
+        return {**res, "limit_reason": "not_convex",
+                "limit_detail": f"the Hessian at the point has eigenvalue {lam[0]:.3g} <= 0 (float)"}
+    cert, extra = certify_row(model, hat, None, max_radius, arb, arb_mat)
+    if cert["certified_class"] != "min" or extra is None:
+        return {**res, "limit_reason": cert["certified_reason"] or "not_min",
+                "limit_detail": "the Newton limit of the point is not a certified minimum: " + cert["certified_detail"]}
+    off = extra["offset"]  # balls enclosing theta* - hat
+    # |theta* - hat|_2 <= r2 and |theta_n - hat|_2 <= dist, rounded up (floats are exact balls here)
+    r2 = sum((arb(_up(abs(x))) ** 2 for x in off), arb(0)).sqrt()
+    diff = [arb(float(a)) - arb(float(b)) for a, b in zip(th, hat, strict=True)]
+    dist = sum((x * x for x in diff), arb(0)).sqrt()
+    R = _up(dist + 2 * r2)
+    if R == 0:
+        R = _up(2 * r2) or 2.0**-60
+    box = [arb(float(x), R) for x in hat]
+    got = model.ball_all(box)
+    if got is None:
+        return {**res, "limit_reason": "nonsmooth", "limit_detail": f"a student row can be 0 within {R:.3g}"}
+    mu, _, lam_max = eig_bounds_box(got[2], extra["h_float"], arb, arb_mat)
+    res.update({"limit_mu": mu, "limit_lambda": lam_max, "limit_distance": _up(dist + r2)})
+    if not mu > 0:
+        return {**res, "limit_reason": "not_convex",
+                "limit_detail": f"the Hessian's smallest eigenvalue over the ball of radius {R:.3g} about the "
+                                f"certified minimum is only bounded below by {mu:.3g}"}
+    if step_size is None:  # gradient flow: |theta(t) - theta*| <= e^{-mu t} |theta_0 - theta*|
+        rate = math.nan
+    else:
+        g = arb(float(step_size))
+        if not g * arb(lam_max) < 2:
+            return {**res, "limit_reason": "step_too_large",
+                    "limit_detail": f"step {step_size:g} * Lambda {lam_max:.4g} >= 2 on the ball of radius {R:.3g}"}
+        rate = _up((1 - g * arb(mu)).max(g * arb(lam_max) - 1))
+    # L(theta*) in L(hat) + G(hat).D + 1/2 D^T H(X) D, D = theta* - hat in the Krawczyk box X (Taylor, integral form)
+    rk, gk, _ = model.ball_all([arb(float(x)) for x in hat], need_hess=False, need_risk=True)
+    D = arb_mat([[x] for x in off])
+    lin = sum((a * b for a, b in zip(gk, off, strict=True)), arb(0))
+    quad = (D.transpose() * extra["HX"] * D)[0, 0]
+    risk = rk + lin + quad / 2
+    risk = risk.max(arb(0)) if risk.upper() >= 0 else risk  # a risk is >= 0 (an integral of a square)
+    return {**res, "limit_certified": True, "limit_class": "min", "limit_risk_low": _down(risk),
+            "limit_risk_high": _up(risk), "limit_rate": rate, "limit_theta": hat,
+            "limit_detail": f"minimum certified within {cert['certified_radius']:.3g} of the returned point; "
+                            f"Hessian in [{mu:.4g}, {lam_max:.4g}] on the ball of radius {R:.3g}"
+                            + ("" if step_size is None else f"; contraction {rate:.6f} per step")}
