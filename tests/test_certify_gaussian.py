@@ -244,3 +244,30 @@ def test_certified_gd_limit_refusals():
     assert out["limit_reason"][0] == "unsupported_backend"
     with pytest.raises(ValueError, match="step_size"):
         certified_gd_limit(p, np.ones((1, 4)), -1.0)
+
+
+def test_simulate_with_certified_stop_reports_the_limit_of_the_run_to_convergence():
+    """SS2018's method on n = k = 8 from two initializations, one that lands in the spurious family (the seed
+    above) and one that reaches L <= 2e-3: with ``certified_stop`` the first stops early with status
+    ``certified`` and the same final risk (to 1e-12) as the run to |G| <= 1e-9/pi; the second is unchanged."""
+    prob = ss_problem(8, 8).to_dict()
+    prob = {**prob, "target": {**prob["target"], "seed": 0}}
+    method = {"kind": "gd", "step_size": 0.05, "n_steps": 100000, "grad_tol": 3.1831e-10, "risk_tol": 2e-3,
+              "n_checkpoints": 10, "refine": False}
+    theta0 = np.random.default_rng(8).standard_normal((100, 64))[[3, 0]] / np.sqrt(8)
+    full = reluflow.simulate(prob, method=method, theta0=theta0, n_trajectories=2, seed=0).trajectories
+    cert = reluflow.simulate(prob, method={**method, "certified_stop": True, "certify_every": 250,
+                                           "certify_below": 1e-4}, theta0=theta0, n_trajectories=2,
+                             seed=0).trajectories
+    assert full["status"].tolist() == ["critical", "zero_risk"]
+    assert cert["status"].tolist() == ["certified", "zero_risk"]
+    assert abs(cert["risk_final"][0] - full["risk_final"][0]) < 1e-12 and full["risk_final"][0] > 2e-3
+    assert cert["steps"][0] < full["steps"][0] and cert["steps"][0] % 250 == 0
+    assert cert["grad_norm_final"][0] < 1e-12  # the reported state is the certified limit, not the iterate
+    for col in ("risk_final", "steps", "grad_norm_final"):
+        assert cert[col][1] == full[col][1]  # a row never checked is bitwise the same
+    with pytest.raises(ValueError, match="certified_stop"):
+        reluflow.simulate({"network": {"input_dim": 1, "widths": [2]}, "measure": {"kind": "uniform"},
+                           "target": {"kind": "polynomial", "coefficients": [0, 0, 1]},
+                           "risk": {"backend": "exact1d"}},
+                          method={"kind": "gd", "certified_stop": True}, n_trajectories=1, seed=0)

@@ -135,7 +135,7 @@ def simulate(
                              f"({len(ids)}, {n_par})")
 
     sol = integrate(prob, m.make_solver(), theta0, stop=m.make_stop(), controller=m.make_controller(),
-                    record=m.make_record(), progress=progress)
+                    record=m.make_record(), progress=progress, certify=_certified_stop(prob, m))
 
     finite = np.isfinite(sol.theta).all(axis=1)
     n_dead = np.full(len(ids), -1, dtype=np.int64)  # -1: the final parameters are not finite
@@ -173,6 +173,36 @@ def simulate(
         "theta_refined": pd.Series([theta_ref[i] if refined[i] else None for i in range(len(ids))], dtype=object),
     })
     return Simulation(trajectories, curves, states)
+
+
+def _certified_stop(prob: Problem, m) -> Any:
+    """The loop's ``CertifiedStop`` for ``method.certified_stop: true`` (``None`` otherwise); refuses a problem
+    the certificate does not cover rather than silently running to convergence."""
+    if not m.certified_stop:
+        return None
+    from .analysis import certified_gd_limit, certify_available
+    from .analysis._certstop import why_not
+    from .dynamics import CertifiedStop
+
+    why = why_not(prob)
+    if why is None and not certify_available():
+        why = "python-flint (ball arithmetic) is not installed: pip install 'reluflow[certify]'"
+    if why is not None:
+        raise ValueError(f"method.certified_stop = true is not allowed here: {why}")
+    step = m.certified_step()
+
+    def check(theta: np.ndarray, grad_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = certified_gd_limit(prob, theta, step)
+        # when to try a failed row again (a schedule: rigour is in the check). The eigenvalue bound over the ball
+        # falls roughly linearly in its radius R, mu_low ~ mu_float - c R, and R ~ |G| / mu near a minimum: aim
+        # at half the radius where the bound would vanish; at least halve |G|
+        mu0, mu, ball = out["limit_mu_float"], out["limit_mu"], out["limit_ball"]
+        with np.errstate(all="ignore"):
+            slope = (mu0 - mu) / ball
+            factor = np.where(np.isfinite(slope) & (slope > 0) & (mu0 > 0), 0.5 * mu0 / (slope * ball), 0.5)
+        return out["limit_certified"], out["limit_theta"], grad_norm * np.clip(factor, 1e-3, 0.5)
+
+    return CertifiedStop(check, every=m.certify_every, below=m.certify_below)
 
 
 def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:

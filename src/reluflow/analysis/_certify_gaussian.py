@@ -500,6 +500,7 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
     res: dict[str, Any] = {"limit_certified": False, "limit_reason": "", "limit_class": "none",
                            "limit_risk_low": math.nan, "limit_risk_high": math.nan, "limit_distance": math.nan,
                            "limit_mu": math.nan, "limit_lambda": math.nan, "limit_rate": math.nan,
+                           "limit_ball": math.nan, "limit_mu_float": math.nan,
                            "limit_detail": "", "limit_theta": np.full(len(th), np.nan)}
     if not np.all(np.isfinite(th)):
         return {**res, "limit_reason": "nonfinite", "limit_detail": "the row has non-finite parameters"}
@@ -511,6 +512,7 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
         # a choice, to save the ball computation: a non-convex point cannot be in a certified convex ball
         return {**res, "limit_reason": "not_convex",
                 "limit_detail": f"the Hessian at the point has eigenvalue {lam[0]:.3g} <= 0 (float)"}
+    res["limit_mu_float"] = float(lam[0])  # at the point, not the Newton limit; a choice for the caller's schedule
     cert, extra = certify_row(model, hat, None, max_radius, arb, arb_mat)
     if cert["certified_class"] != "min" or extra is None:
         return {**res, "limit_reason": cert["certified_reason"] or "not_min",
@@ -528,7 +530,7 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
     if got is None:
         return {**res, "limit_reason": "nonsmooth", "limit_detail": f"a student row can be 0 within {R:.3g}"}
     mu, _, lam_max = eig_bounds_box(got[2], extra["h_float"], arb, arb_mat)
-    res.update({"limit_mu": mu, "limit_lambda": lam_max, "limit_distance": _up(dist + r2)})
+    res.update({"limit_mu": mu, "limit_lambda": lam_max, "limit_distance": _up(dist + r2), "limit_ball": R})
     if not mu > 0:
         return {**res, "limit_reason": "not_convex",
                 "limit_detail": f"the Hessian's smallest eigenvalue over the ball of radius {R:.3g} about the "

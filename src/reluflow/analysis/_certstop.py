@@ -18,7 +18,8 @@ from ._certify import certify_available
 __all__ = ["GD_LIMIT_COLUMNS", "GD_LIMIT_REASONS", "certified_gd_limit"]
 
 GD_LIMIT_COLUMNS = ("limit_certified", "limit_reason", "limit_class", "limit_risk_low", "limit_risk_high",
-                    "limit_distance", "limit_mu", "limit_lambda", "limit_rate", "limit_detail", "limit_theta")
+                    "limit_distance", "limit_ball", "limit_mu", "limit_lambda", "limit_mu_float", "limit_rate",
+                    "limit_detail", "limit_theta")
 GD_LIMIT_REASONS = {
     "not_convex": "the (float) Hessian at the point is not positive definite, or the eigenvalue lower bound over "
                   "the ball that holds the point and the minimum is not positive: the point may be too far out",
@@ -27,6 +28,16 @@ GD_LIMIT_REASONS = {
     "unsupported_backend": "certified limits are implemented for the gaussian backend with a fixed output layer",
     "unavailable": "python-flint (ball arithmetic) is not installed",
 }
+
+
+def why_not(problem: Any) -> str | None:
+    """Why ``certified_gd_limit`` does not apply to ``problem`` (``None`` when it does)."""
+    if getattr(problem, "backend_name", None) != "gaussian":
+        return (f"certified limits need the gaussian backend; this problem uses "
+                f"{getattr(problem, 'backend_name', type(problem).__name__)!r}")
+    from ._certify_gaussian import why_unsupported
+
+    return why_unsupported(problem)
 
 
 def certified_gd_limit(
@@ -50,7 +61,9 @@ def certified_gd_limit(
     - ``limit_theta``: a float point within ``max_radius`` (the certificate's radius, far smaller in practice) of
       ``theta*``; ``limit_distance`` an upper bound of ``|theta - theta*|_2``;
     - ``limit_mu`` / ``limit_lambda``: bounds ``mu <= lambda_min``, ``lambda_max <= Lambda`` of the Hessian over
-      the ball of the theorem; ``limit_rate`` the certified contraction factor per GD step
+      the ball of the theorem (radius ``limit_ball`` about ``limit_theta``), also where that ``mu`` is not
+      positive; ``limit_mu_float`` the float smallest eigenvalue at the point (a hint, not a bound);
+      ``limit_rate`` the certified contraction factor per GD step
       ``max(|1 - step mu|, |1 - step Lambda|)`` (NaN for GF, whose rate is ``exp(-mu t)``).
 
     What is certified is the exact dynamics from the float point ``theta``; floating-point GD differs from it by
@@ -69,16 +82,10 @@ def certified_gd_limit(
         "limit_detail": np.full(n, "", dtype=object),
         "limit_theta": np.full(theta.shape, np.nan),
     }
-    for key in ("limit_risk_low", "limit_risk_high", "limit_distance", "limit_mu", "limit_lambda", "limit_rate"):
+    for key in ("limit_risk_low", "limit_risk_high", "limit_distance", "limit_ball", "limit_mu", "limit_lambda",
+                "limit_mu_float", "limit_rate"):
         out[key] = np.full(n, np.nan)
-    why = None
-    if getattr(problem, "backend_name", None) != "gaussian":
-        why = (f"certified limits need the gaussian backend; this problem uses "
-               f"{getattr(problem, 'backend_name', type(problem).__name__)!r}")
-    else:
-        from ._certify_gaussian import why_unsupported
-
-        why = why_unsupported(problem)
+    why = why_not(problem)
     if why is not None:
         out["limit_reason"][:] = "unsupported_backend"
         out["limit_detail"][:] = why
