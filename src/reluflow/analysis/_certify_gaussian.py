@@ -397,9 +397,11 @@ def _refuse(reason: str, detail: str, **extra: float) -> dict[str, Any]:
 
 
 def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_radius: float, arb: Any,
-                arb_mat: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                arb_mat: Any, *, classify: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The certificate of one row (the columns of ``certify_critical_points``) and, when a critical point was
-    proven, its by-products: ``offset`` (balls enclosing ``theta* - th``), ``box`` (the box radius), ``HX``."""
+    proven, its by-products: ``offset`` (balls enclosing ``theta* - th``), ``box`` (the box radius), ``HX``.
+    ``classify=False`` stops after Krawczyk (class ``none``, reason ``eigen_gap``, no eigenvalue bounds): for a
+    caller that bounds the Hessian over a larger set anyway (``gd_limit_row``)."""
     if not np.all(np.isfinite(th)):
         return _refuse("nonfinite", "the row has non-finite parameters"), None
     P = len(th)
@@ -445,6 +447,10 @@ def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_
         if off is None:
             continue
         rad = max(_up(abs(x)) for x in off)
+        if not classify:
+            return _refuse("eigen_gap", f"critical point within {rad:.3g} (Krawczyk, box {r:.3g}); type not "
+                                        "checked here", certified_radius=rad, certified_n_free=float(P)), \
+                {"offset": off, "box": r, "HX": HX, "h_float": hf}
         low, high, top = eig_bounds(HX, hf, arb, arb_mat)
         res = {"certified_radius": rad, "certified_eig_low": low, "certified_eig_high": high,
                "certified_n_free": float(P), "certified_reason": ""}
@@ -513,18 +519,19 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
         return {**res, "limit_reason": "not_convex",
                 "limit_detail": f"the Hessian at the point has eigenvalue {lam[0]:.3g} <= 0 (float)"}
     res["limit_mu_float"] = float(lam[0])  # at the point, not the Newton limit; a choice for the caller's schedule
-    cert, extra = certify_row(model, hat, None, max_radius, arb, arb_mat)
-    if cert["certified_class"] != "min" or extra is None:
-        return {**res, "limit_reason": cert["certified_reason"] or "not_min",
-                "limit_detail": "the Newton limit of the point is not a certified minimum: " + cert["certified_detail"]}
+    # Krawczyk only: the type follows from the eigenvalue bound over the ball below, which contains the box
+    cert, extra = certify_row(model, hat, None, max_radius, arb, arb_mat, classify=False)
+    if extra is None:
+        return {**res, "limit_reason": cert["certified_reason"],
+                "limit_detail": "no critical point certified near the Newton limit of the point: "
+                                + cert["certified_detail"]}
     off = extra["offset"]  # balls enclosing theta* - hat
     # |theta* - hat|_2 <= r2 and |theta_n - hat|_2 <= dist, rounded up (floats are exact balls here)
     r2 = sum((arb(_up(abs(x))) ** 2 for x in off), arb(0)).sqrt()
     diff = [arb(float(a)) - arb(float(b)) for a, b in zip(th, hat, strict=True)]
     dist = sum((x * x for x in diff), arb(0)).sqrt()
-    R = _up(dist + 2 * r2)
-    if R == 0:
-        R = _up(2 * r2) or 2.0**-60
+    # theta* lies in the ball, so H >= mu > 0 there also makes it a strict local minimum (the theorem)
+    R = _up(dist + 2 * r2) or 2.0**-60
     box = [arb(float(x), R) for x in hat]
     got = model.ball_all(box)
     if got is None:
@@ -552,6 +559,6 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
     risk = risk.max(arb(0)) if risk.upper() >= 0 else risk  # a risk is >= 0 (an integral of a square)
     return {**res, "limit_certified": True, "limit_class": "min", "limit_risk_low": _down(risk),
             "limit_risk_high": _up(risk), "limit_rate": rate, "limit_theta": hat,
-            "limit_detail": f"minimum certified within {cert['certified_radius']:.3g} of the returned point; "
+            "limit_detail": f"minimum within {cert['certified_radius']:.3g} (max norm) of the returned point; "
                             f"Hessian in [{mu:.4g}, {lam_max:.4g}] on the ball of radius {R:.3g}"
                             + ("" if step_size is None else f"; contraction {rate:.6f} per step")}

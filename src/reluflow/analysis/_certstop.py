@@ -24,7 +24,6 @@ GD_LIMIT_REASONS = {
     "not_convex": "the (float) Hessian at the point is not positive definite, or the eigenvalue lower bound over "
                   "the ball that holds the point and the minimum is not positive: the point may be too far out",
     "step_too_large": "step_size times the upper bound of the largest Hessian eigenvalue on the ball is >= 2",
-    "not_min": "the Newton limit of the point is a certified critical point but not a certified minimum",
     "unsupported_backend": "certified limits are implemented for the gaussian backend with a fixed output layer",
     "unavailable": "python-flint (ball arithmetic) is not installed",
 }
