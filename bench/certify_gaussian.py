@@ -1,8 +1,9 @@
 """Cost of one gaussian certificate (``certify_critical_points``, SS2018 setting) and of one certified-GD-limit
-check, at n = k = 6, 10, 20: ``python -m bench.certify_gaussian [k ...]``.
+check (``certified_gd_limit``, step 0.05), at n = k = 6, 10, 20: ``python -m bench.certify_gaussian [k ...]``.
 
-Points: the global minimum (the teacher's rows, permuted) moved by 1e-9, so that the Krawczyk test, not the exact
-point, does the work. Median of ``--repeat`` runs (after one warm-up), BLAS on one thread, wall time.
+Points: the global minimum (the teacher's rows, permuted) moved by 1e-9 (certificate: the Krawczyk test, not the
+exact point, does the work) and by 1e-5 (limit check: Newton, Krawczyk and the ball's bounds). Median of
+``--repeat`` runs (after one warm-up), BLAS on one thread, wall time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import reluflow  # noqa: E402
-from reluflow.analysis import certify_critical_points  # noqa: E402
+from reluflow.analysis import certified_gd_limit, certify_critical_points  # noqa: E402
 
 
 def ss_problem(k: int, n: int) -> reluflow.Problem:
@@ -47,6 +48,15 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             assert out["certified_class"][0] == "min", out["certified_detail"][0]
             print(f"k = n = {k:2d}  P = {k * k:3d}  prec {prec}: {np.median(times[1:]):7.3f} s per certificate "
+                  f"(runs {', '.join(f'{x:.3f}' for x in times[1:])})", flush=True)
+            far = theta + 1e-5 * rng.standard_normal(theta.shape)
+            times = []
+            for _ in range(args.repeat + 1):
+                t = time.perf_counter()
+                out = certified_gd_limit(p, far, 0.05, prec=prec)
+                times.append(time.perf_counter() - t)
+            assert out["limit_certified"][0], out["limit_detail"][0]
+            print(f"k = n = {k:2d}  P = {k * k:3d}  prec {prec}: {np.median(times[1:]):7.3f} s per limit check "
                   f"(runs {', '.join(f'{x:.3f}' for x in times[1:])})", flush=True)
 
 

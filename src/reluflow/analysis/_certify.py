@@ -9,7 +9,10 @@ used only for *choices* that need no rigour (the preconditioner ``C``, the box r
 Supported setting (``docs/analysis.md``, "Certified critical points", has the mathematics): the ``exact1d`` risk
 (SCIENCE.md §6) -- one hidden ReLU layer, input dimension 1, any output dimension, a uniform or piecewise
 polynomial input measure on ``[alpha, beta]``, a piecewise polynomial target, with or without biases, trained or
-fixed output layer. ``G`` and its derivative ``H`` are evaluated in closed form over boxes of parameters.
+fixed output layer. ``G`` and its derivative ``H`` are evaluated in closed form over boxes of parameters. The
+``gaussian`` risk with a fixed output layer (SCIENCE.md §7-§8) has its own closed form and row routine in
+``_certify_gaussian`` (no continuous symmetry there, so no slice); ``certify_critical_points`` dispatches on the
+backend. The steps below are exact1d's.
 
 Per row:
 
