@@ -271,3 +271,35 @@ def test_simulate_with_certified_stop_reports_the_limit_of_the_run_to_convergenc
                            "target": {"kind": "polynomial", "coefficients": [0, 0, 1]},
                            "risk": {"backend": "exact1d"}},
                           method={"kind": "gd", "certified_stop": True}, n_trajectories=1, seed=0)
+
+
+def test_certified_basins_reuse_a_certificate_by_symmetry():
+    """A certified ball about the spurious n = k = 8 minimum, found once, certifies a symmetric image of the run
+    (students and input coordinates permuted: an isometry that leaves this risk unchanged) without a new
+    certificate, with the permuted limit; a teacher without coordinate symmetry admits no coordinate permutation."""
+    from reluflow.analysis._certify_gaussian import CertifiedBasins
+
+    p = ss_problem(8, 8)
+    p = reluflow.Problem.from_dict({**p.to_dict(), "target": {**p.to_dict()["target"], "seed": 0}})
+    theta = np.random.default_rng(8).standard_normal((100, 64))[3:4] / np.sqrt(8)
+    for _ in range(5600):
+        theta = theta - 0.05 * p.risk_and_grad(theta)[1]
+    gnorm = np.linalg.norm(p.risk_and_grad(theta)[1], axis=1)
+    basins = CertifiedBasins(p, 0.05)
+    ok, lim, _ = basins.check(theta, gnorm)
+    assert ok[0] and (basins.n_full, basins.n_reused) == (1, 0)
+    rng = np.random.default_rng(0)
+    pi, sigma = rng.permutation(8), rng.permutation(8)
+    image = theta[0].reshape(8, 8)[pi][:, sigma].reshape(1, -1)
+    assert abs(p.risk(image)[0] - p.risk(theta)[0]) < 1e-14  # the symmetry
+    ok2, lim2, _ = basins.check(image, gnorm)
+    assert ok2[0] and (basins.n_full, basins.n_reused) == (1, 1)
+    # the image of the limit (the minimum is itself symmetric, so the alignment may pick another permutation
+    # with the same image; the float points then agree to rounding)
+    np.testing.assert_allclose(lim2[0], lim[0].reshape(8, 8)[pi][:, sigma].reshape(-1), rtol=0, atol=1e-12)
+    # a far point of another basin is not certified by the cache (and not by a full check either)
+    ok3, _, _ = basins.check(np.random.default_rng(1).standard_normal((1, 64)) / np.sqrt(8), np.array([1.0]))
+    assert not ok3[0]
+    generic = CertifiedBasins(ss_problem(4, 4, first_layer="normal"), 0.05)
+    assert generic._teacher_invariant(np.arange(4))
+    assert not any(generic._teacher_invariant(np.roll(np.arange(4), s)) for s in (1, 2, 3))

@@ -180,7 +180,7 @@ def _certified_stop(prob: Problem, m) -> Any:
     the certificate does not cover rather than silently running to convergence."""
     if not m.certified_stop:
         return None
-    from .analysis import certified_gd_limit, certify_available
+    from .analysis import certify_available
     from .analysis._certstop import why_not
     from .dynamics import CertifiedStop
 
@@ -189,20 +189,12 @@ def _certified_stop(prob: Problem, m) -> Any:
         why = "python-flint (ball arithmetic) is not installed: pip install 'reluflow[certify]'"
     if why is not None:
         raise ValueError(f"method.certified_stop = true is not allowed here: {why}")
-    step = m.certified_step()
+    from .analysis._certify_gaussian import CertifiedBasins
 
-    def check(theta: np.ndarray, grad_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = certified_gd_limit(prob, theta, step)
-        # when to try a failed row again (a schedule: rigour is in the check). The eigenvalue bound over the ball
-        # falls roughly linearly in its radius R, mu_low ~ mu_float - c R, and R ~ |G| / mu near a minimum: aim
-        # at half the radius where the bound would vanish; at least halve |G|
-        mu0, mu, ball = out["limit_mu_float"], out["limit_mu"], out["limit_ball"]
-        with np.errstate(all="ignore"):
-            slope = (mu0 - mu) / ball
-            factor = np.where(np.isfinite(slope) & (slope > 0) & (mu0 > 0), 0.5 * mu0 / (slope * ball), 0.5)
-        return out["limit_certified"], out["limit_theta"], grad_norm * np.clip(factor, 1e-3, 0.5)
-
-    return CertifiedStop(check, every=m.certify_every, below=m.certify_below)
+    # certified balls about the minima met so far, reused for every run that enters one of them or a symmetric
+    # image (docs/analysis.md): after the first run of a family of minima, a check is an aligned distance
+    basins = CertifiedBasins(prob, m.certified_step())
+    return CertifiedStop(basins.check, every=m.certify_every, below=m.certify_below)
 
 
 def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:

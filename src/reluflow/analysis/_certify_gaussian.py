@@ -501,8 +501,11 @@ def newton_refine(model: GaussianModel, th: np.ndarray, iters: int) -> tuple[np.
 
 
 def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, *, max_radius: float,
-                 newton_iters: int, arb: Any, arb_mat: Any) -> dict[str, Any]:
-    """One row of ``certified_gd_limit`` (docs/analysis.md, "Certified early stopping")."""
+                 newton_iters: int, arb: Any, arb_mat: Any, grow: bool = False) -> dict[str, Any]:
+    """One row of ``certified_gd_limit`` (docs/analysis.md, "Certified early stopping"). ``grow``: once
+    certified, try once to certify a larger ball about the limit (radius predicted from the decay of the bound;
+    kept only if it certifies), for a cache that reuses the ball (``CertifiedBasins``); ``limit_r2`` is then
+    the 2-norm radius ``r`` of the theorem."""
     res: dict[str, Any] = {"limit_certified": False, "limit_reason": "", "limit_class": "none",
                            "limit_risk_low": math.nan, "limit_risk_high": math.nan, "limit_distance": math.nan,
                            "limit_mu": math.nan, "limit_lambda": math.nan, "limit_rate": math.nan,
@@ -550,6 +553,23 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
             return {**res, "limit_reason": "step_too_large",
                     "limit_detail": f"step {step_size:g} * Lambda {lam_max:.4g} >= 2 on the ball of radius {R:.3g}"}
         rate = _up((1 - g * arb(mu)).max(g * arb(lam_max) - 1))
+    if grow:
+        # mu_low(R) ~ mu_float - c R: aim at 60 % of the radius where it would vanish (a choice)
+        mu0 = float(np.linalg.eigvalsh(extra["h_float"])[0])
+        slope = (mu0 - mu) / R
+        target = 0.6 * mu0 / slope if slope > 0 else 4 * R
+        if target > 1.5 * R:
+            box2 = [arb(float(x), target) for x in hat]
+            got2 = model.ball_all(box2)
+            if got2 is not None:
+                mu2, _, lam2 = eig_bounds_box(got2[2], extra["h_float"], arb, arb_mat)
+                if mu2 > 0 and (step_size is None or arb(float(step_size)) * arb(lam2) < 2):
+                    R, mu, lam_max = target, mu2, lam2
+                    if step_size is not None:
+                        g = arb(float(step_size))
+                        rate = _up((1 - g * arb(mu)).max(g * arb(lam_max) - 1))
+                    res.update({"limit_mu": mu, "limit_lambda": lam_max, "limit_ball": R})
+    res["limit_r2"] = _up(r2)
     # L(theta*) in L(hat) + G(hat).D + 1/2 D^T H(X) D, D = theta* - hat in the Krawczyk box X (Taylor, integral form)
     rk, gk, _ = model.ball_all([arb(float(x)) for x in hat], need_hess=False, need_risk=True)
     D = arb_mat([[x] for x in off])
@@ -562,3 +582,114 @@ def gd_limit_row(model: GaussianModel, th: np.ndarray, step_size: float | None, 
             "limit_detail": f"minimum within {cert['certified_radius']:.3g} (max norm) of the returned point; "
                             f"Hessian in [{mu:.4g}, {lam_max:.4g}] on the ball of radius {R:.3g}"
                             + ("" if step_size is None else f"; contraction {rate:.6f} per step")}
+
+
+# ----------------------------------------------------------------------------- certified basins, reused by symmetry
+# a row whose aligned distance to a cached ball is below this many times the distance it must reach is taken to
+# be heading there (a scheduling choice: it waits instead of paying for a full check)
+REUSE_RATIO = 100.0
+
+class CertifiedBasins:
+    """Certified balls about minima, found once and reused for every run that enters one of them or one of its
+    images under the risk's symmetries (docs/analysis.md, "Reusing a certificate by symmetry").
+
+    For a certified entry (``hat``, ``r``, ``R``, ``mu``, ``Lambda``, risk enclosure), the theorem's conditions 1-2
+    hold for ``(hat, r, R)``. A map ``g: W -> P_pi W P_sigma^T`` (students permuted by ``pi``, input coordinates by
+    ``sigma``) is an isometry of parameter space, and ``L(g W) = L(W)`` when ``sigma`` maps the teacher's rows
+    (with their output weights) onto themselves: the student's output weights are all equal and the Gaussian is
+    invariant under coordinate permutations. Then ``G(g y) = g G(y)``, ``H(g y) = g H(y) g^T``, and the conditions
+    hold for ``(g hat, r, R)`` with the same ``mu``, ``Lambda``: a point ``theta`` with ``|theta - g hat|_2 + 2r <= R``
+    (computed in ball arithmetic) is certified with limit ``g theta*``. ``g`` is found by two assignment problems
+    (a choice: a poor ``g`` only fails the test); ``sigma`` is checked exactly against the teacher.
+    """
+
+    def __init__(self, problem: Any, step_size: float | None, *, max_radius: float = 1e-4, newton_iters: int = 30,
+                 prec: int = 192) -> None:
+        self.model = GaussianModel(problem)
+        self.step = step_size
+        self.max_radius, self.newton_iters, self.prec = max_radius, newton_iters, int(prec)
+        self.entries: list[dict[str, Any]] = []
+        t = self.model.teacher
+        key = [(tuple(t[j]), tuple(self.model.a_star[:, j])) for j in range(self.model.m)]
+        self._teacher = sorted(key)
+        self.n_full, self.n_reused, self.n_skipped = 0, 0, 0
+
+    def _teacher_invariant(self, sigma: np.ndarray) -> bool:
+        t = self.model.teacher[:, sigma]
+        key = sorted((tuple(t[j]), tuple(self.model.a_star[:, j])) for j in range(self.model.m))
+        return key == self._teacher
+
+    def _align(self, w: np.ndarray, hat: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(pi, sigma)`` with ``w ~ hat[pi][:, sigma]`` (rows, columns), or ``None``."""
+        from scipy.optimize import linear_sum_assignment
+
+        sw, sh = np.sort(w, axis=1), np.sort(hat, axis=1)  # row signatures, invariant under sigma
+        cost = ((sw[:, None, :] - sh[None, :, :]) ** 2).sum(-1)
+        rows, pi = linear_sum_assignment(cost)
+        hp = hat[pi]  # row i of hp is matched to row i of w
+        cost = ((w.T[:, None, :] - hp.T[None, :, :]) ** 2).sum(-1)  # columns of w against columns of hp
+        _, sigma = linear_sum_assignment(cost)
+        if not self._teacher_invariant(sigma):
+            return None
+        return pi, sigma
+
+    def check(self, theta: np.ndarray, grad_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The loop's check (``dynamics.CertifiedStop``): ``(ok, theta_limit, next_below)`` per row."""
+        from flint import arb, arb_mat, ctx
+
+        n = theta.shape[0]
+        ok = np.zeros(n, dtype=bool)
+        lim = np.full(theta.shape, np.nan)
+        nxt = np.asarray(grad_norm, dtype=float) * 0.5
+        model = self.model
+        old = ctx.prec
+        ctx.prec = self.prec
+        try:
+            if model._balls is None:
+                model.balls(arb, arb_mat)
+            for i in range(n):
+                th = theta[i]
+                w = model.rows(th)
+                ratio = math.inf  # float distance to the nearest cached ball, in units of what it must become
+                for e in self.entries:
+                    got = self._align(w, e["hat_rows"])
+                    if got is None:
+                        continue
+                    pi, sigma = got
+                    cand = th.copy()
+                    cand[model.wslice] = e["hat_rows"][pi][:, sigma].reshape(-1)  # g hat: an exact permutation
+                    room = e["R"] - 2 * e["r2"]
+                    if room <= 0:
+                        continue
+                    ratio = min(ratio, float(np.linalg.norm(th - cand)) / room)
+                    diff = [arb(float(a)) - arb(float(b)) for a, b in zip(th, cand, strict=True)]
+                    dist = sum((x * x for x in diff), arb(0)).sqrt()
+                    if dist + 2 * arb(e["r2"]) <= arb(e["R"]):
+                        ok[i], lim[i] = True, cand
+                        self.n_reused += 1
+                        break
+                if ok[i]:
+                    continue
+                if ratio < REUSE_RATIO:
+                    # heading for a cached minimum (a choice): wait until |G| has fallen as much as the distance
+                    # must, instead of paying for a full check that would only find the same minimum
+                    self.n_skipped += 1
+                    nxt[i] = grad_norm[i] * 0.9 / ratio
+                    continue
+                self.n_full += 1
+                res = gd_limit_row(model, th, self.step, max_radius=self.max_radius,
+                                   newton_iters=self.newton_iters, arb=arb, arb_mat=arb_mat, grow=True)
+                if res["limit_certified"]:
+                    ok[i], lim[i] = True, res["limit_theta"]
+                    self.entries.append({"hat_rows": model.rows(res["limit_theta"]).copy(), "r2": res["limit_r2"],
+                                         "R": res["limit_ball"], "mu": res["limit_mu"],
+                                         "lambda": res["limit_lambda"]})
+                    continue
+                # when to try again: the bound falls roughly linearly in the ball's radius R ~ |G| / mu (a
+                # schedule: rigour is in the check); aim at half the radius where it would vanish
+                mu0, mu, ball = res["limit_mu_float"], res["limit_mu"], res["limit_ball"]
+                if np.isfinite(mu0) and np.isfinite(mu) and np.isfinite(ball) and mu0 > 0 and mu0 > mu:
+                    nxt[i] = grad_norm[i] * float(np.clip(0.5 * mu0 / (mu0 - mu), 1e-3, 0.5))
+        finally:
+            ctx.prec = old
+        return ok, lim, nxt
