@@ -18,7 +18,8 @@ from ._certify import certify_available
 __all__ = ["GD_LIMIT_COLUMNS", "GD_LIMIT_REASONS", "certified_gd_limit"]
 
 GD_LIMIT_COLUMNS = ("limit_certified", "limit_reason", "limit_class", "limit_risk_low", "limit_risk_high",
-                    "limit_distance", "limit_ball", "limit_mu", "limit_lambda", "limit_mu_float", "limit_rate",
+                    "limit_distance", "limit_r2", "limit_ball", "limit_mu", "limit_lambda", "limit_mu_float",
+                    "limit_rate",
                     "limit_detail", "limit_theta")
 GD_LIMIT_REASONS = {
     "not_convex": "the (float) Hessian at the point is not positive definite, or the eigenvalue lower bound over "
@@ -58,7 +59,8 @@ def certified_gd_limit(
     - ``limit_class``: ``"min"`` when certified (the limit is a certified strict local minimum), else ``"none"``;
     - ``limit_risk_low`` / ``limit_risk_high``: an enclosure of ``L(theta*)``;
     - ``limit_theta``: a float point within ``max_radius`` (the certificate's radius, far smaller in practice) of
-      ``theta*``; ``limit_distance`` an upper bound of ``|theta - theta*|_2``;
+      ``theta*`` (``limit_r2`` bounds ``|theta* - limit_theta|_2``); ``limit_distance`` an upper bound of
+      ``|theta - theta*|_2``;
     - ``limit_mu`` / ``limit_lambda``: bounds ``mu <= lambda_min``, ``lambda_max <= Lambda`` of the Hessian over
       the ball of the theorem (radius ``limit_ball`` about ``limit_theta``), also where that ``mu`` is not
       positive; ``limit_mu_float`` the float smallest eigenvalue at the point (a hint, not a bound);
@@ -81,8 +83,8 @@ def certified_gd_limit(
         "limit_detail": np.full(n, "", dtype=object),
         "limit_theta": np.full(theta.shape, np.nan),
     }
-    for key in ("limit_risk_low", "limit_risk_high", "limit_distance", "limit_ball", "limit_mu", "limit_lambda",
-                "limit_mu_float", "limit_rate"):
+    for key in ("limit_risk_low", "limit_risk_high", "limit_distance", "limit_r2", "limit_ball", "limit_mu",
+                "limit_lambda", "limit_mu_float", "limit_rate"):
         out[key] = np.full(n, np.nan)
     why = why_not(problem)
     if why is not None:
