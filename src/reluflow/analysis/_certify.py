@@ -390,7 +390,8 @@ def certify_critical_points(
     prec: int = 192,
 ) -> dict[str, np.ndarray]:
     """Computer-assisted proofs, per row of ``theta`` ``(T, P)``, that a critical point of the risk lies near it,
-    and of its type.
+    and of its type. Backends: ``exact1d`` (with a slice for its symmetries) and ``gaussian`` with a fixed output
+    layer (``_certify_gaussian``: every coordinate free, ``certified_n_free = P``).
 
     Returns a dict of ``(T,)`` columns (``CERTIFY_COLUMNS``; docs/analysis.md, "Certified critical points"):
 
