@@ -41,6 +41,12 @@ def test_method_defaults():
     assert gd.refine_enabled(500) and not gd.refine_enabled(501)
     assert method_from_dict({"kind": "gd", "refine": False}).refine_enabled(3) is False
     assert method_from_dict({"kind": "gd", "n_steps": 1e3}).n_steps == 1000  # integral floats are integers
+    # certified early stopping: off by default and then absent from the normalized dict (existing methods keep
+    # their form); on, with its two defaults
+    assert method_from_dict({"kind": "gd", "certified_stop": False}).to_dict() == gd.to_dict()
+    on = method_from_dict({"kind": "gd", "certified_stop": True, "step_size": 0.05})
+    assert (on.certified_stop, on.certify_every, on.certify_below, on.certified_step()) == (True, 1000, 1e-4, 0.05)
+    assert method_from_dict({"kind": "gf", "certified_stop": True}).certified_step() is None
 
 
 @pytest.mark.parametrize(("d", "key"), [
@@ -71,6 +77,12 @@ def test_method_defaults():
     ({"kind": "gf", "n_checkpoints": 1}, "n_checkpoints"),
     ({"kind": "gf", "refine": "yes"}, "refine"),
     ({"kind": "gf", "refine": 1}, "refine"),
+    ({"kind": "gd", "certified_stop": "yes"}, "certified_stop"),
+    ({"kind": "gd", "certify_every": 100}, "certify_every"),
+    ({"kind": "gd", "certified_stop": False, "certify_below": 1e-3}, "certify_below"),
+    ({"kind": "gd", "certified_stop": True, "schedule": "power"}, "certified_stop"),
+    ({"kind": "gd", "certified_stop": True, "certify_every": 0}, "certify_every"),
+    ({"kind": "gf", "certified_stop": True, "certify_below": 0}, "certify_below"),
 ])
 def test_method_errors_name_the_key(d, key):
     with pytest.raises(ValueError, match=rf"method.*{key.replace('[', '.').replace(']', '.')}") as exc:

@@ -75,7 +75,7 @@ def study_dir(tmp_path_factory):
 def _categories():
     from reluflow.analysis import CLASSES, RATE_MODELS
 
-    return {"status": ["zero_risk", "critical", "budget", "diverged", "nonfinite"], "class": list(CLASSES),
+    return {"status": ["zero_risk", "critical", "budget", "diverged", "nonfinite", "certified"], "class": list(CLASSES),
             "rate_best": [*RATE_MODELS, "none"]}
 
 

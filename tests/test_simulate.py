@@ -29,7 +29,7 @@ COUNT_COLUMNS = {"n_negative", "n_zero", "hessian_rank"}  # nullable: <NA> where
 def _categories() -> dict[str, list[str]]:
     from reluflow.analysis import CLASSES, CRITICAL_CLASSES, HESSIAN_AT, RATE_MODELS
 
-    return {"status": ["zero_risk", "critical", "budget", "diverged", "nonfinite"], "class": list(CLASSES),
+    return {"status": ["zero_risk", "critical", "budget", "diverged", "nonfinite", "certified"], "class": list(CLASSES),
             "nearest_class": list(CRITICAL_CLASSES), "hessian_at": list(HESSIAN_AT),
             "rate_best": [*RATE_MODELS, "none"]}
 

@@ -143,7 +143,7 @@ def simulate(
                              f"({len(ids)}, {n_par})")
 
     sol = integrate(prob, m.make_solver(), theta0, stop=m.make_stop(), controller=m.make_controller(),
-                    record=m.make_record(), progress=progress)
+                    record=m.make_record(), progress=progress, certify=_certified_stop(prob, m))
 
     finite = np.isfinite(sol.theta).all(axis=1)
     n_dead = np.full(len(ids), -1, dtype=np.int64)  # -1: the final parameters are not finite
@@ -181,6 +181,28 @@ def simulate(
         "theta_refined": pd.Series([theta_ref[i] if refined[i] else None for i in range(len(ids))], dtype=object),
     })
     return Simulation(trajectories, curves, states)
+
+
+def _certified_stop(prob: Problem, m) -> Any:
+    """The loop's ``CertifiedStop`` for ``method.certified_stop: true`` (``None`` otherwise); refuses a problem
+    the certificate does not cover rather than silently running to convergence."""
+    if not m.certified_stop:
+        return None
+    from .analysis import certify_available
+    from .analysis._certstop import why_not
+    from .dynamics import CertifiedStop
+
+    why = why_not(prob)
+    if why is None and not certify_available():
+        why = "python-flint (ball arithmetic) is not installed: pip install 'reluflow[certify]'"
+    if why is not None:
+        raise ValueError(f"method.certified_stop = true is not allowed here: {why}")
+    from .analysis._certify_gaussian import CertifiedBasins
+
+    # certified balls about the minima met so far, reused for every run that enters one of them or a symmetric
+    # image (docs/analysis.md): after the first run of a family of minima, a check is an aligned distance
+    basins = CertifiedBasins(prob, m.certified_step())
+    return CertifiedStop(basins.check, every=m.certify_every, below=m.certify_below)
 
 
 def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:

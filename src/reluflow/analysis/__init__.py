@@ -1,6 +1,7 @@
 """Per-trajectory analysis (critical points, Hessian spectra, classes, rate fits) and per-cell aggregates.
 
-Certified critical points (``certify_critical_points``) use ball arithmetic (python-flint). Pure numpy/pandas
+Certified critical points (``certify_critical_points``) and certified GD/GF limits (``certified_gd_limit``) use
+ball arithmetic (python-flint). Pure numpy/pandas
 functions: a batch of trajectories along axis 0 in, arrays with the same leading axis out;
 confidence intervals for the per-cell fractions, medians and best-of-K probabilities.
 """
@@ -23,6 +24,7 @@ from ._certify import (
     certify_available,
     certify_critical_points,
 )
+from ._certstop import GD_LIMIT_COLUMNS, GD_LIMIT_REASONS, certified_gd_limit
 from ._classify import CLASSES, CRITICAL_CLASSES, DIVERGED_STATUSES, at_optimum, classify, critical_class
 from ._critical import refine_critical_points, refine_memory
 from ._endpoints import HESSIAN_AT, HESSIAN_COLUMNS, REFINE_STATUSES, TRUST_RTOL, analyse_endpoints, endpoints_memory
@@ -72,6 +74,9 @@ __all__ = [
     "binomial_interval",
     "certify_available",
     "certify_critical_points",
+    "certified_gd_limit",
+    "GD_LIMIT_COLUMNS",
+    "GD_LIMIT_REASONS",
     "bootstrap_median_interval",
     "classify",
     "critical_class",

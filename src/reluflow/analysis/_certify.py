@@ -9,7 +9,10 @@ used only for *choices* that need no rigour (the preconditioner ``C``, the box r
 Supported setting (``docs/analysis.md``, "Certified critical points", has the mathematics): the ``exact1d`` risk
 (SCIENCE.md §6) -- one hidden ReLU layer, input dimension 1, any output dimension, a uniform or piecewise
 polynomial input measure on ``[alpha, beta]``, a piecewise polynomial target, with or without biases, trained or
-fixed output layer. ``G`` and its derivative ``H`` are evaluated in closed form over boxes of parameters.
+fixed output layer. ``G`` and its derivative ``H`` are evaluated in closed form over boxes of parameters. The
+``gaussian`` risk with a fixed output layer (SCIENCE.md §7-§8) has its own closed form and row routine in
+``_certify_gaussian`` (no continuous symmetry there, so no slice); ``certify_critical_points`` dispatches on the
+backend. The steps below are exact1d's.
 
 Per row:
 
@@ -60,7 +63,8 @@ CERTIFY_REASONS = {
     "symmetry": "a continuous symmetry this module does not quotient out (e.g. a unit active on the whole "
                 "interval with w = 0)",
     "eigen_gap": "a critical point is certified, but the eigenvalue enclosure over the box contains 0",
-    "unsupported_backend": "the problem is not one of exact1d's (1D shallow ReLU, piecewise polynomial data)",
+    "unsupported_backend": "the problem is neither one of exact1d's (1D shallow ReLU, piecewise polynomial data) nor "
+                           "one of gaussian's with a fixed output layer (SS2018's student-teacher setting)",
     "nonfinite": "the row has non-finite parameters",
     "unavailable": "python-flint (ball arithmetic) is not installed: pip install 'reluflow[certify]'",
     "internal": "a consistency check failed (a G component held fixed by the slice does not contain 0): a bug",
@@ -350,9 +354,14 @@ class _Exact1D:
 
 
 def _why_unsupported(problem: Any) -> str | None:
-    if getattr(problem, "backend_name", None) != "exact1d":
-        return (f"certification needs the exact1d risk backend (the risk is then an exact integral); this problem "
-                f"uses {getattr(problem, 'backend_name', type(problem).__name__)!r}")
+    backend = getattr(problem, "backend_name", None)
+    if backend == "gaussian":
+        from ._certify_gaussian import why_unsupported
+
+        return why_unsupported(problem)
+    if backend != "exact1d":
+        return (f"certification needs the exact1d or gaussian risk backend (the risk is then in closed form); this "
+                f"problem uses {getattr(problem, 'backend_name', type(problem).__name__)!r}")
     arch = problem.architecture
     if arch.activation != "relu" or not arch.is_shallow or arch.input_dim != 1:
         return "certification needs a shallow 1D ReLU network"
@@ -381,7 +390,8 @@ def certify_critical_points(
     prec: int = 192,
 ) -> dict[str, np.ndarray]:
     """Computer-assisted proofs, per row of ``theta`` ``(T, P)``, that a critical point of the risk lies near it,
-    and of its type.
+    and of its type. Backends: ``exact1d`` (with a slice for its symmetries) and ``gaussian`` with a fixed output
+    layer (``_certify_gaussian``: every coordinate free, ``certified_n_free = P``).
 
     Returns a dict of ``(T,)`` columns (``CERTIFY_COLUMNS``; docs/analysis.md, "Certified critical points"):
 
@@ -421,6 +431,16 @@ def certify_critical_points(
     old = ctx.prec
     ctx.prec = int(prec)
     try:
+        if problem.backend_name == "gaussian":
+            from ._certify_gaussian import GaussianModel, certify_row
+
+            gmodel = GaussianModel(problem)
+            gmodel.balls(arb, arb_mat)
+            for i in range(n):
+                res, _ = certify_row(gmodel, theta[i], radius, max_radius, arb, arb_mat)
+                for key, value in res.items():
+                    out[key][i] = value
+            return out
         model = _Exact1D(problem, arb)
         for i in range(n):
             res = _certify_row(model, theta[i], radius, max_radius, arb, arb_mat)

@@ -5,7 +5,7 @@ See ``docs/methods.md`` for the ``method`` and ``init`` dicts and the tables ``r
 
 from ._events import STATUSES, Stop, check_events
 from ._init import DEFAULT_INIT, INIT_KEYS, global_min_center, init_from_dict, initialize
-from ._integrate import Record, Solution, checkpoint_grid, integrate, integrate_memory
+from ._integrate import CertifiedStop, Record, Solution, checkpoint_grid, integrate, integrate_memory
 from ._method import METHOD_KEYS, Method, method_from_dict
 from ._schedules import (
     ConstantSchedule,
@@ -31,7 +31,8 @@ from ._solvers import (
 )
 
 __all__ = [
-    "DEFAULT_INIT", "INIT_KEYS", "METHOD_KEYS", "RK4", "SOLVERS", "STATUSES", "AbstractSolver", "ConstantSchedule",
+    "CertifiedStop", "DEFAULT_INIT", "INIT_KEYS", "METHOD_KEYS", "RK4", "SOLVERS", "STATUSES", "AbstractSolver",
+    "ConstantSchedule",
     "ConstantStepSize", "Dopri5", "Euler", "GradientDescent", "Method", "PIDController", "PiecewiseSchedule",
     "PowerSchedule", "Record", "Rodas3", "Rodas4", "Rosenbrock", "Schedule", "ScheduledStepSize", "Solution",
     "StepResult", "StepSizeController", "Stop", "check_events", "checkpoint_grid", "global_min_center",

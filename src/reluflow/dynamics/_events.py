@@ -9,6 +9,10 @@ In order of precedence (the first that holds names the status):
 ``budget``     ``t >= t_end`` (GF), ``n_steps`` updates done (GD), or ``max_steps`` step attempts (accepted plus
                rejected) used.
 
+``certified``  (set by the loop, not here, and only with ``integrate(..., certify=...)``): a certified-stopping
+               check proved that the dynamics from the current point converges to a certified minimum
+               (docs/analysis.md, "Certified early stopping"); the final state is then that limit.
+
 ``running`` marks a trajectory that has not stopped (never in a finished table).
 """
 
@@ -20,8 +24,8 @@ import numpy as np
 
 __all__ = ["STATUSES", "Stop", "check_events"]
 
-STATUSES = ("running", "nonfinite", "diverged", "zero_risk", "critical", "budget")
-RUNNING, NONFINITE, DIVERGED, ZERO_RISK, CRITICAL, BUDGET = range(len(STATUSES))
+STATUSES = ("running", "nonfinite", "diverged", "zero_risk", "critical", "budget", "certified")
+RUNNING, NONFINITE, DIVERGED, ZERO_RISK, CRITICAL, BUDGET, CERTIFIED = range(len(STATUSES))
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ import numpy as np
 
 from ..network._units import balance_defined, unit_balance, unit_norms
 from ..risk import Memory
-from ._events import RUNNING, STATUSES, Stop, check_events
+from ._events import CERTIFIED, RUNNING, STATUSES, Stop, check_events
 from ._schedules import ConstantStepSize, PIDController, StepSizeController
 from ._solvers import AbstractSolver
 
-__all__ = ["Record", "Solution", "checkpoint_grid", "integrate", "integrate_memory"]
+__all__ = ["CertifiedStop", "Record", "Solution", "checkpoint_grid", "integrate", "integrate_memory"]
 
 # Relative risk increases are measured against max(|L_old|, _TINY) so that L_old = 0 cannot divide by zero.
 _TINY = np.finfo(np.float64).tiny
@@ -60,6 +60,26 @@ def checkpoint_grid(n_checkpoints: int, end: float, first: float, *, integer: bo
     if integer:
         pts = np.unique(np.round(pts))
     return np.concatenate([[0.0], pts])
+
+
+@dataclass(frozen=True)
+class CertifiedStop:
+    """Certified early stopping in the loop: every ``every`` accepted steps, the running rows with
+    ``|G| <=`` their threshold (``below`` at first) are passed to ``check(theta (A, P), grad_norm (A,)) -> (ok (A,)
+    bool, theta_limit (A, P), next_below (A,))``; a row with ``ok`` stops with status ``certified`` and its final
+    state is ``theta_limit`` (its risk and gradient are evaluated there), the certified limit of the dynamics, as
+    a run to convergence would report it. A row that fails waits until ``|G| <= next_below`` (a schedule only: a
+    failed check costs time, never correctness). ``check`` must be rigorous (``analysis.certified_gd_limit``);
+    the loop only schedules it."""
+
+    check: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    every: int = 1000
+    below: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if int(self.every) < 1 or not self.below > 0:
+            raise ValueError(f"CertifiedStop(every={self.every!r}, below={self.below!r}): expected every >= 1 and "
+                             "below > 0")
 
 
 @dataclass
@@ -189,12 +209,13 @@ def integrate(
     controller: StepSizeController,
     record: Record | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    certify: CertifiedStop | None = None,
 ) -> Solution:
     """Integrate every row of ``theta0`` ``(T, P)`` until its stopping event; see ``Solution`` for the result.
 
     ``controller``: ``ScheduledStepSize`` (GD), ``ConstantStepSize`` (fixed-step GF) or ``PIDController``
     (adaptive; the solver must have an error estimate). ``progress(done, total)`` is called whenever
-    trajectories finish.
+    trajectories finish. ``certify`` schedules certified early stopping (``CertifiedStop``).
     """
     theta = np.array(theta0, dtype=np.float64, order="C", copy=True)
     if theta.ndim != 2:
@@ -237,6 +258,7 @@ def integrate(
             "last_rec": np.full(n_total, -1, dtype=np.int64),  # step of the latest recorded state
             "risk_min": risk.copy(), "pnorm_max": pnorm.copy(), "incr": np.zeros(n_total),
             "umin": mon.unit_min(theta), "B0": mon.balance(theta),
+            "cert_below": np.full(n_total, np.inf if certify is None else float(certify.below)),
         }
         # NaN where the balance is undefined (no architecture, fixed outgoing layer) or theta0 is not finite
         live["drift"] = np.where(np.isfinite(live["B0"]).all(axis=1), 0.0, np.nan)
@@ -324,6 +346,25 @@ def integrate(
 
         status = check_events(stop, live["finite"], live["risk"], live["gnorm"], live["pnorm"], live["t"],
                               live["n"], live["n"] + live["rejected"])
+        if certify is not None:
+            # rows that just stepped onto a multiple of ``every`` with a small gradient: is their limit certified?
+            cand = np.zeros(len(status), dtype=bool)
+            cand[sl] = True
+            cand &= (status == RUNNING) & (live["n"] % int(certify.every) == 0) & (live["gnorm"] <= live["cert_below"])
+            if cand.any():
+                idx = np.flatnonzero(cand)
+                ok, th_lim, nxt = certify.check(live["theta"][idx], live["gnorm"][idx])
+                ok = np.asarray(ok, dtype=bool)
+                live["cert_below"][idx] = np.fmin(np.asarray(nxt, dtype=float), live["gnorm"][idx])
+                if ok.any():
+                    won = idx[ok]
+                    th_lim = np.array(th_lim, dtype=np.float64)[ok]
+                    with np.errstate(all="ignore"):
+                        r_lim, g_lim = fn(th_lim)
+                    live["theta"][won], live["risk"][won], live["grad"][won] = th_lim, r_lim, g_lim
+                    live["gnorm"][won], live["pnorm"][won] = _row_norm(g_lim), _row_norm(th_lim)
+                    live["risk_min"][won] = np.fmin(live["risk_min"][won], r_lim)
+                    status[won] = CERTIFIED
         # checkpoints: accepted rows whose clock reached the next grid point, and every row that stops now
         clock = live["t"] if record.on == "t" else live["n"].astype(float)
         crossed = np.zeros(len(clock), dtype=bool)

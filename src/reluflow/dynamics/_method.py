@@ -9,6 +9,7 @@ A flat mapping (documented in ``docs/methods.md``)::
     solver: euler | rk4 | dopri5 | rodas3 | rodas4, t_end, dt, rtol, atol, max_steps
     # both
     risk_tol, grad_tol, norm_bound, n_checkpoints, refine: auto | true | false
+    certified_stop: true | false, certify_every, certify_below     (gd with a constant step, or gf)
 
 Keys that do not apply to the chosen kind, schedule or solver are errors rather than silently ignored, so that a
 typo or a misplaced grid parameter never runs a different experiment than the one written down.
@@ -39,7 +40,9 @@ from ._solvers import SOLVERS, AbstractSolver
 
 __all__ = ["METHOD_KEYS", "Method", "method_from_dict"]
 
-COMMON_KEYS = {"kind", "risk_tol", "grad_tol", "norm_bound", "n_checkpoints", "refine"}
+COMMON_KEYS = {"kind", "risk_tol", "grad_tol", "norm_bound", "n_checkpoints", "refine", "certified_stop",
+               "certify_every", "certify_below"}
+CERTIFY_KEYS = ("certify_every", "certify_below")
 GD_KEYS = {"step_size", "schedule", "decay", "boundaries", "values", "n_steps"}
 GF_KEYS = {"solver", "t_end", "dt", "rtol", "atol", "max_steps"}
 METHOD_KEYS = COMMON_KEYS | GD_KEYS | GF_KEYS
@@ -54,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "step_size": 0.01, "schedule": "constant", "n_steps": 1000, "decay": 0.5,
     # gf
     "solver": "dopri5", "t_end": 100.0, "dt": 0.01, "rtol": 1e-6, "atol": 1e-9, "max_steps": 100_000,
+    # certified early stopping (docs/methods.md): check every certify_every steps, rows with |G| <= certify_below
+    "certified_stop": False, "certify_every": 1000, "certify_below": 1e-4,
 }
 # P at or below which ``refine: auto`` refines endpoints (the Hessian costs O(P) gradient evaluations)
 REFINE_AUTO_MAX_P = 500
@@ -104,6 +109,9 @@ class Method:
     norm_bound: float
     n_checkpoints: int
     refine: bool | str
+    certified_stop: bool | None = None  # None when off, so that existing methods normalize as before
+    certify_every: int | None = None
+    certify_below: float | None = None
     step_size: float | None = None
     schedule: str | None = None
     decay: float | None = None
@@ -147,6 +155,11 @@ class Method:
             return PIDController(rtol=self.rtol, atol=self.atol, dt0=self.dt)
         return ConstantStepSize(self.dt)
 
+    def certified_step(self) -> float | None:
+        """The step size the certified-stopping theorem is applied with: GD's constant step; ``None`` (gradient
+        flow) for GF, whose exact flow is what a certificate speaks of."""
+        return self.step_size if self.kind == "gd" else None
+
     def make_stop(self) -> Stop:
         common = {"risk_tol": self.risk_tol, "grad_tol": self.grad_tol, "norm_bound": self.norm_bound}
         if self.kind == "gd":
@@ -178,6 +191,15 @@ def method_from_dict(d: dict[str, Any]) -> Method:
     refine = d.get("refine", DEFAULTS["refine"])
     if refine not in ("auto", True, False) or (not isinstance(refine, bool) and refine != "auto"):
         raise _err("refine", refine, "'auto', true or false")
+    certified = d.get("certified_stop", DEFAULTS["certified_stop"])
+    if not isinstance(certified, bool):
+        raise _err("certified_stop", certified, "true or false")
+    for key in CERTIFY_KEYS:
+        if key in d and not certified:
+            raise _err(key, d[key], f"no {key!r} without 'certified_stop: true'")
+    if certified and kind == "gd" and d.get("schedule", DEFAULTS["schedule"]) != "constant":
+        raise _err("certified_stop", certified, "false with a non-constant schedule: the certificate proves where GD "
+                   "with one fixed step goes (docs/analysis.md, 'Certified early stopping')")
     common = {
         "kind": kind,
         "risk_tol": _number(d, "risk_tol", nonneg=True),
@@ -185,7 +207,11 @@ def method_from_dict(d: dict[str, Any]) -> Method:
         "norm_bound": _number(d, "norm_bound", allow_inf=True),
         "n_checkpoints": _integer(d, "n_checkpoints", 2, "n_checkpoints"),
         "refine": refine,
+        "certified_stop": True if certified else None,
     }
+    if certified:
+        common["certify_every"] = _integer(d, "certify_every", 1, "n_steps")
+        common["certify_below"] = _number(d, "certify_below")
     if kind == "gd":
         return Method(**common, **_gd(d))
     return Method(**common, **_gf(d))
