@@ -79,74 +79,87 @@ def _first_not_below(x, m, t):
 
 
 @numba.njit(inline="always")
-def _prefix_sum(X, row, nb, reverse, A, B):
-    """In place over ``X[row]``, slots in block-transposed order (slot ``BLOCK b + j`` at ``j nb + b``):
-    ``_scan.prefix_sum``'s operations in its order (sequential within blocks, a doubling scan over the block
-    totals in ``A`` with ``B`` for the next round, one offset pass). In this order each step is one contiguous
-    loop over the blocks, which LLVM vectorizes."""
+def _doubling(Tb, row, m, reverse, tmp):
+    """In place over ``Tb[row, :m]``: inclusive prefix (suffix if ``reverse``) sums by ``_scan._doubling_scan``'s
+    recursive doubling, each round from the previous one (never in place), the rounds alternating between
+    ``row`` and ``tmp``."""
+    src, dst = row, tmp
+    step = 1
+    while step < m:
+        if not reverse:
+            for i in range(step):
+                Tb[dst, i] = Tb[src, i]
+            for i in range(step, m):
+                Tb[dst, i] = Tb[src, i] + Tb[src, i - step]
+        else:
+            for i in range(m - step):
+                Tb[dst, i] = Tb[src, i] + Tb[src, i + step]
+            for i in range(m - step, m):
+                Tb[dst, i] = Tb[src, i]
+        src, dst = dst, src
+        step *= 2
+    if src != row:
+        for i in range(m):
+            Tb[row, i] = Tb[src, i]
+
+
+@numba.njit(inline="always")
+def _moment(S, WRk, i, xc2, two, first):
+    """The moment at block-transposed index ``i``: ``delta (x - x0)`` (``first``) or ``delta``, as ``_chunk``
+    forms it (``wr * (2 xc)``, ``wr * 2``)."""
+    return S[WRk, i] * xc2[i] if first else S[WRk, i] * two
+
+
+@numba.njit(inline="always")
+def _run_sum(S, Tb, WRk, off_row, xc2, two, first, slot, nb, reverse):
+    """``_scan.prefix_sum``'s value at natural slot ``slot`` (suffix sums if ``reverse``) of the moments of one
+    output, from its partial sum within the slot's block (the same sequential additions) and the block offsets
+    ``Tb[off_row]`` (the doubling scan of the block totals)."""
+    jj, bb = slot % BLOCK, slot // BLOCK
     if not reverse:
-        for j in range(1, BLOCK):
-            for b in range(nb):
-                X[row, j * nb + b] += X[row, (j - 1) * nb + b]
-        if nb > 1:
-            m = nb - 1
-            for i in range(m):
-                A[i] = X[row, (BLOCK - 1) * nb + i]
-            step = 1
-            while step < m:  # numpy's doubling: the new totals from the old ones, never in place
-                for i in range(step):
-                    B[i] = A[i]
-                for i in range(step, m):
-                    B[i] = A[i] + A[i - step]
-                A, B = B, A
-                step *= 2
-            for j in range(BLOCK):
-                for b in range(1, nb):
-                    X[row, j * nb + b] += A[b - 1]
+        p = _moment(S, WRk, bb, xc2, two, first)
+        for j in range(1, jj + 1):
+            p = _moment(S, WRk, j * nb + bb, xc2, two, first) + p
+        if bb >= 1:
+            p = p + Tb[off_row, bb - 1]
     else:
-        for j in range(BLOCK - 2, -1, -1):
-            for b in range(nb):
-                X[row, j * nb + b] += X[row, (j + 1) * nb + b]
-        if nb > 1:
-            m = nb - 1
-            for i in range(m):
-                A[i] = X[row, i + 1]
-            step = 1
-            while step < m:
-                for i in range(m - step):
-                    B[i] = A[i] + A[i + step]
-                for i in range(m - step, m):
-                    B[i] = A[i]
-                A, B = B, A
-                step *= 2
-            for j in range(BLOCK):
-                for b in range(nb - 1):
-                    X[row, j * nb + b] += A[b]
+        p = _moment(S, WRk, (BLOCK - 1) * nb + bb, xc2, two, first)
+        for j in range(BLOCK - 2, jj - 1, -1):
+            p = _moment(S, WRk, j * nb + bb, xc2, two, first) + p
+        if bb < nb - 1:
+            p = p + Tb[off_row, bb]
+    return p
 
 
 @_njit
-def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2, wts, ft, x0, m_real, S, R):
+def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2, wts, ft, x0, m_real, S, Tb, R):
     """``_points1d._chunk`` for each row of ``theta`` ``(T, P)``: ``risk`` ``(T,)`` and, if ``need_grad``,
     ``grad`` ``(T, P)`` filled in. ``x`` ``(n,)`` are the sorted padded slots of ``SortedPoints1D``; ``xc, xc2 =
     2 xc, wts`` ``(n,)`` and ``ft`` ``(k, n)`` the same in block-transposed order, as is the scratch ``S``
-    ``(5 k, n)``: row ``c`` of a block of ``S`` is channel ``c`` of the numpy kernel's slot arrays for one
-    trajectory. ``R`` ``(k n,)`` holds the risk's terms in the numpy kernel's (output-major, slot) order."""
+    ``(5 k, n)``; ``Tb`` ``(6 k + 3, nb)`` holds per-block sums, ``R`` ``(k n,)`` the risk's terms in the numpy
+    kernel's (output-major, slot) order.
+
+    Where the numpy kernel scans a whole array and reads it at a few slots (the moments, read at each unit's
+    first or last active point), this kernel forms only the block totals, their doubling scan, and at each
+    slot read the partial sum within its block: the same additions in the same order, so the same values."""
     T, P = theta.shape
     n = x.shape[0]
     nb = n // BLOCK
+    m = nb - 1  # block totals that the doubling scans combine
     C = 2 * k
-    FWD, REV, WR = 0, C, 2 * C  # after the residual, FWD and REV hold the forward and reverse moment scans
+    FWD, REV, WR = 0, C, 2 * C
+    OFF_F, OFF_MF, OFF_MR, TMP = 0, C, 2 * C, 3 * C  # rows of Tb: block offsets of the forward N bins and of the
+    # forward and reverse moment scans; TMP, TMP + 1, TMP + 2 scratch
     dt = theta.dtype
     zero = np.zeros(1, dt)[0]
+    mzero = -zero  # x + (-0.0) is x, bit for bit: partial sums start from it instead of branching
     two = zero + 2.0
     nan = zero + np.nan
-    A = np.empty(max(1, nb), dt)  # the doubling scans' block totals
-    B = np.empty(max(1, nb), dt)
     w = np.empty(H, dt)
     bsh = np.empty(H, dt)
     vals = np.empty((C, H), dt)
     V = np.empty((k, H), dt)
-    start = np.empty(H, np.int64)  # slots in block-transposed order
+    start = np.empty(H, np.int64)  # natural slots
     last = np.empty(H, np.int64)
     suffix = np.empty(H, np.bool_)
     prefix_run = np.empty(H, np.bool_)  # end > 0: a prefix unit with at least one active point
@@ -171,15 +184,13 @@ def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2,
             w[j] = wj
             suffix[j] = wj > zero or (wj == zero and bj > zero)
             if wj > zero:
-                s0 = _first_above(x, m_real, -bj / wj)
+                start[j] = _first_above(x, m_real, -bj / wj)
             elif suffix[j]:
-                s0 = 0
+                start[j] = 0
             else:
-                s0 = n - BLOCK
+                start[j] = n - BLOCK
             end = _first_not_below(x, m_real, -bj / wj) if wj < zero else 0
-            s1 = max(end - 1, 0)
-            start[j] = (s0 % BLOCK) * nb + s0 // BLOCK
-            last[j] = (s1 % BLOCK) * nb + s1 // BLOCK
+            last[j] = max(end - 1, 0)
             prefix_run[j] = end > 0
             bsh[j] = wj * x0 + bj
             for kk in range(k):
@@ -191,28 +202,71 @@ def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2,
                 S[FWD + c, i] = zero
         for j in range(H):
             if suffix[j]:
+                s0 = start[j]
                 for c in range(C):
-                    S[FWD + c, start[j]] += vals[c, j]
+                    S[FWD + c, (s0 % BLOCK) * nb + s0 // BLOCK] += vals[c, j]
             if prefix_run[j]:
+                s1 = last[j]
                 for c in range(C):
-                    S[REV + c, last[j]] += vals[c, j]
+                    S[REV + c, (s1 % BLOCK) * nb + s1 // BLOCK] += vals[c, j]
         for c in range(C):
-            _prefix_sum(S, FWD + c, nb, False, A, B)
-            _prefix_sum(S, REV + c, nb, True, A, B)
+            # forward bins: block totals (the within-block scan's last values) and their doubling scan; the scan
+            # itself is formed in the residual pass below
+            for b in range(nb):
+                Tb[TMP + 2, b] = S[FWD + c, b]
+            for j in range(1, BLOCK):
+                for b in range(nb):
+                    Tb[TMP + 2, b] = S[FWD + c, j * nb + b] + Tb[TMP + 2, b]
+            _doubling(Tb, TMP + 2, m, False, TMP)
+            Tb[OFF_F + c, 0] = mzero  # block b adds the scan of blocks before it; block 0 adds -0.0, i.e. nothing
+            for b in range(1, nb):
+                Tb[OFF_F + c, b] = Tb[TMP + 2, b - 1]
+            # reverse bins: block totals, their doubling scan, then the scan in place
+            for b in range(nb):
+                Tb[TMP + 2, b] = S[REV + c, (BLOCK - 1) * nb + b]
+            for j in range(BLOCK - 2, -1, -1):
+                for b in range(nb):
+                    Tb[TMP + 2, b] = S[REV + c, j * nb + b] + Tb[TMP + 2, b]
+            for i in range(m):
+                Tb[TMP + 2, i] = Tb[TMP + 2, i + 1]
+            _doubling(Tb, TMP + 2, m, True, TMP)
+            Tb[TMP + 2, m] = mzero  # the last block has no blocks after it
+            for b in range(nb):
+                Tb[TMP + 1, b] = mzero
+            for j in range(BLOCK - 1, -1, -1):
+                for b in range(nb):
+                    p = S[REV + c, j * nb + b] + Tb[TMP + 1, b]
+                    Tb[TMP + 1, b] = p
+                    S[REV + c, j * nb + b] = p + Tb[TMP + 2, b]
+        # ---- residuals, with the forward scans of the bins (slope: TMP, intercept: TMP + 1) and the forward
+        # moment totals (OFF_MF) accumulated block by block
         for kk in range(k):
-            ck = theta[t, c0 + kk] if c0 >= 0 else zero
-            for i in range(n):
-                r = (S[FWD + kk, i] + S[REV + kk, i]) * xc[i]
-                r += S[FWD + k + kk, i] + S[REV + k + kk, i]
-                if c0 >= 0:
+            ck = theta[t, c0 + kk] if c0 >= 0 else mzero
+            fs, fi, rs, ri = FWD + kk, FWD + k + kk, REV + kk, REV + k + kk
+            for b in range(nb):
+                Tb[TMP, b] = mzero
+                Tb[TMP + 1, b] = mzero
+                Tb[OFF_MF + kk, b] = mzero
+                Tb[OFF_MF + k + kk, b] = mzero
+            for j in range(BLOCK):
+                o = j * nb
+                for b in range(nb):
+                    ps = S[fs, o + b] + Tb[TMP, b]
+                    pi = S[fi, o + b] + Tb[TMP + 1, b]
+                    Tb[TMP, b] = ps
+                    Tb[TMP + 1, b] = pi
+                    r = (ps + Tb[OFF_F + kk, b] + S[rs, o + b]) * xc[o + b]
+                    r += pi + Tb[OFF_F + k + kk, b] + S[ri, o + b]
                     r += ck
-                r -= ft[kk, i]
-                wr = r * wts[i]
-                S[WR + kk, i] = wr
-                S[FWD + kk, i] = r * wr  # omega r^2, put in slot order below
+                    r -= ft[kk, o + b]
+                    wr = r * wts[o + b]
+                    S[WR + kk, o + b] = wr
+                    S[fs, o + b] = r * wr  # the slope bin at this slot is consumed: its place holds omega r^2
+                    Tb[OFF_MF + kk, b] = wr * xc2[o + b] + Tb[OFF_MF + kk, b]
+                    Tb[OFF_MF + k + kk, b] = wr * two + Tb[OFF_MF + k + kk, b]
             for j in range(BLOCK):
                 for b in range(nb):
-                    R[kk * n + b * BLOCK + j] = S[FWD + kk, j * nb + b]
+                    R[kk * n + b * BLOCK + j] = S[fs, j * nb + b]
         # the risk: _scan.sum_rows's pairwise halving over the k n terms (output-major, slots in order), in place
         L = k * n
         while L > 1:
@@ -225,48 +279,52 @@ def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2,
         risk[t] = R[0]
         if not need_grad:
             continue
-        # ---- G: each unit's sums of delta (x - x0) and delta over its run, from forward or reverse prefix sums
+        # ---- G: the moment scans' block offsets, forward (totals from the residual pass) and reverse
         for kk in range(k):
-            for i in range(n):
-                wr = S[WR + kk, i]
-                m1 = wr * xc2[i]
-                m0 = wr * two
-                S[FWD + kk, i] = m1
-                S[FWD + k + kk, i] = m0
-                S[REV + kk, i] = m1
-                S[REV + k + kk, i] = m0
-        for c in range(C):
-            _prefix_sum(S, FWD + c, nb, False, A, B)
-            _prefix_sum(S, REV + c, nb, True, A, B)
+            for c in (kk, k + kk):
+                first = c < k
+                _doubling(Tb, OFF_MF + c, m, False, TMP)
+                for j in range(BLOCK - 1, -1, -1):
+                    o = j * nb
+                    for b in range(nb):
+                        mo = S[WR + kk, o + b] * xc2[o + b] if first else S[WR + kk, o + b] * two
+                        if j == BLOCK - 1:
+                            Tb[TMP + 2, b] = mo
+                        else:
+                            Tb[TMP + 2, b] = mo + Tb[TMP + 2, b]
+                for i in range(m):
+                    Tb[OFF_MR + c, i] = Tb[TMP + 2, i + 1]
+                _doubling(Tb, OFF_MR + c, m, True, TMP)
+        # each unit's sums of delta (x - x0) and delta over its run: reverse scans at a suffix unit's first
+        # point, forward scans at a prefix unit's last point
         for j in range(H):
-            # the run sums: channel kk of delta (x - x0), channel k + kk of delta, over the unit's run
-            if suffix[j]:
-                sel, slot = REV, start[j]
-            elif prefix_run[j]:
-                sel, slot = FWD, last[j]
-            else:
-                sel, slot = -1, 0
-            s1 = S[sel, slot] if sel >= 0 else zero
-            s0 = S[sel + k, slot] if sel >= 0 else zero
-            g_b = V[0, j] * s0
-            g_w = V[0, j] * s1
-            for kk in range(1, k):
-                s1 = S[sel + kk, slot] if sel >= 0 else zero
-                s0 = S[sel + k + kk, slot] if sel >= 0 else zero
-                g_b += V[kk, j] * s0
-                g_w += V[kk, j] * s1
+            g_b = zero
+            g_w = zero
+            for kk in range(k):
+                if suffix[j]:
+                    s1 = _run_sum(S, Tb, WR + kk, OFF_MR + kk, xc2, two, True, start[j], nb, True)
+                    s0 = _run_sum(S, Tb, WR + kk, OFF_MR + k + kk, xc2, two, False, start[j], nb, True)
+                elif prefix_run[j]:
+                    s1 = _run_sum(S, Tb, WR + kk, OFF_MF + kk, xc2, two, True, last[j], nb, False)
+                    s0 = _run_sum(S, Tb, WR + kk, OFF_MF + k + kk, xc2, two, False, last[j], nb, False)
+                else:
+                    s1 = zero
+                    s0 = zero
+                if kk == 0:
+                    g_b = V[0, j] * s0
+                    g_w = V[0, j] * s1
+                else:
+                    g_b += V[kk, j] * s0
+                    g_w += V[kk, j] * s1
+                if v0 >= 0:
+                    gv = w[j] * s1
+                    grad[t, v0 + kk * H + j] = gv + bsh[j] * s0
             grad[t, w0 + j] = g_w + x0 * g_b
             if b0 >= 0:
                 grad[t, b0 + j] = g_b
-            if v0 >= 0:
-                for kk in range(k):
-                    s1 = S[sel + kk, slot] if sel >= 0 else zero
-                    s0 = S[sel + k + kk, slot] if sel >= 0 else zero
-                    gv = w[j] * s1
-                    grad[t, v0 + kk * H + j] = gv + bsh[j] * s0
         if c0 >= 0:
             for kk in range(k):
-                grad[t, c0 + kk] = S[REV + k + kk, 0]  # slot 0 is index 0 in either order
+                grad[t, c0 + kk] = _run_sum(S, Tb, WR + kk, OFF_MR + k + kk, xc2, two, False, 0, nb, True)
 
 
 class CompiledPoints1D:
@@ -308,10 +366,11 @@ def points1d_rows(arch, theta: np.ndarray, pts: CompiledPoints1D,
     # the scratch is allocated here rather than inside the compiled code, so that tracemalloc (and the memory
     # model's test) sees it
     S = np.empty(((SCRATCH_ROWS - 1) * k, n), dtype)
+    Tb = np.empty((6 * k + 3, n // BLOCK), dtype)
     R = np.empty(k * n, dtype)
     hidden, output = arch.layers
     offsets = [-1 if sl is None else sl.start for sl in (hidden.weight, hidden.bias, output.weight, output.bias)]
     fixed = dtype.type(0.0 if arch.fixed_output is None else arch.fixed_output)
     _rows(theta, risk, grad, need_grad, arch.widths[0], k, *offsets, fixed, pts.x, pts.xc, pts.xc2, pts.weights,
-          pts.targets, pts.x0, pts.n_real, S, R)
+          pts.targets, pts.x0, pts.n_real, S, Tb, R)
     return risk, (grad if need_grad else None)
