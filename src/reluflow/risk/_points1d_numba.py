@@ -42,8 +42,9 @@ from ._scan import BLOCK
 
 __all__ = ["CompiledPoints1D", "SCRATCH_ROWS", "points1d_rows"]
 
-# Rows of ``n_slots`` in the per-call scratch, per output: forward and reverse bins of (slope, intercept), later
-# the forward and reverse moment scans (2 + 2), the weighted residual, and the risk's terms
+# Rows of ``n_slots`` in the per-call scratch, per output: forward and reverse bins of (slope, intercept) (2 + 2;
+# the residual pass leaves the risk's terms in the slope bins), the weighted residual, and the risk's terms in
+# slot order
 SCRATCH_ROWS = 6
 
 

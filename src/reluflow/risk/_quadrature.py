@@ -156,8 +156,8 @@ class QuadratureRisk(RiskBackend):
         """The point set (``fixed``: points, weights, target values and each kernel's copy, twice over while
         they are built), the results, and per kernel (all in ``dtype``):
 
-        - ``points1d_numba``: its per-call scratch, ``_points1d_numba.SCRATCH_ROWS`` arrays of the slots per output
-          and a few of the units and blocks; nothing per row beyond the results;
+        - ``points1d_numba``: its per-call scratch, ``_points1d_numba.SCRATCH_ROWS`` arrays of the slots per output,
+          ``6 k + 3`` of the blocks and a few of the units; nothing per row beyond the results;
         - ``points1d``: ``_points1d.points1d_memory``;
         - ``mask_gemm``: the mask buffer ``(chunk, H, M)`` (``fixed``: allocated whole for any batch) and per row
           of a chunk ``q`` and ``e`` ``(M, k (d + 1))``, four ``(M, k)`` arrays, the ``(H, d + 1)`` products
@@ -204,9 +204,9 @@ class QuadratureRisk(RiskBackend):
             return points1d_memory(arch, self.sorted_points)
         if self.kernel == "points1d_numba":
             H, n = widths[0], self.sorted_points.n_slots
-            # scratch of the slots (allocated in Python), the blocks' doubling scans and the units' arrays
-            # (allocated by numba, which tracemalloc does not see: counted all the same)
-            small = it * (2 * (n // 8 + 1) + H * (3 * k + 2)) + 8 * 2 * H + 2 * H
+            # scratch of the slots and (6 k + 3) rows of per-block sums (allocated in Python), and the units'
+            # arrays (allocated by numba, which tracemalloc does not see: counted all the same)
+            small = it * ((6 * k + 3) * (n // 8) + H * (3 * k + 2)) + 8 * 2 * H + 2 * H
             return Memory(CALL_BYTES + it * POINTS1D_SCRATCH_ROWS * k * n + small, io)
         if self.kernel == "mask_numba":
             # per call the scratch of _shallow_numba._rows (the units' parameters and sums, one point block's
