@@ -52,8 +52,9 @@ def gd_steps(problem: reluflow.Problem, theta: np.ndarray, n_steps: int, step_si
     return theta
 
 
-def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-numba", "W1-quadrature-mask", "W1-exact1d",
-                                  "W1-exact1d-numpy", "W2", "W2-numpy", "W3"),
+def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-points1d", "W1-quadrature-numba",
+                                  "W1-quadrature-mask", "W1-exact1d", "W1-exact1d-numpy", "W2", "W2-numpy",
+                                  "deep-tanh", "deep-relu", "W3"),
         steps: int = 5, repeats: int = 5, loop_trajectories: int = 64, scale: float = 1.0) -> dict:
     peak = matmul_peak_gflops()
     rows = []
@@ -104,9 +105,12 @@ def run(names: tuple[str, ...] = ("W1-quadrature", "W1-quadrature-numba", "W1-qu
     if compiled is not None and numpy_rate is not None and by_name["W1-exact1d"]["kernel"] != "numpy":
         ratios["exact1d_compiled_over_numpy"] = compiled / numpy_rate
         print(f"W1 exact1d, compiled kernel / numpy kernel: {compiled / numpy_rate:.2f}x")
-    for name in ("W1-quadrature", "W1-quadrature-numba", "W1-quadrature-mask", "W2", "W2-numpy"):
+    for name in ("W1-quadrature", "W1-quadrature-points1d", "W1-quadrature-numba", "W1-quadrature-mask", "W2",
+                 "W2-numpy", "deep-tanh", "deep-relu"):
         if by_name.get(name, {}).get("batched_over_loop") is not None:
             ratios[f"{name}_batched_over_loop"] = by_name[name]["batched_over_loop"]
+            print(f"{name} ({by_name[name]['kernel']} kernel), batched / per-trajectory loop: "
+                  f"{by_name[name]['batched_over_loop']:.1f}x [target >= 4x for the quadrature kernels]")
     peer_rows, peer_ratios = peers(steps=steps, repeats=max(repeats, 5), scale=scale, peak=peak)
     ratios.update(peer_ratios)
     return {"matmul_peak_gflops": peak, "rows": rows, "ratios": ratios, "peers": peer_rows}
@@ -119,7 +123,7 @@ def peers(steps: int = 5, repeats: int = 7, scale: float = 1.0, peak: float | No
     peak = matmul_peak_gflops() if peak is None else peak
     rows, ratios = [], {}
     # the numpy peer is ~20-50x slower than the compiled kernels: fewer trajectories keep its repeats short
-    for wl, kernels, T_numpy_peer in (("W1", ("points1d", "mask_numba"), 256),
+    for wl, kernels, T_numpy_peer in (("W1", ("points1d_numba", "points1d", "mask_numba"), 256),
                                       ("W2", ("mask_numba", "mask_gemm"), 128)):
         problem, rates = _peer_rates(wl, kernels, T_numpy_peer, steps, repeats, scale)
         be = problem.backend
@@ -146,8 +150,68 @@ def peers(steps: int = 5, repeats: int = 7, scale: float = 1.0, peak: float | No
           "[target >= 1.2x]")
     print(f"W2 (default kernel) / fused numba peer: {ratios['W2_default_over_fused_numba_peer']:.2f}x "
           f"[target >= 1.2x]; of the matmul peak: {ratios['W2_default_peak_fraction']:.0%} [target >= 30%]")
-    print("deep net (d = 2, widths [32, 32], M = 1024) against torch: not measured (torch is not installed here; "
-          "bench/README.md)" if not _has_torch() else "deep net against torch: see bench/README.md")
+    deep_rows, deep_ratios = _deep_against_torch(steps, repeats, scale)
+    rows += deep_rows
+    ratios.update(deep_ratios)
+    return rows, ratios
+
+
+def _deep_against_torch(steps: int, repeats: int, scale: float) -> tuple[list, dict]:
+    """reluflow's kernel for the deep workloads (quadrature's generic backpropagation) and the torch autograd
+    peer, interleaved as in ``peers``; nothing where torch is not installed."""
+    from .peers import torch_deep_peer
+
+    rows, ratios = [], {}
+    for name in ("deep-tanh", "deep-relu"):
+        spec = WORKLOADS[name]
+        problem = build(spec["problem"])
+        be = problem.backend
+        peer = torch_deep_peer(problem.architecture, be.points, be.weights, be.target_values)
+        if peer is None:
+            print(f"{name} against torch: not measured (torch is not installed here; bench/README.md)")
+            continue
+        n_traj = max(1, int(spec["T"] * scale))
+        theta = reluflow_init(problem, n_traj)
+        gamma = spec["method"]["step_size"]
+        r_ref, g_ref = problem.risk_and_grad(theta[:8])
+        r, g = peer(theta[:8])
+        err = max(np.max(np.abs(r - r_ref) / np.abs(r_ref)), np.max(np.abs(g - g_ref)) / np.max(np.abs(g_ref)))
+        if not err < 1e-10:
+            raise AssertionError(f"{name}: the torch peer differs from reluflow by {err:.2g}")
+
+        def peer_steps(th=theta, fn=peer, g=gamma):
+            th = th.copy()
+            for _ in range(steps):
+                th -= g * fn(th)[1]
+
+        cands = {f"reluflow {be.kernel}": lambda p=problem, th=theta, g=gamma: gd_steps(p, th, steps, g),
+                 "peer: torch": peer_steps}
+        rates = {c: [] for c in cands}
+        for fn in cands.values():
+            fn()
+        for _ in range(repeats):
+            for c, fn in cands.items():
+                t0 = time.perf_counter()
+                fn()
+                rates[c].append(n_traj * steps / (time.perf_counter() - t0))
+        torch_rate = np.array(rates["peer: torch"])
+        for c, r in rates.items():
+            r = np.array(r)
+            rows.append({"workload": name, "implementation": c, "traj_steps_per_s": float(np.median(r)),
+                         "min": float(r.min()), "max": float(r.max()),
+                         "over_torch": float(np.median(r / torch_rate)),
+                         "over_torch_min": float(np.min(r / torch_rate)),
+                         "over_torch_max": float(np.max(r / torch_rate))})
+        ours = rows[-2]
+        ratios[f"{name}_default_over_torch"] = ours["over_torch"]
+    if rows:
+        print(f"\nDeep nets (d = 2, widths [32, 32], M = 1024) against torch autograd (float64, one thread, {repeats} "
+              "interleaved repeats):")
+        print_table(rows, ["workload", "implementation", "traj_steps_per_s", "min", "max", "over_torch",
+                           "over_torch_min", "over_torch_max"])
+        for name in ("deep-tanh", "deep-relu"):
+            if f"{name}_default_over_torch" in ratios:
+                print(f"{name} (default kernel) / torch: {ratios[f'{name}_default_over_torch']:.2f}x [target >= 1.5x]")
     return rows, ratios
 
 
@@ -194,12 +258,6 @@ def _peer_rates(wl: str, kernels: tuple[str, ...], T_numpy_peer: int, steps: int
             rates[name].append(n * steps / (time.perf_counter() - t0))
     be.kernel = be.kernels[0]
     return problem, rates
-
-
-def _has_torch() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("torch") is not None
 
 
 def reluflow_init(problem: reluflow.Problem, n_traj: int) -> np.ndarray:

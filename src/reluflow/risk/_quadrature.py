@@ -5,8 +5,10 @@ scrambled Sobol, Gauss–Hermite, or an empirical sample itself); the risk is th
 and ``G`` its backpropagation gradient.
 
 Kernels (``QuadratureRisk.kernel``, the first that applies, chosen at construction; all give the same numbers to
-rounding): shallow ReLU nets with input dimension 1 take the sorted-points kernel of ``_points1d.py`` (no
-``H x M`` work; float64 only); other shallow ReLU nets the compiled kernel of ``_shallow_numba.py``
+rounding): shallow ReLU nets with input dimension 1 take the compiled sorted-points kernel of
+``_points1d_numba.py`` (``points1d_numba``, where numba is installed; float64 and float32; in float64 the same bits
+as the numpy one) or else the sorted-points kernel of ``_points1d.py`` (no ``H x M`` work; float64 only); other
+shallow ReLU nets the compiled kernel of ``_shallow_numba.py``
 (``mask_numba``, where numba is installed: the mask-GEMM algebra fused into one loop per trajectory) or else the
 mask-GEMM kernel of ``network/_shallow.py``; everything else the generic backpropagation of
 ``network/_architecture.py``. Trajectories are processed in chunks
@@ -31,6 +33,9 @@ from ._exact1d import numba_installed
 from ._points1d import SortedPoints1D, points1d_kept_memory, points1d_memory, points1d_risk_and_grad
 from ._points1d import applies as points1d_applies
 
+# rows of the slots in points1d_numba's per-call scratch, per output (_points1d_numba.SCRATCH_ROWS: that module
+# imports numba, so the number is repeated here and checked by tests/test_points1d_numba.py)
+POINTS1D_SCRATCH_ROWS = 6
 CHUNK_ELEMENTS = 1 << 21  # ~16 MB of float64 per (chunk, M, h) array
 # The shallow ReLU kernel keeps one (chunk, H, M) mask; ~4 MB keeps it near the last-level cache (bench/README.md).
 SHALLOW_CHUNK_ELEMENTS = 1 << 19
@@ -71,12 +76,17 @@ class QuadratureRisk(RiskBackend):
             if numba_installed():
                 # numba itself is imported on the first compiled evaluation (as for exact1d's compiled kernel)
                 self.kernels.insert(0, "mask_numba")
-            if points1d_applies(arch) and self.dtype == np.float64:
-                self.kernels.insert(0, "points1d")
-                self.sorted_points = SortedPoints1D(self.points, self.weights, self.target_values)
+            if points1d_applies(arch):
+                if self.dtype == np.float64:
+                    self.kernels.insert(0, "points1d")
+                if numba_installed():
+                    self.kernels.insert(0, "points1d_numba")
+                if self.kernels[0].startswith("points1d"):
+                    self.sorted_points = SortedPoints1D(self.points, self.weights, self.target_values)
         # the fastest that applies; the others stay available (bench/ compares them)
         self.kernel = self.kernels[0]
-        self._compiled_points = None  # the point set in the compiled kernel's layout, built on first use
+        self._compiled_points = None  # the point set in the compiled kernels' layouts, built on first use
+        self._compiled_sorted = None
 
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
@@ -88,6 +98,15 @@ class QuadratureRisk(RiskBackend):
         theta = self._check(theta)
         if self.kernel not in self.kernels:
             raise ValueError(f"QuadratureRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
+        if self.kernel == "points1d_numba":
+            compiled = _compiled_points1d_module()
+            if compiled is not None:
+                if self._compiled_sorted is None:
+                    self._compiled_sorted = compiled.CompiledPoints1D(self.sorted_points, self.dtype)
+                return compiled.points1d_rows(self.arch, theta, self._compiled_sorted, need_grad)
+            # installed but does not import: the next kernel (points1d in float64: the same bits)
+            self.kernels = [k for k in self.kernels if k != "points1d_numba"]  # replaced: another thread may read it
+            self.kernel = self.kernels[0]
         if self.kernel == "points1d":
             return points1d_risk_and_grad(self.arch, theta, self.sorted_points, need_grad)
         if self.kernel == "mask_numba":
@@ -137,6 +156,8 @@ class QuadratureRisk(RiskBackend):
         """The point set (``fixed``: points, weights, target values and each kernel's copy, twice over while
         they are built), the results, and per kernel (all in ``dtype``):
 
+        - ``points1d_numba``: its per-call scratch, ``_points1d_numba.SCRATCH_ROWS`` arrays of the slots per output,
+          ``6 k + 3`` of the blocks and a few of the units; nothing per row beyond the results;
         - ``points1d``: ``_points1d.points1d_memory``;
         - ``mask_gemm``: the mask buffer ``(chunk, H, M)`` (``fixed``: allocated whole for any batch) and per row
           of a chunk ``q`` and ``e`` ``(M, k (d + 1))``, four ``(M, k)`` arrays, the ``(H, d + 1)`` products
@@ -161,8 +182,10 @@ class QuadratureRisk(RiskBackend):
             data += M * (d + 1) * it
         if "mask_numba" in self.kernels:  # its transposed copy of the points, weights and target values
             data += M * (d + 1 + k) * it
-        if "points1d" in self.kernels:
+        if any(kernel.startswith("points1d") for kernel in self.kernels):
             data += self.sorted_points.n_slots * (3 + k) * 8
+        if "points1d_numba" in self.kernels:  # its copy: points, centred points and their double, weights, targets
+            data += self.sorted_points.n_slots * (4 + k) * it
         return Memory(2.0 * data)
 
     def kept_memory(self) -> Memory:
@@ -179,6 +202,12 @@ class QuadratureRisk(RiskBackend):
         io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
         if self.kernel == "points1d":
             return points1d_memory(arch, self.sorted_points)
+        if self.kernel == "points1d_numba":
+            H, n = widths[0], self.sorted_points.n_slots
+            # scratch of the slots and (6 k + 3) rows of per-block sums (allocated in Python), and the units'
+            # arrays (allocated by numba, which tracemalloc does not see: counted all the same)
+            small = it * ((6 * k + 3) * (n // 8) + H * (3 * k + 2)) + 8 * 2 * H + 2 * H
+            return Memory(CALL_BYTES + it * POINTS1D_SCRATCH_ROWS * k * n + small, io)
         if self.kernel == "mask_numba":
             # per call the scratch of _shallow_numba._rows (the units' parameters and sums, one point block's
             # pre-activations and outputs); nothing per row beyond the results
@@ -215,6 +244,19 @@ class QuadratureRisk(RiskBackend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "n_points": int(len(self.points)), "kernel": self.kernel}
+
+
+@functools.cache
+def _compiled_points1d_module() -> ModuleType | None:
+    """``_points1d_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
+    try:
+        from . import _points1d_numba
+    except Exception as exc:  # as in _compiled_module
+        warnings.warn(f"numba is installed but quadrature's compiled 1D kernel cannot be set up ({type(exc).__name__}: "
+                      f"{exc}); quadrature uses its numpy kernels, which give the same results, more slowly",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return _points1d_numba
 
 
 @functools.cache
