@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from ._certify_common import radius_ladder
+from ._certify_common import refuse as _refuse
+
 __all__ = [
     "CERTIFIED_CLASSES",
     "CERTIFY_COLUMNS",
@@ -452,10 +455,6 @@ def certify_critical_points(
 
 
 # ------------------------------------------------------------------------------------------------ one row
-def _refuse(reason: str, detail: str, **extra: float) -> dict[str, Any]:
-    return {"certified_class": "none", "certified_reason": reason, "certified_detail": detail, **extra}
-
-
 def _slice(model: _Exact1D, th: np.ndarray, kinds: list[str]) -> tuple[list[int] | None, str]:
     """The free coordinates (theta indices) of the slice that removes the known symmetries, or ``None`` with the
     reason it cannot be built."""
@@ -548,18 +547,10 @@ def _certify_row(model: _Exact1D, th: np.ndarray, radius, max_radius, arb, arb_m
     Cf = np.linalg.inv(hF0)
     gmid = np.array([float(x.mid()) for x in gF])
     step = float(np.max(np.abs(Cf @ gmid)))
-    limit = max_radius * scale
-    if radius is not None:
-        radii = [float(radius)]
-    else:
-        r = max(4.0 * step, 2.0**-40 * scale)
-        radii = []
-        while r <= limit and len(radii) < 8:
-            radii.append(r)
-            r *= 8.0
-        if not radii:
-            return _refuse("not_critical", f"the Newton correction {step:.3g} exceeds max_radius * max(1, |theta|) = "
-                                           f"{limit:.3g}", certified_n_free=float(nf))
+    radii = radius_ladder(step, scale, max_radius, radius)
+    if not radii:
+        return _refuse("not_critical", f"the Newton correction {step:.3g} exceeds max_radius * max(1, |theta|) = "
+                                       f"{max_radius * scale:.3g}", certified_n_free=float(nf))
     C = arb_mat([[arb(float(x)) for x in row] for row in Cf])
     gvec = arb_mat(nf, 1, gF)
     ident = arb_mat([[arb(1 if a == bq else 0) for bq in range(nf)] for a in range(nf)])

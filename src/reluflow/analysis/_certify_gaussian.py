@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from ._certify_common import radius_ladder
+from ._certify_common import refuse as _refuse
+
 __all__: list[str] = []
 
 
@@ -392,10 +395,6 @@ def krawczyk(center: np.ndarray, g_center: list, HX: Any, C: np.ndarray, box_rad
 
 
 # ------------------------------------------------------------------------------------------------- one row
-def _refuse(reason: str, detail: str, **extra: float) -> dict[str, Any]:
-    return {"certified_class": "none", "certified_reason": reason, "certified_detail": detail, **extra}
-
-
 def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_radius: float, arb: Any,
                 arb_mat: Any, *, classify: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The certificate of one row (the columns of ``certify_critical_points``) and, when a critical point was
@@ -419,18 +418,10 @@ def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_
     Cf = np.linalg.inv(hf)
     step = float(np.max(np.abs(Cf @ gf)))
     scale = max(1.0, float(np.max(np.abs(th))))
-    limit = max_radius * scale
-    if radius is not None:
-        radii = [float(radius)]
-    else:
-        r = max(4.0 * step, 2.0**-40 * scale)
-        radii = []
-        while r <= limit and len(radii) < 8:
-            radii.append(r)
-            r *= 8.0
-        if not radii:
-            return _refuse("not_critical", f"the Newton correction {step:.3g} exceeds max_radius * max(1, |theta|) "
-                                           f"= {limit:.3g}", certified_n_free=float(P)), None
+    radii = radius_ladder(step, scale, max_radius, radius)
+    if not radii:
+        return _refuse("not_critical", f"the Newton correction {step:.3g} exceeds max_radius * max(1, |theta|) "
+                                       f"= {max_radius * scale:.3g}", certified_n_free=float(P)), None
     point = [arb(float(x)) for x in th]
     got = model.ball_all(point, need_hess=False)
     if got is None:
