@@ -18,6 +18,7 @@ from reluflow.network import forward_backward
 from reluflow.risk import _quadrature
 from test_points1d import MEASURES, NETS, _empirical, _target
 from test_quadrature import make
+from test_shallow_numba import _by_kernel  # {kernel: (risk, G, risk without G)}, no silent fallback
 
 pytest.importorskip("numba")
 from reluflow.risk import _points1d_numba  # noqa: E402  (it imports numba)
@@ -28,20 +29,6 @@ def _problem(net, measure, rng, tmp_path, dtype="float64", n_points=257):
     mu = MEASURES[measure]
     mu = _empirical(mu, tmp_path) if isinstance(mu, list) else mu
     return make(spec, measure=mu, target=_target(spec.get("output_dim", 1), rng), n_points=n_points, dtype=dtype)
-
-
-def _by_kernel(p, theta, kernels):
-    """``{kernel: (risk, G, risk without G)}``; the backend's kernel is restored afterwards."""
-    be = p.backend
-    out = {}
-    try:
-        for kernel in kernels:
-            be.kernel = kernel
-            out[kernel] = (*p.risk_and_grad(theta), p.risk(theta))
-            assert be.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
-    finally:
-        be.kernel = be.kernels[0]
-    return out
 
 
 def _assert_same_bytes(a: np.ndarray, b: np.ndarray, what: str) -> None:

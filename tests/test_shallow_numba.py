@@ -40,6 +40,7 @@ def _problem(name, rng, dtype="float64", measure=None):
 
 
 def _by_kernel(p, theta, kernels=("mask_numba", "mask_gemm")):
+    """``{kernel: (risk, G, risk without G)}``; the backend's kernel is restored afterwards."""
     be = p.backend
     out = {}
     try:
