@@ -151,3 +151,14 @@ def test_a_stage_that_cannot_finish_ends_with_one_error_line(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert code == 1 and err.rstrip().splitlines()[-1] == "error: shard s of c failed 3 time(s): rerun to resume"
     assert "ZeroDivisionError: inside the task" in err
+
+
+def test_stage_imports_leave_the_heavy_libraries_to_the_stages_that_use_them():
+    # every Snakemake job and dask worker is a fresh Python that imports these modules: scipy.stats (~1 s, only the
+    # aggregate stage's bootstrap needs it), matplotlib (the figure jobs) and dask (the integrate job) would add
+    # their import time to every job of a run
+    code = ("import sys, reluflow.config, reluflow.pipeline, reluflow.cli, reluflow.pipeline._figures, "
+            "reluflow._simulate; print(sorted(m for m in ('scipy.stats', 'matplotlib', 'distributed') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -228,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # fontTools' subsetter, which matplotlib runs for every font a PDF embeds, logs each table it prunes at INFO:
+    # hundreds of lines per figure in the log
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     from .config import ConfigError
 
     try:

@@ -9,7 +9,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 __all__ = ["BINOMIAL_METHODS", "BOOTSTRAP_RESAMPLES", "CONFIDENCE", "binomial_interval", "bootstrap_median_interval"]
 
@@ -19,8 +19,6 @@ BOOTSTRAP_RESAMPLES = 1000
 # resamples per vectorised call of the statistic: about 2^20 numbers each (measured: 4x faster at n = 10^4 than
 # one block of all resamples, which is also 80 MB there)
 _BOOTSTRAP_BLOCK = 2**20
-# scipy >= 1.15 takes the generator as `rng`; older versions as `random_state` (the same stream either way)
-_RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
 def _check_confidence(confidence: float) -> float:
@@ -100,11 +98,17 @@ def bootstrap_median_interval(
         return math.nan, math.nan
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
+    # imported here: scipy.stats takes ~1 s to import, and most stages of a run (the cells, integrate and figure
+    # jobs, every dask worker) import this module but never bootstrap
+    from scipy import stats
+
+    # scipy >= 1.15 takes the generator as `rng`; older versions as `random_state` (the same stream either way)
+    rng_keyword = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     batch = max(1, min(int(n_resamples), _BOOTSTRAP_BLOCK // x.size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. DegenerateDataWarning on tiny samples
         res = stats.bootstrap((x,), np.median, n_resamples=int(n_resamples), batch=batch, vectorized=True,
                               confidence_level=confidence, method="percentile",
-                              **{_RNG_KEYWORD: np.random.default_rng(seed)})
+                              **{rng_keyword: np.random.default_rng(seed)})
     ci = res.confidence_interval
     return float(ci.low), float(ci.high)
