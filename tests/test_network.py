@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from reluflow.network import ACTIVATIONS, DERIVATIVES, Architecture, forward
+from reluflow.network._activations import DERIVATIVES_OF_OUTPUT
 
 
 def test_shallow_layout_matches_science_md():
@@ -53,6 +54,17 @@ def test_activation_derivatives_match_finite_differences(name):
     h = 1e-6
     fd = (ACTIVATIONS[name](z + h) - ACTIVATIONS[name](z - h)) / (2 * h)
     np.testing.assert_allclose(DERIVATIVES[name](z), fd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(DERIVATIVES_OF_OUTPUT))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_derivatives_of_the_output_are_the_derivatives_bit_for_bit(name, dtype):
+    # backpropagation takes them from the activation's output: the gradient must not change by a bit
+    z = (np.random.default_rng(1).standard_normal(4096) * 6).astype(dtype)
+    z[:4] = [0.0, -1e4, 1e4, 1e-30]
+    got = DERIVATIVES_OF_OUTPUT[name](ACTIVATIONS[name](z))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, DERIVATIVES[name](z))
 
 
 def test_relu_derivative_at_zero_is_zero():

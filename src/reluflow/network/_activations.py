@@ -75,5 +75,13 @@ DERIVATIVES: dict[str, Kernel] = {
     "tanh": tanh_derivative,
 }
 
+# Derivatives that are functions of the activation's output ``a = ACTIVATIONS[name](z)``, for backpropagation, which
+# has ``a`` at hand: the same numbers as ``DERIVATIVES[name](z)`` (which computes ``a`` again from ``z`` first)
+# without a second tanh per element.
+DERIVATIVES_OF_OUTPUT: dict[str, Kernel] = {
+    "sigmoid": lambda a, negative_slope=0.0: a * (1.0 - a),
+    "tanh": lambda a, negative_slope=0.0: 1.0 - a * a,
+}
+
 # Activations whose derivative vanishes on a half-line, so that a unit can be "dead".
 PIECEWISE_LINEAR = frozenset({"relu", "leaky_relu"})

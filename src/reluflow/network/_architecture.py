@@ -19,7 +19,7 @@ import numpy as np
 
 from .._limits import LIMITS
 from .._numbers import is_real
-from ._activations import ACTIVATIONS, DERIVATIVES
+from ._activations import ACTIVATIONS, DERIVATIVES, DERIVATIVES_OF_OUTPUT
 
 __all__ = ["Architecture", "LayerSlice", "forward", "forward_backward"]
 
@@ -228,6 +228,7 @@ def forward_backward(
     """
     act = ACTIVATIONS[arch.activation]
     dact = DERIVATIVES[arch.activation]
+    of_output = DERIVATIVES_OF_OUTPUT.get(arch.activation)
     slope = arch.negative_slope
     views = arch.unflatten(theta)
     n_traj = theta.shape[0]
@@ -261,5 +262,6 @@ def forward_backward(
             if ls.bias is not None:
                 grad[:, ls.bias] = delta.sum(axis=1)
         if layer > 0:
-            delta = np.matmul(delta, w) * dact(pre[layer - 1], slope)
+            delta = np.matmul(delta, w)
+            delta *= dact(pre[layer - 1], slope) if of_output is None else of_output(post[layer], slope)
     return risk, grad
