@@ -37,7 +37,7 @@ from ._points1d import applies as points1d_applies
 # imports numba, so the number is repeated here and checked by tests/test_points1d_numba.py)
 POINTS1D_SCRATCH_ROWS = 6
 # ~512 KB of float64 per (chunk, M, h) array: backpropagation streams through several such arrays per layer, and
-# they stay in a core's L2 cache only at this size (bench/README.md, issue #20: 2x faster than 16 MB chunks)
+# they stay in a core's L2 cache only at about this size (bench/README.md, "deep nets")
 CHUNK_ELEMENTS = 1 << 16
 # The shallow ReLU kernel keeps one (chunk, H, M) mask; ~4 MB keeps it near the last-level cache (bench/README.md).
 SHALLOW_CHUNK_ELEMENTS = 1 << 19
