@@ -16,19 +16,21 @@ from reluflow.network import forward_backward
 from test_quadrature import make
 
 pytest.importorskip("numba")
+from reluflow.risk._shallow_numba import POINT_BLOCK  # noqa: E402  (it imports numba)
 
 NETS = {
     "d1": {"input_dim": 1, "widths": [7]},
     "d2": {"input_dim": 2, "widths": [9]},
     "d5_vector_out": {"input_dim": 5, "widths": [6], "output_dim": 3},
     "d8": {"input_dim": 8, "widths": [13]},
+    "d10_vector_out": {"input_dim": 10, "widths": [9], "output_dim": 2},
     "no_bias": {"input_dim": 3, "widths": [5], "bias": False},
     "no_hidden_bias": {"input_dim": 4, "widths": [6], "bias": [False, True]},
     "no_output_bias": {"input_dim": 3, "widths": [6], "bias": [True, False], "output_dim": 2},
     "fixed_output": {"input_dim": 2, "widths": [4], "fixed_output": 0.5},
 }
-# 130 points: two full blocks of POINT_BLOCK = 64 and a partial one
-N_POINTS = 130
+# two full point blocks and a partial one
+N_POINTS = 2 * POINT_BLOCK + 2
 
 
 def _problem(name, rng, dtype="float64", measure=None):

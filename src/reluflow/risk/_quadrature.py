@@ -212,8 +212,8 @@ class QuadratureRisk(RiskBackend):
             return Memory(CALL_BYTES + it * POINTS1D_SCRATCH_ROWS * k * n + small, io)
         if self.kernel == "mask_numba":
             # per call the scratch of _shallow_numba._rows (the units' parameters and sums, one point block's
-            # pre-activations and outputs); nothing per row beyond the results
-            H, block = widths[0], 64
+            # pre-activations and outputs, _shallow_numba.POINT_BLOCK points); nothing per row beyond the results
+            H, block = widths[0], 256
             return Memory(CALL_BYTES + it * (H * (d + 1) * (k + 1) + block * (H + k + 1) + k * (H + 2)), io)
         if self.kernel == "mask_gemm":
             H = widths[0]

@@ -3,8 +3,8 @@ kernel's algebra (``network/_shallow.py``) fused into one loop per trajectory.
 
 The numpy kernel builds a ``(T, H, M)`` mask and reads it with two GEMMs whose inner dimension is ``d + 1``: at
 W2's sizes every product is bound by writing and reading that mask, about a fifth of the machine's matmul peak
-(bench/README.md). Here each trajectory walks its points in blocks of ``MB``, small enough that a block's
-pre-activations ``(H, MB)`` stay in the first-level cache between the forward and the backward sweep; both
+(bench/README.md). Here each trajectory walks its points in blocks of ``MB``; a block's pre-activations
+``(H, MB)`` stay in cache (the second level at W2's sizes) between the forward and the backward sweep, and both
 sweeps run along the points, the contiguous axis, so LLVM vectorizes them:
 
     z_jm      = b_j + sum_i w_ji x_mi                                  (forward, per unit over a block's points)
@@ -15,6 +15,15 @@ sweeps run along the points, the contiguous axis, so LLVM vectorizes them:
     G_{c_k}   = sum_m delta_mk,
 
 with ``x~ = (x, 1)`` and ``u_j = (w_j, b_j)`` as in the numpy kernel, and ``relu'(0) = 0`` (the strict ``>``).
+
+Register blocking. A sweep over a block does one multiply-add per point for each (unit, input) pair and, done one
+unit at a time, loads a point coordinate for each: the loads, not the arithmetic, bound it. Both sweeps therefore
+take the units four at a time and the inputs four at a time: each vector of points loads four coordinates (and, in
+the backward sweep, delta and the four units' pre-activations, from which the masked delta is formed in registers)
+and feeds 16 multiply-adds into 16 independent sums; the bias rides along with the first four inputs. The last
+``H mod 4`` units and ``d mod 4`` inputs take narrower loops. ``MB = 256`` rather than a first-level-cache-sized
+64: every backward sum ends in a horizontal reduction per block, and longer sweeps spread that (and each loop's
+setup) over more points, while ``H x MB`` pre-activations (128 KB at H = 64) still stream from the second level.
 
 Floating point. The same sums as the numpy kernel in another order (and with fused multiply-adds where the CPU
 has them: ``fastmath`` allows contraction and reassociation, never ``nnan``/``ninf``), so results agree to
@@ -34,9 +43,10 @@ import numpy as np
 
 __all__ = ["POINT_BLOCK", "ShallowPoints", "shallow_rows"]
 
-# Points per block: the block's pre-activations (H x MB) and outputs stay in the first-level cache between the
-# forward and backward sweeps (W2, H = 64: 32 KB in float64)
-POINT_BLOCK = 64
+# Points per block: the block's pre-activations (H x MB) stay in cache between the forward and backward sweeps
+# (W2, H = 64: 128 KB in float64, the second level), and each sweep is long enough to pay for its loop setup and
+# the horizontal reductions of the backward sums (module docstring)
+POINT_BLOCK = 256
 
 
 def _njit(fn):
@@ -96,8 +106,60 @@ def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fi
             for kk in range(k):
                 for q in range(nb):
                     out[kk, q] = C[kk]
-            # forward: pre-activations of the block, then each unit's share of the outputs
-            for j in range(H):
+            # forward, four units at a time: each point coordinate loaded feeds four units' multiply-adds. Per
+            # unit the sum is b_j + w_j0 x_0 + w_j1 x_1 + ..., in this order, as for a single unit below
+            j = 0
+            while j + 4 <= H:
+                c0_, c1_, c2_, c3_ = U[j, d], U[j + 1, d], U[j + 2, d], U[j + 3, d]
+                i = 0
+                if d >= 4:  # the bias and the first four inputs in one sweep: Z is written once, not read
+                    a00, a01, a02, a03 = U[j, 0], U[j, 1], U[j, 2], U[j, 3]
+                    a10, a11, a12, a13 = U[j + 1, 0], U[j + 1, 1], U[j + 1, 2], U[j + 1, 3]
+                    a20, a21, a22, a23 = U[j + 2, 0], U[j + 2, 1], U[j + 2, 2], U[j + 2, 3]
+                    a30, a31, a32, a33 = U[j + 3, 0], U[j + 3, 1], U[j + 3, 2], U[j + 3, 3]
+                    for q in range(nb):
+                        x0, x1, x2, x3 = xt[0, m0 + q], xt[1, m0 + q], xt[2, m0 + q], xt[3, m0 + q]
+                        Z[j, q] = c0_ + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                        Z[j + 1, q] = c1_ + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                        Z[j + 2, q] = c2_ + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                        Z[j + 3, q] = c3_ + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+                    i = 4
+                else:
+                    for q in range(nb):
+                        Z[j, q] = c0_
+                        Z[j + 1, q] = c1_
+                        Z[j + 2, q] = c2_
+                        Z[j + 3, q] = c3_
+                while i + 4 <= d:
+                    a00, a01, a02, a03 = U[j, i], U[j, i + 1], U[j, i + 2], U[j, i + 3]
+                    a10, a11, a12, a13 = U[j + 1, i], U[j + 1, i + 1], U[j + 1, i + 2], U[j + 1, i + 3]
+                    a20, a21, a22, a23 = U[j + 2, i], U[j + 2, i + 1], U[j + 2, i + 2], U[j + 2, i + 3]
+                    a30, a31, a32, a33 = U[j + 3, i], U[j + 3, i + 1], U[j + 3, i + 2], U[j + 3, i + 3]
+                    for q in range(nb):
+                        x0, x1, x2, x3 = xt[i, m0 + q], xt[i + 1, m0 + q], xt[i + 2, m0 + q], xt[i + 3, m0 + q]
+                        Z[j, q] = Z[j, q] + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                        Z[j + 1, q] = Z[j + 1, q] + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                        Z[j + 2, q] = Z[j + 2, q] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                        Z[j + 3, q] = Z[j + 3, q] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+                    i += 4
+                while i < d:
+                    a00, a10, a20, a30 = U[j, i], U[j + 1, i], U[j + 2, i], U[j + 3, i]
+                    for q in range(nb):
+                        x0 = xt[i, m0 + q]
+                        Z[j, q] = Z[j, q] + a00 * x0
+                        Z[j + 1, q] = Z[j + 1, q] + a10 * x0
+                        Z[j + 2, q] = Z[j + 2, q] + a20 * x0
+                        Z[j + 3, q] = Z[j + 3, q] + a30 * x0
+                    i += 1
+                for kk in range(k):
+                    v0_, v1_, v2_, v3_ = V[kk, j], V[kk, j + 1], V[kk, j + 2], V[kk, j + 3]
+                    for q in range(nb):
+                        z0, z1, z2, z3 = Z[j, q], Z[j + 1, q], Z[j + 2, q], Z[j + 3, q]
+                        out[kk, q] = out[kk, q] + v0_ * (z0 if z0 > zero else zero) \
+                            + v1_ * (z1 if z1 > zero else zero) + v2_ * (z2 if z2 > zero else zero) \
+                            + v3_ * (z3 if z3 > zero else zero)
+                j += 4
+            while j < H:  # the last H mod 4 units, one at a time
                 bj = U[j, d]
                 for q in range(nb):
                     Z[j, q] = bj
@@ -118,6 +180,7 @@ def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fi
                     for q in range(nb):
                         zq = Z[j, q]
                         out[kk, q] += vj * (zq if zq > zero else zero)
+                j += 1
             # residuals: out becomes delta = 2 omega (N - f)
             for kk in range(k):
                 for q in range(nb):
@@ -132,8 +195,88 @@ def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fi
                 for q in range(nb):
                     s += out[kk, q]
                 gc[kk] += s
-            # backward: each unit's sums of delta x~ over its active points of the block
-            for j in range(H):
+            # backward, four units by four inputs at a time: 16 sums, each point's delta, masks and coordinates
+            # loaded once for all of them; a unit's masked delta g_jm is recomputed in each sweep (a compare
+            # and a select) rather than stored and reloaded
+            j = 0
+            while j + 4 <= H:
+                for kk in range(k):
+                    t0 = t1 = t2 = t3 = zero
+                    i = 0
+                    while i + 4 <= d:
+                        s00 = s01 = s02 = s03 = zero
+                        s10 = s11 = s12 = s13 = zero
+                        s20 = s21 = s22 = s23 = zero
+                        s30 = s31 = s32 = s33 = zero
+                        if i == 0:  # the bias sums ride along with the first four inputs
+                            for q in range(nb):
+                                dq = out[kk, q]
+                                g0 = dq if Z[j, q] > zero else zero
+                                g1 = dq if Z[j + 1, q] > zero else zero
+                                g2 = dq if Z[j + 2, q] > zero else zero
+                                g3 = dq if Z[j + 3, q] > zero else zero
+                                x0, x1, x2, x3 = xt[0, m0 + q], xt[1, m0 + q], xt[2, m0 + q], xt[3, m0 + q]
+                                t0, t1, t2, t3 = t0 + g0, t1 + g1, t2 + g2, t3 + g3
+                                s00, s01, s02, s03 = s00 + g0 * x0, s01 + g0 * x1, s02 + g0 * x2, s03 + g0 * x3
+                                s10, s11, s12, s13 = s10 + g1 * x0, s11 + g1 * x1, s12 + g1 * x2, s13 + g1 * x3
+                                s20, s21, s22, s23 = s20 + g2 * x0, s21 + g2 * x1, s22 + g2 * x2, s23 + g2 * x3
+                                s30, s31, s32, s33 = s30 + g3 * x0, s31 + g3 * x1, s32 + g3 * x2, s33 + g3 * x3
+                        else:
+                            for q in range(nb):
+                                dq = out[kk, q]
+                                g0 = dq if Z[j, q] > zero else zero
+                                g1 = dq if Z[j + 1, q] > zero else zero
+                                g2 = dq if Z[j + 2, q] > zero else zero
+                                g3 = dq if Z[j + 3, q] > zero else zero
+                                x0, x1, x2, x3 = xt[i, m0 + q], xt[i + 1, m0 + q], xt[i + 2, m0 + q], xt[i + 3, m0 + q]
+                                s00, s01, s02, s03 = s00 + g0 * x0, s01 + g0 * x1, s02 + g0 * x2, s03 + g0 * x3
+                                s10, s11, s12, s13 = s10 + g1 * x0, s11 + g1 * x1, s12 + g1 * x2, s13 + g1 * x3
+                                s20, s21, s22, s23 = s20 + g2 * x0, s21 + g2 * x1, s22 + g2 * x2, s23 + g2 * x3
+                                s30, s31, s32, s33 = s30 + g3 * x0, s31 + g3 * x1, s32 + g3 * x2, s33 + g3 * x3
+                        Fa[j, i, kk] += s00
+                        Fa[j, i + 1, kk] += s01
+                        Fa[j, i + 2, kk] += s02
+                        Fa[j, i + 3, kk] += s03
+                        Fa[j + 1, i, kk] += s10
+                        Fa[j + 1, i + 1, kk] += s11
+                        Fa[j + 1, i + 2, kk] += s12
+                        Fa[j + 1, i + 3, kk] += s13
+                        Fa[j + 2, i, kk] += s20
+                        Fa[j + 2, i + 1, kk] += s21
+                        Fa[j + 2, i + 2, kk] += s22
+                        Fa[j + 2, i + 3, kk] += s23
+                        Fa[j + 3, i, kk] += s30
+                        Fa[j + 3, i + 1, kk] += s31
+                        Fa[j + 3, i + 2, kk] += s32
+                        Fa[j + 3, i + 3, kk] += s33
+                        i += 4
+                    if d < 4:  # no four-input sweep carried the bias sums
+                        for q in range(nb):
+                            dq = out[kk, q]
+                            t0 += dq if Z[j, q] > zero else zero
+                            t1 += dq if Z[j + 1, q] > zero else zero
+                            t2 += dq if Z[j + 2, q] > zero else zero
+                            t3 += dq if Z[j + 3, q] > zero else zero
+                    Fa[j, d, kk] += t0
+                    Fa[j + 1, d, kk] += t1
+                    Fa[j + 2, d, kk] += t2
+                    Fa[j + 3, d, kk] += t3
+                    while i < d:
+                        s00 = s10 = s20 = s30 = zero
+                        for q in range(nb):
+                            dq = out[kk, q]
+                            x0 = xt[i, m0 + q]
+                            s00 += (dq if Z[j, q] > zero else zero) * x0
+                            s10 += (dq if Z[j + 1, q] > zero else zero) * x0
+                            s20 += (dq if Z[j + 2, q] > zero else zero) * x0
+                            s30 += (dq if Z[j + 3, q] > zero else zero) * x0
+                        Fa[j, i, kk] += s00
+                        Fa[j + 1, i, kk] += s10
+                        Fa[j + 2, i, kk] += s20
+                        Fa[j + 3, i, kk] += s30
+                        i += 1
+                j += 4
+            while j < H:  # the last H mod 4 units, one at a time, with the masked delta stored once
                 for kk in range(k):
                     sb = zero
                     for q in range(nb):
@@ -164,6 +307,7 @@ def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fi
                             s0 += g[q] * xt[i, m0 + q]
                         Fa[j, i, kk] += s0
                         i += 1
+                j += 1
         risk[t] = acc
         if not need_grad:
             continue
