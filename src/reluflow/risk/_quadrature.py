@@ -142,7 +142,7 @@ class QuadratureRisk(RiskBackend):
                 return compiled.backprop_rows(self.arch, theta, self._compiled_backprop, need_grad)
             # installed but does not import: the numpy backpropagation (the same numbers to rounding)
             self.kernels = [k for k in self.kernels if k != "backprop_numba"]  # replaced: another thread may read it
-            self.kernel = "backprop" if self.kernel == "backprop_numba" else self.kernel
+            self.kernel = "backprop"
         n = theta.shape[0]
         risk = np.empty(n, dtype=self.dtype)
         grad = np.empty_like(theta) if need_grad else None
