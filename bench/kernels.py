@@ -157,8 +157,9 @@ def peers(steps: int = 5, repeats: int = 7, scale: float = 1.0, peak: float | No
 
 
 def _deep_against_torch(steps: int, repeats: int, scale: float) -> tuple[list, dict]:
-    """reluflow's kernel for the deep workloads (quadrature's generic backpropagation) and the torch autograd
-    peer, interleaved as in ``peers``; nothing where torch is not installed."""
+    """reluflow's default kernel for the deep workloads (the compiled backpropagation where numba is installed),
+    its numpy backpropagation and the torch autograd peer, interleaved as in ``peers``; nothing where torch is not
+    installed."""
     from .peers import torch_deep_peer
 
     rows, ratios = [], {}
@@ -184,8 +185,12 @@ def _deep_against_torch(steps: int, repeats: int, scale: float) -> tuple[list, d
             for _ in range(steps):
                 th -= g * fn(th)[1]
 
-        cands = {f"reluflow {be.kernel}": lambda p=problem, th=theta, g=gamma: gd_steps(p, th, steps, g),
-                 "peer: torch": peer_steps}
+        default = f"reluflow {be.kernel}"
+        cands = {default: lambda p=problem, th=theta, g=gamma: gd_steps(p, th, steps, g)}
+        if be.kernel != "backprop":  # the numpy backpropagation side by side with the compiled one
+            numpy_problem = build(spec["problem"], "backprop")
+            cands["reluflow backprop"] = lambda p=numpy_problem, th=theta, g=gamma: gd_steps(p, th, steps, g)
+        cands["peer: torch"] = peer_steps
         rates = {c: [] for c in cands}
         for fn in cands.values():
             fn()
@@ -202,8 +207,11 @@ def _deep_against_torch(steps: int, repeats: int, scale: float) -> tuple[list, d
                          "over_torch": float(np.median(r / torch_rate)),
                          "over_torch_min": float(np.min(r / torch_rate)),
                          "over_torch_max": float(np.max(r / torch_rate))})
-        ours = rows[-2]
+        ours = next(row for row in rows if row["workload"] == name and row["implementation"] == default)
         ratios[f"{name}_default_over_torch"] = ours["over_torch"]
+        if "reluflow backprop" in rates and default != "reluflow backprop":
+            ratios[f"{name}_default_over_numpy_backprop"] = float(
+                np.median(np.array(rates[default]) / np.array(rates["reluflow backprop"])))
     if rows:
         print(f"\nDeep nets (d = 2, widths [32, 32], M = 1024) against torch autograd (float64, one thread, {repeats} "
               "interleaved repeats):")
@@ -212,6 +220,9 @@ def _deep_against_torch(steps: int, repeats: int, scale: float) -> tuple[list, d
         for name in ("deep-tanh", "deep-relu"):
             if f"{name}_default_over_torch" in ratios:
                 print(f"{name} (default kernel) / torch: {ratios[f'{name}_default_over_torch']:.2f}x [target >= 1.5x]")
+            if f"{name}_default_over_numpy_backprop" in ratios:
+                print(f"{name} (default kernel) / numpy backprop: "
+                      f"{ratios[f'{name}_default_over_numpy_backprop']:.2f}x")
     return rows, ratios
 
 

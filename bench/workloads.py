@@ -32,7 +32,8 @@ def w2_problem() -> dict:
 
 def deep_problem(activation: str) -> dict:
     """The deep-net workload of issue #20: d = 2, widths [32, 32], a 1024-point standard Gaussian sample (empirical
-    measure, so M = 1024 exactly), a teacher with 8 units; quadrature's generic backpropagation kernel."""
+    measure, so M = 1024 exactly), a teacher with 8 units; quadrature's backpropagation (the compiled kernel,
+    ``backprop_numba``, where numba is installed, else ``backprop``)."""
     return {
         "network": {"input_dim": 2, "widths": [32, 32], "activation": activation},
         "measure": {"kind": "empirical", "sample": {"distribution": "gaussian", "n_points": 1024, "seed": 0, "dim": 2}},
@@ -54,8 +55,8 @@ def w3_problem() -> dict:
 
 def build(problem: dict, kernel: str | None = None) -> reluflow.Problem:
     """The problem, with its backend's kernel forced to ``kernel`` (default: the one it picks): ``points1d_numba``,
-    ``points1d``, ``mask_numba``, ``mask_gemm`` or ``backprop`` for quadrature, ``numba`` or ``numpy`` for
-    exact1d."""
+    ``points1d``, ``mask_numba``, ``mask_gemm``, ``backprop_numba`` or ``backprop`` for quadrature, ``numba`` or
+    ``numpy`` for exact1d."""
     prob = reluflow.Problem.from_dict(problem)
     if kernel is not None:
         if kernel not in getattr(prob.backend, "kernels", ()):

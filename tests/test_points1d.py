@@ -132,8 +132,10 @@ def test_float32_and_higher_dimensions_keep_the_other_kernels():
     target2 = {"kind": "affine", "slope": [[1.0, 2.0]], "intercept": [0.0]}
     p2 = make({"input_dim": 2, "widths": [4]}, measure={"kind": "gaussian", "dim": 2}, target=target2)
     assert p2.backend.kernel == mask
-    assert make({"input_dim": 1, "widths": [4, 3]}).backend.kernel == "backprop"
-    assert make({"input_dim": 1, "widths": [4], "activation": "tanh"}).backend.kernel == "backprop"
+    # everything else: backpropagation, compiled where numba is installed (tests/test_backprop_numba.py)
+    backprop = "backprop_numba" if numba_installed() else "backprop"
+    assert make({"input_dim": 1, "widths": [4, 3]}).backend.kernel == backprop
+    assert make({"input_dim": 1, "widths": [4], "activation": "tanh"}).backend.kernel == backprop
 
 
 def test_an_unknown_kernel_is_named(rng):

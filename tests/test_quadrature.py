@@ -87,7 +87,8 @@ def test_all_dead_network_has_closed_form_risk():
     np.testing.assert_allclose(grad[0, -1], 2 * (c - (alpha / 2 + beta)), rtol=1e-13)
 
 
-@pytest.mark.parametrize("kernel", ["points1d_numba", "points1d", "mask_gemm", "mask_numba", "backprop"])
+@pytest.mark.parametrize("kernel", ["points1d_numba", "points1d", "mask_gemm", "mask_numba", "backprop_numba",
+                                    "backprop"])
 def test_rows_are_bitwise_independent_of_the_batch(kernel, rng):
     p = make({"input_dim": 1, "widths": [16]}, n_points=512)
     if kernel not in p.backend.kernels:

@@ -10,8 +10,11 @@ rounding): shallow ReLU nets with input dimension 1 take the compiled sorted-poi
 as the numpy one) or else the sorted-points kernel of ``_points1d.py`` (no ``H x M`` work; float64 only); other
 shallow ReLU nets the compiled kernel of ``_shallow_numba.py``
 (``mask_numba``, where numba is installed: the mask-GEMM algebra fused into one loop per trajectory) or else the
-mask-GEMM kernel of ``network/_shallow.py``; everything else the generic backpropagation of
-``network/_architecture.py``. Trajectories are processed in chunks
+mask-GEMM kernel of ``network/_shallow.py``; everything else (any depth and activation) the compiled
+backpropagation of ``_backprop_numba.py`` (``backprop_numba``, where numba is installed: per trajectory, the
+points in cache-sized blocks, forward and backward fused) or else the generic backpropagation of
+``network/_architecture.py`` (``backprop``). The numpy kernels stay as the fallback where numba is missing or a
+compiled module cannot be set up. ``backprop`` processes trajectories in chunks
 so that the ``(T, M, h)`` intermediates stay near ``CHUNK_ELEMENTS`` elements.
 """
 
@@ -36,6 +39,12 @@ from ._points1d import applies as points1d_applies
 # rows of the slots in points1d_numba's per-call scratch, per output (_points1d_numba.SCRATCH_ROWS: that module
 # imports numba, so the number is repeated here and checked by tests/test_points1d_numba.py)
 POINTS1D_SCRATCH_ROWS = 6
+# points per block of backprop_numba (_backprop_numba.POINT_BLOCK, repeated for the memory model and checked by
+# tests/test_backprop_numba.py)
+BACKPROP_POINT_BLOCK = 128
+# the activations backprop_numba knows (_backprop_numba.ACTIVATION_CODES: that module imports numba, so the names
+# are repeated here and checked by tests/test_backprop_numba.py)
+BACKPROP_NUMBA_ACTIVATIONS = frozenset({"relu", "leaky_relu", "tanh", "sigmoid", "softplus"})
 # ~512 KB of float64 per (chunk, M, h) array: backpropagation streams through several such arrays per layer, and
 # they stay in a core's L2 cache only at about this size (bench/README.md, "deep nets")
 CHUNK_ELEMENTS = 1 << 16
@@ -69,6 +78,8 @@ class QuadratureRisk(RiskBackend):
         widest = max((*arch.widths, arch.output_dim, arch.input_dim))
         self.chunk = max(1, CHUNK_ELEMENTS // (len(self.points) * widest))
         self.kernels = ["backprop"]
+        if numba_installed() and arch.activation in BACKPROP_NUMBA_ACTIVATIONS:
+            self.kernels.insert(0, "backprop_numba")
         if shallow_fast_path_applies(arch):
             self.kernels.insert(0, "mask_gemm")
             self.x_tilde = np.ascontiguousarray(
@@ -89,6 +100,7 @@ class QuadratureRisk(RiskBackend):
         self.kernel = self.kernels[0]
         self._compiled_points = None  # the point set in the compiled kernels' layouts, built on first use
         self._compiled_sorted = None
+        self._compiled_backprop = None
 
     @classmethod
     def why_not(cls, arch, measure, target) -> str | None:
@@ -121,6 +133,16 @@ class QuadratureRisk(RiskBackend):
             # installed but does not import: the numpy mask kernel (the same numbers to rounding)
             self.kernels = [k for k in self.kernels if k != "mask_numba"]  # replaced: another thread may read it
             self.kernel = "mask_gemm"
+        if self.kernel == "backprop_numba":
+            compiled = _compiled_backprop_module()
+            if compiled is not None:
+                if self._compiled_backprop is None:
+                    self._compiled_backprop = compiled.BackpropPoints(self.points, self.weights, self.target_values,
+                                                                      self.dtype)
+                return compiled.backprop_rows(self.arch, theta, self._compiled_backprop, need_grad)
+            # installed but does not import: the numpy backpropagation (the same numbers to rounding)
+            self.kernels = [k for k in self.kernels if k != "backprop_numba"]  # replaced: another thread may read it
+            self.kernel = "backprop"
         n = theta.shape[0]
         risk = np.empty(n, dtype=self.dtype)
         grad = np.empty_like(theta) if need_grad else None
@@ -164,6 +186,9 @@ class QuadratureRisk(RiskBackend):
         - ``mask_gemm``: the mask buffer ``(chunk, H, M)`` (``fixed``: allocated whole for any batch) and per row
           of a chunk ``q`` and ``e`` ``(M, k (d + 1))``, four ``(M, k)`` arrays, the ``(H, d + 1)`` products
           and the chunk's ``G``;
+        - ``backprop_numba``: its per-call scratch (``_backprop_numba.scratch_elements``: the biases, a block of
+          points' activations and derivatives of every hidden layer, two deltas of a block, one layer's weight
+          gradient) and the fixed output layer's weights; nothing per row beyond the results;
         - ``backprop``: per row of a chunk each hidden layer's pre-activation and activation ``(M, h)``, the
           backward pass's temporaries (``_evaluate_memory``), four ``(M, k)`` output arrays and the chunk's ``G``.
         """
@@ -186,6 +211,8 @@ class QuadratureRisk(RiskBackend):
             data += M * (d + 1 + k) * it
         if any(kernel.startswith("points1d") for kernel in self.kernels):
             data += self.sorted_points.n_slots * (3 + k) * 8
+        if "backprop_numba" in self.kernels:  # its blocked copy of the points and target values, and the weights
+            data += M * (d + 1 + k) * it
         if "points1d_numba" in self.kernels:  # its copy: points, centred points and their double, weights, targets
             data += self.sorted_points.n_slots * (4 + k) * it
         return Memory(2.0 * data)
@@ -215,6 +242,13 @@ class QuadratureRisk(RiskBackend):
             # pre-activations and outputs, _shallow_numba.POINT_BLOCK points); nothing per row beyond the results
             H, block = widths[0], 256
             return Memory(CALL_BYTES + it * (H * (d + 1) * (k + 1) + block * (H + k + 1) + k * (H + 2)), io)
+        if self.kernel == "backprop_numba":
+            sizes = (d, *widths, k)
+            block = BACKPROP_POINT_BLOCK
+            scratch = (sum(sizes[1:]) + 2 * block * sum(widths) + 2 * block * max(sizes)
+                       + max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
+            # and three index arrays and the fixed output weights (allocated in Python)
+            return Memory(CALL_BYTES + it * (scratch + k * widths[-1]) + 3 * 8 * (len(sizes) + 8), io)
         if self.kernel == "mask_gemm":
             H = widths[0]
             work = it * (M * (3 * k * (d + 1) + 5 * k) + H * (d + 1) * (3 * k + 2) + P)
@@ -259,6 +293,19 @@ def _compiled_points1d_module() -> ModuleType | None:
                       RuntimeWarning, stacklevel=3)
         return None
     return _points1d_numba
+
+
+@functools.cache
+def _compiled_backprop_module() -> ModuleType | None:
+    """``_backprop_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
+    try:
+        from . import _backprop_numba
+    except Exception as exc:  # as in _compiled_module
+        warnings.warn(f"numba is installed but quadrature's compiled backpropagation cannot be set up "
+                      f"({type(exc).__name__}: {exc}); quadrature uses its numpy kernels, which give the same results "
+                      "to rounding, more slowly", RuntimeWarning, stacklevel=3)
+        return None
+    return _backprop_numba
 
 
 @functools.cache
