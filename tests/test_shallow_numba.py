@@ -187,3 +187,9 @@ def test_the_numpy_kernel_is_kept_where_the_compiled_one_cannot_be_set_up(rng, m
     assert q.backend.kernel == "mask_gemm" and "mask_numba" not in q.backend.kernels
     np.testing.assert_allclose(r_np, r, rtol=1e-13)
     np.testing.assert_allclose(g_np, g, rtol=1e-12, atol=1e-13 * np.abs(g).max())
+
+
+def test_the_memory_model_uses_the_kernels_point_block():
+    from reluflow.risk import _quadrature
+
+    assert _quadrature.SHALLOW_POINT_BLOCK == POINT_BLOCK

@@ -39,6 +39,9 @@ from ._points1d import applies as points1d_applies
 # rows of the slots in points1d_numba's per-call scratch, per output (_points1d_numba.SCRATCH_ROWS: that module
 # imports numba, so the number is repeated here and checked by tests/test_points1d_numba.py)
 POINTS1D_SCRATCH_ROWS = 6
+# points per block of mask_numba (_shallow_numba.POINT_BLOCK, repeated for the memory model and checked by
+# tests/test_shallow_numba.py)
+SHALLOW_POINT_BLOCK = 256
 # points per block of backprop_numba (_backprop_numba.POINT_BLOCK, repeated for the memory model and checked by
 # tests/test_backprop_numba.py)
 BACKPROP_POINT_BLOCK = 128
@@ -240,7 +243,7 @@ class QuadratureRisk(RiskBackend):
         if self.kernel == "mask_numba":
             # per call the scratch of _shallow_numba._rows (the units' parameters and sums, one point block's
             # pre-activations and outputs, _shallow_numba.POINT_BLOCK points); nothing per row beyond the results
-            H, block = widths[0], 256
+            H, block = widths[0], SHALLOW_POINT_BLOCK
             return Memory(CALL_BYTES + it * (H * (d + 1) * (k + 1) + block * (H + k + 1) + k * (H + 2)), io)
         if self.kernel == "backprop_numba":
             sizes = (d, *widths, k)
