@@ -223,7 +223,8 @@ def forward_backward(
     """Risk ``sum_m w_m |N(x_m) - f(x_m)|^2`` ``(T,)`` and its generalized gradient ``(T, P)``.
 
     ``x`` ``(M, d)``, ``weights`` ``(M,)``, ``target_values`` ``(M, k)``. Backpropagation with the activation
-    derivatives of ``DERIVATIVES`` (``relu'(0) = 0``). Each trajectory's arithmetic is independent of the others,
+    derivatives of ``DERIVATIVES`` (``relu'(0) = 0``; tanh' and sigmoid' taken from the stored activations,
+    ``DERIVATIVES_OF_OUTPUT``, the same numbers). Each trajectory's arithmetic is independent of the others,
     so a row's result does not depend on the batch it is evaluated in.
     """
     act = ACTIVATIONS[arch.activation]
