@@ -43,6 +43,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
+from ._numba_rows import kernel_rows, nan_row_if_not_finite, njit_kernel
+
 __all__ = ["ACTIVATION_CODES", "BLAS_MIN", "POINT_BLOCK", "BackpropPoints", "applies", "backprop_rows",
            "scratch_elements"]
 
@@ -62,12 +64,6 @@ _INV_LN2 = 1.44269504088896338700e00
 def applies(arch) -> bool:
     """Any architecture ``Architecture`` builds, with an activation this kernel knows."""
     return arch.activation in ACTIVATION_CODES
-
-
-def _njit(fn):
-    # error_model="numpy": a division by zero gives inf/nan like numpy instead of raising. fastmath only lets LLVM
-    # contract a * b + c and vectorize reductions; 'nnan'/'ninf' are left out, so NaN and inf behave as IEEE says.
-    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})(fn)
 
 
 @intrinsic
@@ -112,7 +108,7 @@ def _tanh(z):
     return math.copysign(abs(m) / (2.0 + m), z)  # tanh(-0.0) = -0.0
 
 
-@_njit
+@njit_kernel
 def _activate(a, dv, n, act, slope, one, half):
     """``a[:n]`` (pre-activations) becomes the activations in place, ``dv[:n]`` the activation's derivative."""
     zero = one - one
@@ -150,7 +146,7 @@ def _activate(a, dv, n, act, slope, one, half):
             a[e] = sp
 
 
-@_njit
+@njit_kernel
 def _forward(w, prev, b, out, blas):
     """``out = w @ prev + b``: ``w`` ``(n_out, n_in)``, ``prev`` ``(n_in, nb)``, ``out`` ``(n_out, nb)``."""
     n_out, n_in = w.shape
@@ -180,7 +176,7 @@ def _forward(w, prev, b, out, blas):
             i += 1
 
 
-@_njit
+@njit_kernel
 def _grad_weights(delta, prev, g, tmp, blas):
     """``g += delta @ prev.T``: ``delta`` ``(n_out, nb)``, ``prev`` ``(n_in, nb)``, ``g`` ``(n_out, n_in)``;
     ``tmp`` has room for ``n_out n_in`` entries."""
@@ -202,7 +198,7 @@ def _grad_weights(delta, prev, g, tmp, blas):
             g[j, i] += s
 
 
-@_njit
+@njit_kernel
 def _backward(w, delta, dv, new, blas):
     """``new = (w.T @ delta) * dv``: ``w`` ``(n_out, n_in)``, ``delta`` ``(n_out, nb)``, ``dv`` and ``new``
     ``(n_in, nb)``."""
@@ -232,7 +228,7 @@ def _backward(w, delta, dv, new, blas):
             new[i, q] *= dv[i, q]
 
 
-@_njit
+@njit_kernel
 def _rows(theta, x, wts, f, risk, grad, need_grad, sizes, woff, boff, fixed_w, act, slope, scratch, MB, blas_min):
     """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
 
@@ -280,15 +276,7 @@ def _rows(theta, x, wts, f, risk, grad, need_grad, sizes, woff, boff, fixed_w, a
             for j in range(sizes[layer + 1]):
                 B[bpos[layer] + j] = zero
     for t in range(T):
-        finite = True
-        for p in range(P):
-            if not np.isfinite(theta[t, p]):
-                finite = False
-        if not finite:
-            risk[t] = np.nan
-            if need_grad:
-                for p in range(P):
-                    grad[t, p] = np.nan
+        if nan_row_if_not_finite(theta, t, risk, grad, need_grad):
             continue
         for layer in range(nl):
             if boff[layer] >= 0:
@@ -394,9 +382,7 @@ def backprop_rows(arch, theta: np.ndarray, pts: BackpropPoints, need_grad: bool,
                   blas_min: int = BLAS_MIN) -> tuple[np.ndarray, np.ndarray | None]:
     """``(risk (T,), G (T, P) or None)`` in ``pts.dtype`` for any architecture ``arch`` (``applies``)."""
     dtype = pts.dtype
-    theta = np.ascontiguousarray(theta, dtype=dtype)
-    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
-        theta = theta.copy()
+    theta = kernel_rows(theta, dtype)
     T, P = theta.shape
     risk = np.empty(T, dtype)
     grad = np.empty((T, P), dtype) if need_grad else np.empty((0, P), dtype)

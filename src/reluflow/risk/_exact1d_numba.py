@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from . import _scan
+from ._numba_rows import kernel_rows
 
 # The prefix sums' block length, frozen into the compiled code. numba's disk cache notices changes to this file
 # only, so the value is written here and checked against _scan's: a mismatch must not load a stale kernel whose
@@ -489,8 +490,6 @@ def exact1d_rows(kernel, args: tuple, theta: np.ndarray, need_grad: bool) -> tup
     n = theta.shape[0]
     risk = np.empty(n)
     grad = np.empty((n, theta.shape[1])) if need_grad else np.empty((0, theta.shape[1]))
-    theta = np.ascontiguousarray(theta)
-    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
-        theta = theta.copy()
+    theta = kernel_rows(theta, np.float64)
     kernel(theta, risk, grad, need_grad, *args)
     return risk, (grad if need_grad else None)

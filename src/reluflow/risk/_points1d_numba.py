@@ -37,6 +37,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._numba_rows import kernel_rows, nan_row_if_not_finite
 from ._points1d import SortedPoints1D
 from ._scan import BLOCK
 
@@ -155,7 +156,6 @@ def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2,
     zero = np.zeros(1, dt)[0]
     mzero = -zero  # x + (-0.0) is x, bit for bit: partial sums start from it instead of branching
     two = zero + 2.0
-    nan = zero + np.nan
     w = np.empty(H, dt)
     bsh = np.empty(H, dt)
     vals = np.empty((C, H), dt)
@@ -165,15 +165,7 @@ def _rows(theta, risk, grad, need_grad, H, k, w0, b0, v0, c0, fixed, x, xc, xc2,
     suffix = np.empty(H, np.bool_)
     prefix_run = np.empty(H, np.bool_)  # end > 0: a prefix unit with at least one active point
     for t in range(T):
-        finite = True
-        for p in range(P):
-            if not np.isfinite(theta[t, p]):
-                finite = False
-        if not finite:
-            risk[t] = nan
-            if need_grad:
-                for p in range(P):
-                    grad[t, p] = nan
+        if nan_row_if_not_finite(theta, t, risk, grad, need_grad):
             continue
         # ---- each unit's run of active points (as in _chunk: t = -b / w, suffix/prefix, start/last slots)
         for kk in range(k):
@@ -357,9 +349,7 @@ def points1d_rows(arch, theta: np.ndarray, pts: CompiledPoints1D,
                   need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``(risk (T,), G (T, P) or None)`` in ``pts.dtype`` for a shallow 1D ReLU net ``arch``."""
     dtype = pts.dtype
-    theta = np.ascontiguousarray(theta, dtype=dtype)
-    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
-        theta = theta.copy()
+    theta = kernel_rows(theta, dtype)
     T, P = theta.shape
     k, n = arch.output_dim, pts.n_slots
     risk = np.empty(T, dtype)

@@ -38,8 +38,9 @@ keeps the numpy kernels where numba is missing or this module cannot be set up; 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ._numba_rows import kernel_rows, nan_row_if_not_finite, njit_kernel
 
 __all__ = ["POINT_BLOCK", "ShallowPoints", "shallow_rows"]
 
@@ -49,13 +50,7 @@ __all__ = ["POINT_BLOCK", "ShallowPoints", "shallow_rows"]
 POINT_BLOCK = 256
 
 
-def _njit(fn):
-    # error_model="numpy": a division by zero gives inf/nan like numpy instead of raising. fastmath only lets LLVM
-    # contract a * b + c and vectorize reductions; 'nnan'/'ninf' are left out, so NaN and inf behave as IEEE says.
-    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})(fn)
-
-
-@_njit
+@njit_kernel
 def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fixed):
     """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
 
@@ -77,15 +72,7 @@ def _rows(theta, xt, wts, ft, risk, grad, need_grad, H, d, k, w0, b0, v0, c0, fi
     Fa = np.empty((H, d + 1, k), dt)
     gc = np.empty(k, dt)
     for t in range(T):
-        finite = True
-        for p in range(theta.shape[1]):
-            if not np.isfinite(theta[t, p]):
-                finite = False
-        if not finite:
-            risk[t] = np.nan
-            if need_grad:
-                for p in range(theta.shape[1]):
-                    grad[t, p] = np.nan
+        if nan_row_if_not_finite(theta, t, risk, grad, need_grad):
             continue
         for j in range(H):
             for i in range(d):
@@ -345,9 +332,7 @@ def shallow_rows(arch, theta: np.ndarray, pts: ShallowPoints, need_grad: bool) -
     """``(risk (T,), G (T, P) or None)`` in ``theta``'s dtype for a shallow ReLU net ``arch``."""
     n = theta.shape[0]
     dtype = pts.weights.dtype
-    theta = np.ascontiguousarray(theta, dtype=dtype)
-    if not theta.flags.writeable:  # e.g. deserialized by dask: a read-only array would compile a second signature
-        theta = theta.copy()
+    theta = kernel_rows(theta, dtype)
     risk = np.empty(n, dtype)
     grad = np.empty((n, theta.shape[1]), dtype) if need_grad else np.empty((0, theta.shape[1]), dtype)
     hidden, output = arch.layers
