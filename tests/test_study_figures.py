@@ -251,3 +251,32 @@ def test_snakemake_report_has_each_figure_and_the_verdict_with_captions(finished
     assert verdict.group(1) == json.loads((d / "results" / "tiny" / "verdict.json").read_text())["status"]
     assert "<strong>Verdict</strong>" in verdict.group(2)
     assert '"T1 tiny"' in page  # the study's category: claim id and name
+
+
+def test_a_long_title_stays_within_the_figure_and_clear_of_the_legend(finished):
+    """Every figure of a study with a long name: the title (centred over the panels, wrapped to their width) lies
+    inside the figure and overlaps no legend. Centred over the whole figure, it ran into the shared legend's
+    column of single-panel figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from reluflow import plot
+    from reluflow.pipeline._figures import DRAW, _load_for
+
+    d, _ = finished
+    name = "a_study_whose_name_is_long_enough_to_crowd_a_title"
+    study = _plan(STUDY.replace("  tiny:", f"  {name}:")).study(name)
+    tables = _load_for(d / "results" / "tiny", list(DRAW))
+    for figure, draw in DRAW.items():
+        fig = draw(study, tables)
+        with plot.publication():
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+        renderer = canvas.get_renderer()
+        titles = [t for t in fig.findobj(Text) if t.get_text().startswith(name[:20])]
+        assert len(titles) == 1, figure
+        box = titles[0].get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (figure, box, fig.bbox)
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        for legend in legends:
+            assert not box.overlaps(legend.get_window_extent(renderer)), figure

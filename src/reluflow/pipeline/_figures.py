@@ -33,6 +33,11 @@ log = logging.getLogger("reluflow.pipeline")
 MAX_CELLS_PER_PANEL = 4
 #: ... except in figures of lines alone (no bands), which stay readable with more
 MAX_LINES_PER_PANEL = 8
+#: inches added on the right of a figure for its shared legend
+LEGEND_WIDTH = 1.6
+#: characters of a figure's title per inch (publication style, wide characters such as `_` counted), to wrap it within
+#: the panels
+TITLE_CHARS_PER_INCH = 11
 
 
 def _panels(t: StudyTables, most: int) -> list[tuple[str, list[str]]]:
@@ -49,9 +54,12 @@ def _figure(t: StudyTables, n_panels: int, panel: tuple[float, float], title: st
     from .. import plot
 
     fig, axes = plot.figure(n_panels, panel=panel, sharex=sharex, sharey=sharey)
-    fig.suptitle(title)
-    width = fig.get_figwidth() + (1.6 if legend_right else 0.0)  # room for a shared legend on the right
+    panels_width = fig.get_figwidth()
+    width = panels_width + (LEGEND_WIDTH if legend_right else 0.0)  # room for a shared legend on the right
     fig.set_figwidth(width)
+    # centred over the panels, wrapped to their width: centred over the whole figure, a title longer than the
+    # panels ran into the legend's column
+    fig.suptitle(textwrap.fill(title, width=int(TITLE_CHARS_PER_INCH * panels_width)), x=0.5 * panels_width / width)
     # the caption line of the fixed parameters, wrapped to the figure's width (about 19 characters per inch)
     fig.supxlabel(textwrap.fill(plot.caption(t), width=int(19 * width)), fontsize=6, color="0.3", x=0.01,
                   ha="left", multialignment="left")
