@@ -158,6 +158,24 @@ def test_gd_and_gf_cells_are_told_apart_by_kind_not_by_their_unset_parameters(c7
     assert [label for label, _ in rp.group_cells(quick)] == ["gd", "gf"]
 
 
+def test_labels_name_problem_parameters_that_vary_with_the_encoded_one():
+    """Safran & Shamir's cells vary the student's width and the input dimension (= the teacher's width) at once:
+    the width alone tells the cells apart, but a label naming only it hid k (k8_n9 read "width=9")."""
+    cells = [(6, 6), (8, 8), (10, 10), (8, 9)]
+    tables = make_tables([{"cell": f"k{k}_n{n}", "problem.network.widths": (n,), "problem.network.input_dim": k,
+                           "problem.measure.dim": k, "problem.target.widths": (k,), **GD, "method.step_size": 0.05}
+                          for k, n in cells])
+    assert rp.varying_keys(tables) == ["problem.network.widths"]  # one encoding: colour by width
+    labels = {c: s["label"] for c, s in rp.series_styles(tables).items()}
+    # d named once: the measure's dimension and the teacher's width repeat it cell for cell
+    assert labels == {"k6_n6": "width=6, d=6", "k8_n8": "width=8, d=8", "k10_n10": "width=10, d=10",
+                      "k8_n9": "width=9, d=8"}
+    # a teacher width that does not repeat d is named as the teacher's
+    other = make_tables([{"cell": f"k{k}", "problem.network.widths": (8,), "problem.network.input_dim": 4,
+                          "problem.target.widths": (k,), **GD, "method.step_size": 0.05} for k in (2, 3)])
+    assert [s["label"] for s in rp.series_styles(other).values()] == ["target width=2", "target width=3"]
+
+
 def test_third_key_is_a_marker():
     tables = make_tables([{"cell": f"w{w}-lr{s}-{k}", "problem.network.widths": (w,), **GD, "method.step_size": s,
                            "init.kind": k} for w in (4, 16) for s in (0.01, 0.04) for k in ("normal", "uniform")])

@@ -143,7 +143,10 @@ def _label_part(column: str, value: Any) -> str | None:
         return None
     if column == "method.kind":  # gd, gf: the value says it
         return format_value(value, column)
-    return f"{short_name(column)}={format_value(value, column)}"
+    # the teacher's width is not the student's
+    name = f"target {short_name(column)}" if column.startswith("problem.target.") and not column.endswith(".kind") \
+        else short_name(column)
+    return f"{name}={format_value(value, column)}"
 
 
 # ---------------------------------------------------------------------------------------------------- encodings
@@ -182,6 +185,38 @@ def varying_keys(cells: pd.DataFrame | StudyTables) -> list[str]:
     return sorted(numeric, key=order.get) + sorted((c for c in kept if c not in numeric), key=order.get)
 
 
+def _label_keys(cells: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """``keys``, then the problem's parameters that take two or more values across ``cells``, are set in every
+    cell, and do not repeat, cell for cell, the values of a column already named: parameters of the problem that
+    vary together with the encoded ones (Safran & Shamir's cells vary the width and the input dimension at once;
+    a label naming the width alone hides the dimension). Method and init parameters that differ with the method's
+    kind (GF's checkpoints against GD's) are bookkeeping the kind already names, and stay out."""
+    columns = [c for c in cells.columns if c.startswith("problem.")]
+    named = list(keys)
+    ids = [str(c) for c in cells["cell"]]
+
+    def text(col: str) -> tuple[str, ...]:
+        values = _cell_values(cells, col)
+        return tuple(format_value(values[c], col) for c in ids)
+
+    shown = {text(k) for k in named}
+    sections = ("network", "measure", "target")  # the student's own parameters first: d before the teacher's width
+
+    def rank(col: str) -> tuple:
+        parts = col.split(".")
+        return (sections.index(parts[1]) if parts[1] in sections else len(sections),
+                PREFERRED.index(parts[-1]) if parts[-1] in PREFERRED else len(PREFERRED), columns.index(col))
+
+    for col in sorted(_varying(cells, columns), key=rank):
+        if col in named or cells[col].map(_is_null).any():
+            continue
+        values = text(col)
+        if len(set(values)) > 1 and values not in shown:
+            named.append(col)
+            shown.add(values)
+    return named
+
+
 def series_styles(cells: pd.DataFrame | StudyTables, *, keys: Sequence[str] | None = None,
                   channels: Sequence[str] = CHANNELS, cmap: str = "viridis") -> dict[str, dict[str, Any]]:
     """A style per cell, from the grid keys that vary: ``{cell: {"color", "linestyle", "marker", "label"}}``.
@@ -191,7 +226,8 @@ def series_styles(cells: pd.DataFrame | StudyTables, *, keys: Sequence[str] | No
     colour (a sequential colormap, ``cmap``, over numbers in sorted order; ``tab10`` for other values; cells
     where a numeric key is unset, such as GF among GD step sizes, dark grey), the second by line style, the third
     by marker; keys beyond the channels appear in the labels only. Labels read ``width=16, step=0.02, gd``
-    (``method.kind`` as its value alone; unset values left out). ``ax.plot(x, y, **styles[cell])`` draws a
+    (``method.kind`` as its value alone; unset values left out), followed by the parameters that vary together
+    with the encoded ones (``width=9, d=8``). ``ax.plot(x, y, **styles[cell])`` draws a
     cell's series.
     """
     from matplotlib import colormaps
@@ -225,8 +261,9 @@ def series_styles(cells: pd.DataFrame | StudyTables, *, keys: Sequence[str] | No
                 styles[c]["marker"] = MARKERS[index[_hashable(values[c])] % len(MARKERS)]
         else:
             raise ValueError(f"channel {channel!r} is not allowed: expected one of {CHANNELS}")
+    label_keys = _label_keys(cells, keys)
     for c in ids:
-        parts = [p for p in (_label_part(k, _cell_values(cells, k)[c]) for k in keys) if p]
+        parts = [p for p in (_label_part(k, _cell_values(cells, k)[c]) for k in label_keys) if p]
         styles[c]["label"] = ", ".join(parts) or c
     return styles
 
