@@ -31,9 +31,17 @@ in the last place of ``np.arccos``, exact at ``-1, 0, 1``, NaN outside ``[-1, 1]
 Floating point. float64 throughout; a float32 ``theta`` is read as float64 (exactly), computed in float64 with the
 teacher's float64 constants, and the results rounded to float32, so a float32 row's results are the float64 results
 of the same (float32) parameters, rounded. Sums run in another order than the numpy kernel's matmuls and einsums
-(with fused multiply-adds: ``fastmath`` allows contraction and reassociation, never ``nnan``/``ninf``), so the two
-kernels agree to rounding, not bit for bit. Every loop runs over sizes fixed by the problem and reads only the
-row's own parameters and per-call scratch, so a trajectory's bits do not depend on the batch it is in.
+(with fused multiply-adds), so the two kernels agree to rounding, not bit for bit.
+
+Determinism. Unlike the other compiled kernels (``_numba_rows.njit_kernel``), these functions allow contraction
+only, not reassociation. LLVM guards a vectorized loop that stores to one array and loads from another with a
+run-time check that the two do not overlap (or lie too close), and runs the scalar loop where the check fails;
+which path runs depends on where the allocator put the arrays. With reassociation a vectorized sum (a norm, a dot
+product) adds in another order than its scalar loop, so a few evaluations in an SS2018 run (3141 of 72111 at
+k20_n20, 64 trajectories) gave other bits for the same row, and two runs of one cell differed in the last digits
+of three trajectories. Without it every loop gives the same bits on either path (the axpy loops that carry the
+work vectorize without it); every loop runs over sizes fixed by the problem and reads only the row's own
+parameters and per-call scratch, so a trajectory's bits depend neither on the batch it is in nor on the heap.
 
 numba is optional (``reluflow[fast]``): ``_gaussian`` imports this module on the first compiled evaluation and
 keeps the numpy kernel where numba is missing or this module cannot be set up; compiled code is cached on disk.
@@ -46,7 +54,7 @@ import math
 import numba
 import numpy as np
 
-from ._numba_rows import bits_as_float64, float64_bits, kernel_rows, nan_row_if_not_finite, njit_kernel
+from ._numba_rows import bits_as_float64, float64_bits, kernel_rows, nan_row_if_not_finite
 
 __all__ = ["acos", "gaussian_rows"]
 
@@ -102,7 +110,7 @@ def acos(x):
     return near_zero if small else big
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _add_product(A, a0, B, b0, out, K):
     """``out[i, e] += sum_{p < K} A[i, a0 + p] B[b0 + p, e]`` for every row ``i`` of ``out`` ``(M, N)``.
 
@@ -128,7 +136,7 @@ def _add_product(A, a0, B, b0, out, K):
         i += 1
 
 
-@njit_kernel
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
     """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
 
