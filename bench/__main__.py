@@ -13,8 +13,8 @@ from .pipeline import SNAKEMAKE_MODES, default_modes
 
 SUITES = ("risk", "kernels", "costs", "dynamics", "memory", "pipeline")
 # run only when named (about 4 minutes per round with every mode): the whole quickstart through Snakemake,
-# --cores 1 against --cores 2
-OPTIONAL_SUITES = ("snakemake", "stiff")
+# --cores 1 against --cores 2; stiff; gaussian, the gaussian kernels' table of the costs suite alone (~1 min)
+OPTIONAL_SUITES = ("snakemake", "stiff", "gaussian")
 
 
 def main() -> None:
@@ -54,6 +54,10 @@ def main() -> None:
         from . import costs
 
         out["costs"] = costs.run(repeats=3, quick=args.quick)
+    if "gaussian" in suites:  # costs' gaussian table alone
+        from . import costs
+
+        out["gaussian"] = costs.gaussian_kernels(repeats=5 if args.quick else 15, quick=args.quick)
     if "dynamics" in suites:
         from . import dynamics
 

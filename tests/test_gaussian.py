@@ -4,7 +4,8 @@ Checked against (1) central finite differences, (2) Monte Carlo with its own sta
 independent kink-aware polar-coordinate quadrature in d = 2, and the package's Gauss-Hermite quadrature
 backend, (4) a direct per-pair evaluation with the stable angle formula at nearly (anti)parallel
 configurations; plus robustness at w_i = 0 and at angles 0 and pi, bitwise batch invariance, dead-unit counts
-and applicability.
+and applicability. Every test runs on both kernels: the compiled one (``risk/_gaussian_numba.py``, the default
+where numba is installed) and the numpy one (tests/test_gaussian_numba.py compares the two directly).
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ import reluflow
 from reluflow.network import forward
 from reluflow.risk import _gaussian
 from reluflow.risk._gaussian import GaussianRisk
+
+
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def kernel(request, monkeypatch):
+    """The kernel every problem of the test gets: ``numba`` (the default; skipped where numba is missing) or
+    ``numpy`` (the backend then sees no numba)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        assert _gaussian._compiled_module() is not None  # no silent fallback: numpy twice would prove nothing
+    else:
+        monkeypatch.setattr(_gaussian, "numba_installed", lambda: False)
+    return request.param
 
 
 def make_problem(d, H, n, k=1, *, fixed=False, sigma=1.0, backend="gaussian", dtype="float64", seed=0,
@@ -338,10 +351,12 @@ def test_global_minimum(fixed):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_risk_is_never_negative_at_the_teacher(dtype):
+def test_risk_is_never_negative_at_the_teacher(dtype, kernel):
     """L = E[N^2] - 2 E[N f] + E[f^2] cancels at a global minimum: without a clamp, 11 of these 40 teachers gave
-    a risk between -1.1e-16 and -1.4e-14 in float64 (9, down to -3.8e-6, in float32). Every risk is >= 0 now, the
-    clamped ones exactly 0."""
+    a risk between -1.1e-16 and -1.4e-14 in float64 (9, down to -3.8e-6, in float32, numpy kernel). Every risk is
+    >= 0 now, the clamped ones exactly 0. The compiled kernel computes float32 rows in float64, where the teacher's
+    parameters rounded to float32 are no longer a minimum: most of those risks are small and positive (1e-16 to
+    1e-13), the float64 risk of the rounded parameters, and few are clamped."""
     risks = []
     for d, h in ((2, 2), (3, 3), (5, 4), (4, 8)):
         for seed in range(5):
@@ -355,7 +370,8 @@ def test_risk_is_never_negative_at_the_teacher(dtype):
                 risks.append(risk[0])
     risks = np.array(risks)
     assert np.all(risks >= 0)
-    assert np.sum(risks == 0) >= 5
+    if kernel == "numpy" or dtype == "float64":
+        assert np.sum(risks == 0) >= 5
 
 
 def test_sigma_scaling():
@@ -510,7 +526,8 @@ def test_auto_picks_gaussian():
         assert p.backend_name == "gaussian" and isinstance(p.backend, GaussianRisk)
     w3 = make_problem(10, 10, 10, 1, fixed=True, first_layer="unit_vectors", backend="auto")
     assert w3.backend_name == "gaussian"
-    assert w3.backend.describe() == {"backend": "gaussian", "dtype": "float64", "sigma": 1.0}
+    assert w3.backend.describe() == {"backend": "gaussian", "dtype": "float64", "sigma": 1.0,
+                                     "kernel": w3.backend.kernels[0]}
 
 
 def test_matches_forward_on_a_sample_mean():

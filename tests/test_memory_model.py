@@ -50,6 +50,11 @@ CASES = {
                   "measure": {"kind": "gaussian", "dim": 3, "sigma": 1.0},
                   "target": {"kind": "teacher", "widths": [2], "bias": False, "seed": 1},
                   "risk": {"backend": "gaussian"}}, GD, None),
+    # its numpy kernel (the default above is the compiled one where numba is installed)
+    "gaussian-numpy": ({"network": {"widths": [3], "input_dim": 3, "bias": False},
+                        "measure": {"kind": "gaussian", "dim": 3, "sigma": 1.0},
+                        "target": {"kind": "teacher", "widths": [2], "bias": False, "seed": 1},
+                        "risk": {"backend": "gaussian"}}, GD, "numpy"),
     # the quadrature backend's kernels (the compiled ones where numba is installed), and a data set
     "quadrature-points1d": ({"network": {"widths": [4]}, "measure": UNIFORM, "target": SIN,
                              "risk": {"backend": "quadrature", "n_points": 64}}, DOPRI5, "points1d"),

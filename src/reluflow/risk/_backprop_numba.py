@@ -39,11 +39,8 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
 
-from ._numba_rows import kernel_rows, nan_row_if_not_finite, njit_kernel
+from ._numba_rows import bits_as_float64, kernel_rows, nan_row_if_not_finite, njit_kernel
 
 __all__ = ["ACTIVATION_CODES", "BLAS_MIN", "POINT_BLOCK", "BackpropPoints", "applies", "backprop_rows",
            "scratch_elements"]
@@ -64,17 +61,6 @@ _INV_LN2 = 1.44269504088896338700e00
 def applies(arch) -> bool:
     """Any architecture ``Architecture`` builds, with an activation this kernel knows."""
     return arch.activation in ACTIVATION_CODES
-
-
-@intrinsic
-def _bits_as_float64(typingctx, bits):
-    """The float64 whose bit pattern is the int64 ``bits``."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -103,7 +89,7 @@ def _tanh(z):
     p = 1.0 + r * p
     p = r * p
     # n in [-67, 0]; as an integer only where finite (a NaN row stays NaN through p)
-    s = _bits_as_float64((np.int64(n if n == n else 0.0) + 1023) << 52)
+    s = bits_as_float64((np.int64(n if n == n else 0.0) + 1023) << 52)
     m = s * p + (s - 1.0)
     return math.copysign(abs(m) / (2.0 + m), z)  # tanh(-0.0) = -0.0
 

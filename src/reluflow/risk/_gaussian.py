@@ -44,16 +44,25 @@ teacher term ``L*`` uses the ``2 atan2`` angle.
 **Batch invariance.** Every matmul is a stacked ``np.matmul`` over per-row matrices of fixed shape (never one
 GEMM over the batch axis), every other operation is elementwise or reduces within one row, and batches are cut
 into chunks of fixed row count, so row ``t``'s results are bitwise the same in any batch.
+
+**Kernels** (``GaussianRisk.kernel``): ``numba``, the default where numba is installed, the same evaluation fused
+into one loop per trajectory (``_gaussian_numba.py``; the optional extra ``reluflow[fast]``; float32 rows are
+computed in float64 and rounded; if it cannot be set up, the first evaluation warns and switches to numpy), and
+``numpy``, ``_chunk`` below. They agree to rounding, not bit for bit (tests/test_gaussian_numba.py).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+import warnings
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ._base import Memory, RiskBackend
+from ._exact1d import numba_installed
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
 
@@ -90,6 +99,16 @@ def arccos_kernel(u: np.ndarray, v: np.ndarray, sigma: float = 1.0) -> np.ndarra
     phi = 2.0 * np.arctan2(diff, summ)
     kappa = np.sin(phi) + (np.pi - phi) * np.cos(phi)
     return sigma**2 / (2 * np.pi) * nu[:, None] * nv[None, :] * kappa
+
+
+def compiled_scratch_elements(H: int, n: int, d: int, k: int) -> int:
+    """float64 entries of the compiled kernel's per-call arrays (``_gaussian_numba._rows``): a row's ``w`` and
+    unit vectors ``(H, d)``, output weights ``(k, H)``, norms ``(H,)``; every unit vector transposed ``(d, m)``;
+    the Gram products, then ``psi``, and ``s`` ``(H, m)``; the right-hand sides ``(m, k d)`` and ``(m, k)``; the
+    sums ``P1`` ``(H, k d)``, ``P2`` and the teacher's ``A`` ``(H, k)``; one unit's ``A`` and gradient
+    (``k + d``). ``m = H + n``."""
+    m = H + n
+    return 2 * H * d + k * H + H + d * m + 2 * H * m + m * k * d + m * k + H * k * d + 2 * H * k + k + d
 
 
 class _Workspace:
@@ -142,13 +161,20 @@ class GaussianRisk(RiskBackend):
         t_norm, t_unit = _unit_rows(w_star)
         self._t_unit = t_unit.astype(dt)  # (n, d)
         # teacher rows of Y_c = (At_cl r_l) and z_c = (At_cl rho_l), At = [a, -A*]: (n, k d) and (n, k)
-        self._t_y = (-a_star.T[:, :, None] * w_star[:, None, :]).reshape(self.n, -1).astype(dt)
-        self._t_z = (-a_star.T * t_norm[:, None]).astype(dt)
+        t_y = (-a_star.T[:, :, None] * w_star[:, None, :]).reshape(self.n, -1)
+        t_z = -a_star.T * t_norm[:, None]
+        self._t_y, self._t_z = t_y.astype(dt), t_z.astype(dt)
+        # float64 whatever dtype, C-contiguous: the compiled kernel computes in float64
+        self._teacher64 = tuple(np.ascontiguousarray(x, dtype=np.float64) for x in (t_unit, t_y, t_z))
         self._w_slice = arch.layers[0].weight
         self._a_slice = arch.layers[1].weight  # None when the output layer is fixed
         if self._a_slice is None:
             self._a_fixed = np.full((1, self.k, self.H), arch.fixed_output, dtype=dt)
         self._local = threading.local()
+        # Kernels, the first one the default: the compiled one (_gaussian_numba, where numba is installed) and the
+        # numpy one below; they agree to rounding. numba itself is imported on the first compiled evaluation.
+        self.kernels = ["numba", "numpy"] if numba_installed() else ["numpy"]
+        self.kernel = self.kernels[0]
 
     # ------------------------------------------------------------------ applicability
     @classmethod
@@ -263,7 +289,16 @@ class GaussianRisk(RiskBackend):
             grad[:, self._a_slice] = (self._2q * a_all).transpose(0, 2, 1).reshape(T, k * H)
 
     def _evaluate(self, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.kernel not in self.kernels:
+            raise ValueError(f"GaussianRisk.kernel = {self.kernel!r} is not allowed: expected one of {self.kernels}")
         theta = self._check(theta)
+        if self.kernel == "numba":
+            compiled = _compiled_module()
+            if compiled is not None:
+                return compiled.gaussian_rows(self, theta, need_grad)
+            # installed but does not import: the numpy kernel (the same numbers to rounding)
+            self.kernel = "numpy"
+            self.kernels = ["numpy"]  # replaced, not edited: another thread may be reading it
         T = theta.shape[0]
         risk = np.empty(T, dtype=self.dtype)
         grad = np.empty_like(theta) if need_grad else None
@@ -285,18 +320,26 @@ class GaussianRisk(RiskBackend):
         return np.all(w == 0, axis=2).sum(axis=1).astype(np.int64)
 
     def memory(self) -> Memory:
-        """The results, and per row of a chunk the workspace (``_Workspace``: unit vectors, the Gram cosines and
-        their two trigonometric functions ``(H, H + n)`` each, the right-hand sides and products; it stays
-        allocated on the backend, per thread, at the largest chunk seen) and the per-unit temporaries of
-        ``_chunk``."""
+        """The results and the teacher's arrays (in ``dtype``, and in float64 for the compiled kernel), and per
+        kernel:
+
+        - ``numba``: its per-call scratch (``_gaussian_numba.scratch_elements``, float64: a row's unit vectors, the
+          Gram cosines and their two trigonometric functions ``(H, H + n)`` each, the right-hand sides and sums),
+          allocated by numba, which tracemalloc does not see: counted all the same; nothing per row beyond the
+          results;
+        - ``numpy``: per row of a chunk the workspace (``_Workspace``: unit vectors, the Gram cosines and their two
+          trigonometric functions, the right-hand sides and products; it stays allocated on the backend, per
+          thread, at the largest chunk seen) and the per-unit temporaries of ``_chunk``."""
         it = self.dtype.itemsize
         H, n, d, k, P = self.H, self.n, self.d, self.k, self.arch.n_params
         kd = k * d
+        io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
+        teacher = (it + 8) * n * (d + kd + k)
+        if self.kernel == "numba":
+            return Memory(CALL_BYTES + teacher + 8 * compiled_scratch_elements(H, n, d, k), io)
         rows = self._chunk_rows()
         workspace = self._workspace_row_bytes()
         temps = it * (11 * H + 8 * H * k + 2 * H * d * (k + 1))  # einsum's contiguous copies of w and p1 included
-        io = (P + 1) * it + (P * it if it != 8 else 0)  # the results, and theta in the backend's dtype
-        teacher = it * n * (d + kd + k)
         return Memory(CALL_BYTES + teacher, io, ((workspace + temps, rows),))
 
     def dead_memory(self) -> Memory:
@@ -305,7 +348,10 @@ class GaussianRisk(RiskBackend):
         return Memory(CALL_BYTES, 8 + 2 * P + (P * it if it != 8 else 0))
 
     def kept_memory(self) -> Memory:
-        """The workspace (``_Workspace``), kept on the backend per thread at the largest chunk seen."""
+        """The ``numpy`` kernel's workspace (``_Workspace``), kept on the backend per thread at the largest chunk
+        seen; the compiled kernel keeps nothing."""
+        if self.kernel == "numba":
+            return Memory()
         return Memory(0.0, 0.0, ((self._workspace_row_bytes(), self._chunk_rows()),))
 
     def _chunk_rows(self) -> int:
@@ -317,4 +363,19 @@ class GaussianRisk(RiskBackend):
         return self.dtype.itemsize * (3 * H * d + m * d + 3 * H * m + 2 * m * kd + 2 * m * k + 2 * H * kd + 2 * H * k)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "sigma": self.sigma}
+        return {**super().describe(), "sigma": self.sigma, "kernel": self.kernel}
+
+
+@functools.cache
+def _compiled_module() -> ModuleType | None:
+    """``_gaussian_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
+    try:
+        from . import _gaussian_numba
+    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
+    # cache directory (a read-only installation and HOME)
+    except Exception as exc:
+        warnings.warn(f"numba is installed but gaussian's compiled kernel cannot be set up ({type(exc).__name__}: "
+                      f"{exc}); gaussian uses its numpy kernel, which gives the same results to rounding, more "
+                      "slowly", RuntimeWarning, stacklevel=3)
+        return None
+    return _gaussian_numba

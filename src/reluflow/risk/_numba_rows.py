@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
-__all__ = ["kernel_rows", "nan_row_if_not_finite", "njit_kernel"]
+__all__ = ["bits_as_float64", "float64_bits", "kernel_rows", "nan_row_if_not_finite", "njit_kernel"]
 
 
 def njit_kernel(fn):
@@ -17,6 +20,28 @@ def njit_kernel(fn):
     gives inf or NaN as in numpy instead of raising). fastmath only lets LLVM contract ``a * b + c`` and reassociate
     (vectorize) reductions; ``nnan``/``ninf`` are left out, so NaN and inf behave as IEEE says."""
     return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})(fn)
+
+
+@intrinsic
+def bits_as_float64(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits``."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def float64_bits(typingctx, x):
+    """The bit pattern of the float64 ``x``, as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
 
 
 @numba.njit(inline="always")
