@@ -4,6 +4,9 @@ returns): encodings from the grid, every function on a given Axes, labels and lo
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -421,3 +424,29 @@ def test_the_notebook_example_of_docs_plotting_runs(steps, tmp_path, monkeypatch
     finally:
         plt.close("all")
     assert (tmp_path / "fig1.pdf").read_bytes().startswith(b"%PDF-") and (tmp_path / "fig1.png").is_file()
+
+
+@pytest.mark.parametrize("span", [(2.1e-3, 0.09), (1e-9, 1e-1), (4e-3, 6e-3), (1.1e-3, 9e-3), (0.02, 0.9)])
+def test_final_risk_tick_labels_do_not_run_into_each_other(steps, span):
+    """Final risks within two decades (Safran & Shamir's spurious minima, 2e-3 to 0.1): matplotlib labelled
+    2×10⁻³, 3×10⁻³, 4×10⁻³, 6×10⁻³ and they overlapped on a panel 3.6 inches wide."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    lo, hi = span
+    traj = steps.trajectories.copy()
+    traj["risk_final"] = np.geomspace(lo, hi, len(traj))
+    tables = dataclasses.replace(steps, trajectories=traj)
+    fig = Figure(figsize=(3.6, 2.7), layout="constrained")
+    ax = fig.subplots()
+    with rp.publication():
+        rp.final_risk(tables, ax=ax)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    x0, x1 = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+              if t.get_visible() and t.get_text() and x0 <= t.get_position()[0] <= x1]
+    assert labels, "no label in view"  # the axis still says where it is
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 <= right.x0, [t.get_text() for t in labels]

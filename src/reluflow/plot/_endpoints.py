@@ -25,6 +25,27 @@ FINAL_RISK_LABEL = r"final risk $L(\theta_T)$ (target units²)"
 _BEST_OF_K = re.compile(r"p_best_of_(\d+)_eps_(.+)")
 
 
+def _few_decades_ticks(ax: Axes) -> None:
+    """On a log x axis spanning fewer than two decades matplotlib labels minor ticks (``2×10⁻³``, ``3×10⁻³``, ...)
+    or falls back to linear ticks, and the labels run into each other on a panel a few inches wide. There, labels
+    at the powers of ten in view (one decade or more: at least one), or at two or three round numbers (less than a
+    decade: at least 0.3 decades apart, e.g. 4, 5 and 6×10⁻³ or 2 and 4×10⁻³); the ticks in between unlabelled."""
+    from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, MaxNLocator, NullFormatter
+
+    ax.autoscale_view()
+    lo, hi = ax.get_xlim()
+    if not 0 < lo < hi or math.log10(hi / lo) >= 2:
+        return
+    if math.log10(hi / lo) >= 1:
+        ticks = [10.0**e for e in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)]
+    else:
+        ticks = [float(t) for t in MaxNLocator(nbins=2, steps=[1, 2, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    # thresholds beyond any span: every major tick labelled, 5×10⁻³ as well as 10⁻²
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def final_risk(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = None, cells: Sequence[str] | None = None,
                styles: Mapping[str, Mapping[str, Any]] | None = None, kind: str = "ecdf",
                eps: Sequence[float] = (), bins: int = 40, legend: bool = True) -> Axes:
@@ -74,6 +95,7 @@ def final_risk(tables: StudyTables | pd.DataFrame, *, ax: Axes | None = None, ce
                         xytext=(-1.5, -1.5), textcoords="offset points", ha="right", va="top", fontsize=6,
                         color="0.4", bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
     ax.set_xlabel(FINAL_RISK_LABEL + (f"; zeros at {floor:.0e}" if has_zero else ""))
+    _few_decades_ticks(ax)
     if kind == "ecdf":
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("fraction of trajectories\nwith final risk ≤ x")
