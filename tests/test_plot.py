@@ -450,3 +450,26 @@ def test_final_risk_tick_labels_do_not_run_into_each_other(steps, span):
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
     for left, right in itertools.pairwise(boxes):
         assert left.x1 <= right.x0, [t.get_text() for t in labels]
+
+
+def test_time_axis_labels_do_not_run_into_each_other():
+    """GD at step 0.05: the first positive time is 0.05; with the symlog's linear part reaching it, the label 10⁻²
+    fell inside that part, next to 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    tables = make_tables([{"cell": "lr0.05", "problem.network.widths": (8,), **GD, "method.step_size": 0.05}])
+    assert tables.curves["t"][tables.curves["t"] > 0].min() == pytest.approx(0.05)
+    fig = Figure(figsize=(3.4, 2.7), layout="constrained")
+    ax = fig.subplots()
+    with rp.publication():
+        rp.risk_curves(tables, ax=ax)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    assert ax.get_xscale() == "symlog" and ax.get_xlim()[0] == 0.0
+    renderer = canvas.get_renderer()
+    x0, x1 = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text() and x0 <= t.get_position()[0] <= x1]
+    assert len(labels) >= 3, [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 <= right.x0, [t.get_text() for t in labels]

@@ -3,6 +3,7 @@ parameter norm and risk (C4), and GF against GD at several step sizes on one tim
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +105,11 @@ def _time_scale(ax: Axes, xs: Sequence[np.ndarray]) -> None:
     if spans_decades(allx):
         positive = allx[np.isfinite(allx) & (allx > 0)]
         if np.any(allx[np.isfinite(allx)] <= 0):
-            # linear on [0, first positive time], as wide as a decade: t = 0 and the first label do not collide
-            ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=1.0)
+            # linear on [0, the power of ten at or below the first positive time], as wide as a decade: t = 0 and the
+            # first decade's label are a decade apart (at the first positive time itself, 0.05, the label 10^-2 fell
+            # inside the linear part, next to 0)
+            linthresh = 10.0 ** math.floor(math.log10(float(positive.min())))
+            ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
             ax.set_xlim(0.0, float(positive.max()) * 1.15)
         else:
             ax.set_xscale("log")
