@@ -40,6 +40,30 @@ def test_unit_monitors_deep_nobias_fixed_output():
     assert balance_defined(arch).tolist() == [True, True, False, False, False]
 
 
+@pytest.mark.parametrize("arch", [
+    Architecture(input_dim=3, widths=(4,), output_dim=2),
+    Architecture(input_dim=3, widths=(4, 2), bias=False, fixed_output=1.0),
+    Architecture(input_dim=5, widths=(6,), bias=False, fixed_output=1.0),
+], ids=["bias", "deep-fixed", "shallow-fixed"])
+def test_unit_norms_read_the_first_layer_alone_with_the_same_bits(arch, rng):
+    """unit_norms reads the first layer's slice directly (no unflatten of every layer, once per step): the same bits
+    as the norms of unflatten's first view."""
+    theta = rng.normal(size=(7, arch.n_params))
+    w, b = arch.unflatten(theta)[0]
+    expected = np.sqrt(np.sum(w * w, axis=2)) + (np.abs(b) if b is not None else 0.0)
+    assert np.array_equal(unit_norms(arch, theta), expected)
+
+
+def test_a_schedule_at_many_steps_is_the_schedule_at_each():
+    from reluflow.dynamics import PiecewiseSchedule, PowerSchedule
+
+    n = np.array([0, 3, 3, 7, 0, 12, 1000])
+    for schedule in (ConstantSchedule(0.05), PowerSchedule(0.1, 0.5), PiecewiseSchedule((2, 5), (0.1, 0.05, 0.01))):
+        assert np.array_equal(schedule.at(n), np.array([schedule(int(k)) for k in n])), schedule
+        h, t_next = ScheduledStepSize(schedule).propose(np.zeros(len(n)), n, np.ones(len(n)), np.inf)
+        assert np.array_equal(h, schedule.at(n)) and np.array_equal(t_next, 1.0 + h)
+
+
 PROBLEM = {
     "network": {"widths": [5]},
     "measure": {"kind": "uniform", "low": 0.0, "high": 1.0},

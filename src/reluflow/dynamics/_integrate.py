@@ -143,6 +143,7 @@ class _Monitors:
 
     def __init__(self, problem: Any) -> None:
         self.arch = getattr(problem, "architecture", None)
+        self.any_defined = False
         if self.arch is not None:
             self.defined = balance_defined(self.arch)
             self.any_defined = bool(self.defined.any())
@@ -153,7 +154,7 @@ class _Monitors:
         return unit_norms(self.arch, theta).min(axis=1)
 
     def balance(self, theta: np.ndarray) -> np.ndarray:
-        if self.arch is None or not self.any_defined:
+        if not self.any_defined:
             return np.full((theta.shape[0], 1), np.nan)
         return unit_balance(self.arch, theta)[:, self.defined]
 
@@ -341,8 +342,9 @@ def integrate(
             rel = (new_risk - old_risk) / np.maximum(np.abs(old_risk), _TINY)
             live["incr"][sl] = np.fmax(live["incr"][sl], rel)
             live["umin"][sl] = np.fmin(live["umin"][sl], mon.unit_min(new_theta))
-            drift = np.max(np.abs(mon.balance(new_theta) - live["B0"][sl]), axis=1)
-            live["drift"][sl] = np.fmax(live["drift"][sl], drift)
+            if mon.any_defined:  # else the drift stays NaN: no unit has a balance (a fixed output layer)
+                drift = np.max(np.abs(mon.balance(new_theta) - live["B0"][sl]), axis=1)
+                live["drift"][sl] = np.fmax(live["drift"][sl], drift)
 
         status = check_events(stop, live["finite"], live["risk"], live["gnorm"], live["pnorm"], live["t"],
                               live["n"], live["n"] + live["rejected"])

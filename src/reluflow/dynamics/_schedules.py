@@ -38,6 +38,12 @@ class Schedule:
     def __call__(self, n: int) -> float:
         raise NotImplementedError
 
+    def at(self, n: np.ndarray) -> np.ndarray:
+        """``gamma_n`` for every entry of ``n`` ``(A,)``: the schedule once per distinct ``n`` (all live rows of a
+        GD run share ``n``: they started together)."""
+        uniq, inverse = np.unique(n, return_inverse=True)
+        return np.array([self(int(k)) for k in uniq], dtype=float)[inverse]
+
 
 @dataclass(frozen=True)
 class ConstantSchedule(Schedule):
@@ -47,6 +53,10 @@ class ConstantSchedule(Schedule):
 
     def __call__(self, n: int) -> float:
         return float(self.step_size)
+
+    def at(self, n: np.ndarray) -> np.ndarray:
+        # no np.unique per step: with few live rows it cost more than their gradients (SS2018's long runs)
+        return np.full(np.shape(n), float(self.step_size))
 
 
 @dataclass(frozen=True)
@@ -104,9 +114,7 @@ class ScheduledStepSize(StepSizeController):
     schedule: Schedule
 
     def propose(self, h: np.ndarray, n: np.ndarray, t: np.ndarray, t_end: float) -> tuple[np.ndarray, np.ndarray]:
-        # all live rows of a GD run share n (they started together); evaluate the schedule once per distinct n
-        uniq, inverse = np.unique(n, return_inverse=True)
-        h = np.array([self.schedule(int(k)) for k in uniq], dtype=float)[inverse]
+        h = self.schedule.at(n)
         return h, t + h
 
 

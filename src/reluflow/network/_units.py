@@ -24,10 +24,17 @@ __all__ = ["balance_defined", "unit_balance", "unit_norms"]
 
 def unit_norms(arch: Architecture, theta: np.ndarray) -> np.ndarray:
     """``|w_j|_2 + |b_j|`` of the first hidden layer's units, shape ``(T, h_1)``."""
-    w, b = arch.unflatten(theta)[0]  # (T, h_1, d), (T, h_1) or None
+    # the first layer's views alone: unflatten would build every layer's (a fixed output layer broadcast), which
+    # cost more than the norms at every step of a run with few live rows
+    layer = arch.layers[0]
+    theta = np.asarray(theta)
+    if layer.weight is None:  # no hidden layer and a fixed output: the constant broadcast, as unflatten gives it
+        w = arch.unflatten(theta)[0][0]
+        return np.broadcast_to(np.sqrt(np.sum(w * w, axis=2)), (theta.shape[0], layer.n_out))
+    w = theta[:, layer.weight].reshape(theta.shape[0], layer.n_out, layer.n_in)  # (T, h_1, d)
     norms = np.sqrt(np.sum(w * w, axis=2))
-    if b is not None:
-        norms = norms + np.abs(b)
+    if layer.bias is not None:
+        norms = norms + np.abs(theta[:, layer.bias])
     return norms
 
 
