@@ -19,8 +19,13 @@ the numpy kernel's bits): no files, no global random state.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import sys
+import warnings
+from importlib.util import find_spec
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
@@ -240,3 +245,23 @@ class RiskBackend:
     def describe(self) -> dict[str, Any]:
         """What the backend is, for provenance metadata."""
         return {"backend": self.name, "dtype": self.dtype.name}
+
+
+@functools.cache
+def numba_installed() -> bool:
+    """Whether numba is installed (without importing it), so that a compiled kernel is the default."""
+    return find_spec("numba") is not None
+
+
+def import_compiled(module: str, what: str, instead: str) -> ModuleType | None:
+    """``reluflow.risk.<module>`` (a compiled kernel's module, which imports numba), imported on first use;
+    ``None``, with a warning, if it cannot be set up: ``what`` cannot be set up, the backend uses ``instead``.
+    Each backend caches its call (``functools.cache``), so the warning comes once."""
+    try:
+        return importlib.import_module(f"{__package__}.{module}")
+    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
+    # cache directory (a read-only installation and HOME)
+    except Exception as exc:
+        warnings.warn(f"numba is installed but {what} cannot be set up ({type(exc).__name__}: {exc}); {instead}, "
+                      "more slowly", RuntimeWarning, stacklevel=4)
+        return None

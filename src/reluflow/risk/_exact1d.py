@@ -62,14 +62,12 @@ arithmetic. It holds about ``50 * CHUNK_ELEMENTS * 8`` bytes per output channel 
 from __future__ import annotations
 
 import functools
-import warnings
-from importlib.util import find_spec
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._base import Memory, RiskBackend
+from ._base import Memory, RiskBackend, import_compiled, numba_installed
 from ._polynomials import shift_exact
 from ._scan import BLOCK, Scratch, prefix_sum, scratch, sum_outputs, sum_rows
 
@@ -549,24 +547,10 @@ class Exact1DRisk(RiskBackend):
 
 
 @functools.cache
-def numba_installed() -> bool:
-    """Whether numba is installed (without importing it), so that the compiled kernel is the default."""
-    return find_spec("numba") is not None
-
-
-@functools.cache
 def _compiled_module() -> ModuleType | None:
     """``_exact1d_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
-    try:
-        from . import _exact1d_numba
-    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
-    # cache directory (a read-only installation and HOME)
-    except Exception as exc:
-        warnings.warn(f"numba is installed but exact1d's compiled kernel cannot be set up ({type(exc).__name__}: "
-                      f"{exc}); exact1d uses its numpy kernel, which gives the same results, more slowly",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return _exact1d_numba
+    return import_compiled("_exact1d_numba", "exact1d's compiled kernel",
+                           "exact1d uses its numpy kernel, which gives the same results")
 
 
 def _trim(coefs: np.ndarray) -> np.ndarray:

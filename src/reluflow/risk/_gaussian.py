@@ -55,14 +55,12 @@ from __future__ import annotations
 
 import functools
 import threading
-import warnings
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._base import Memory, RiskBackend
-from ._exact1d import numba_installed
+from ._base import Memory, RiskBackend, import_compiled, numba_installed
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
 
@@ -369,13 +367,5 @@ class GaussianRisk(RiskBackend):
 @functools.cache
 def _compiled_module() -> ModuleType | None:
     """``_gaussian_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
-    try:
-        from . import _gaussian_numba
-    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
-    # cache directory (a read-only installation and HOME)
-    except Exception as exc:
-        warnings.warn(f"numba is installed but gaussian's compiled kernel cannot be set up ({type(exc).__name__}: "
-                      f"{exc}); gaussian uses its numpy kernel, which gives the same results to rounding, more "
-                      "slowly", RuntimeWarning, stacklevel=3)
-        return None
-    return _gaussian_numba
+    return import_compiled("_gaussian_numba", "gaussian's compiled kernel",
+                           "gaussian uses its numpy kernel, which gives the same results to rounding")

@@ -21,7 +21,6 @@ so that the ``(T, M, h)`` intermediates stay near ``CHUNK_ELEMENTS`` elements.
 from __future__ import annotations
 
 import functools
-import warnings
 from types import ModuleType
 from typing import Any
 
@@ -31,8 +30,7 @@ from ..network._activations import DERIVATIVES, PIECEWISE_LINEAR
 from ..network._architecture import forward_backward
 from ..network._shallow import applies as shallow_fast_path_applies
 from ..network._shallow import shallow_relu_risk_and_grad
-from ._base import Memory, RiskBackend
-from ._exact1d import numba_installed
+from ._base import Memory, RiskBackend, import_compiled, numba_installed
 from ._points1d import SortedPoints1D, points1d_kept_memory, points1d_memory, points1d_risk_and_grad
 from ._points1d import applies as points1d_applies
 
@@ -288,42 +286,22 @@ class QuadratureRisk(RiskBackend):
 @functools.cache
 def _compiled_points1d_module() -> ModuleType | None:
     """``_points1d_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
-    try:
-        from . import _points1d_numba
-    except Exception as exc:  # as in _compiled_module
-        warnings.warn(f"numba is installed but quadrature's compiled 1D kernel cannot be set up ({type(exc).__name__}: "
-                      f"{exc}); quadrature uses its numpy kernels, which give the same results, more slowly",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return _points1d_numba
+    return import_compiled("_points1d_numba", "quadrature's compiled 1D kernel",
+                           "quadrature uses its numpy kernels, which give the same results")
 
 
 @functools.cache
 def _compiled_backprop_module() -> ModuleType | None:
     """``_backprop_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
-    try:
-        from . import _backprop_numba
-    except Exception as exc:  # as in _compiled_module
-        warnings.warn(f"numba is installed but quadrature's compiled backpropagation cannot be set up "
-                      f"({type(exc).__name__}: {exc}); quadrature uses its numpy kernels, which give the same results "
-                      "to rounding, more slowly", RuntimeWarning, stacklevel=3)
-        return None
-    return _backprop_numba
+    return import_compiled("_backprop_numba", "quadrature's compiled backpropagation",
+                           "quadrature uses its numpy kernels, which give the same results to rounding")
 
 
 @functools.cache
 def _compiled_module() -> ModuleType | None:
     """``_shallow_numba``, imported on first use; ``None`` (with a warning, once) if it cannot be set up."""
-    try:
-        from . import _shallow_numba
-    # ImportError: e.g. a numpy newer than the installed numba supports; RuntimeError: numba finds no writable
-    # cache directory (a read-only installation and HOME)
-    except Exception as exc:
-        warnings.warn(f"numba is installed but quadrature's compiled kernel cannot be set up ({type(exc).__name__}: "
-                      f"{exc}); quadrature uses its numpy kernels, which give the same results to rounding, more "
-                      "slowly", RuntimeWarning, stacklevel=3)
-        return None
-    return _shallow_numba
+    return import_compiled("_shallow_numba", "quadrature's compiled kernel",
+                           "quadrature uses its numpy kernels, which give the same results to rounding")
 
 
 def _hidden_preactivations(arch, theta: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
