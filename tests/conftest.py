@@ -18,6 +18,21 @@ def central_differences(f, theta: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return out
 
 
+def by_kernel(problem, theta: np.ndarray, kernels) -> dict[str, tuple[np.ndarray, ...]]:
+    """``{kernel: (risk, G, risk without G)}`` of ``problem`` on each of its backend's ``kernels``; the backend's
+    default kernel is restored afterwards."""
+    backend = problem.backend
+    out = {}
+    try:
+        for kernel in kernels:
+            backend.kernel = kernel
+            out[kernel] = (*problem.risk_and_grad(theta), problem.risk(theta))
+            assert backend.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
+    finally:
+        backend.kernel = backend.kernels[0]
+    return out
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The count of mutated configs tests/test_config_fuzz.py checked (issue #17: the fuzz reports its count)."""
     report = getattr(config, "reluflow_fuzz_report", None)

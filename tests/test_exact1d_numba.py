@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import pytest
 
+import conftest
 import reluflow.risk
 from reluflow import Problem
 from reluflow.risk import _exact1d as exact1d_module
@@ -28,17 +29,7 @@ from reluflow.risk import _exact1d_numba as exact1d_numba_module  # noqa: E402  
 
 def by_kernel(problem: Problem, theta: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
     """``{kernel: (L, G, risk-only L)}`` for both kernels."""
-    backend = problem.backend
-    out = {}
-    try:
-        for kernel in ("numpy", "numba"):
-            backend.kernel = kernel
-            L, G = problem.risk_and_grad(theta)
-            out[kernel] = (L, G, problem.risk(theta))
-            assert backend.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
-    finally:
-        backend.kernel = backend.kernels[0]
-    return out
+    return conftest.by_kernel(problem, theta, ("numpy", "numba"))
 
 
 def assert_same_bytes(problem: Problem, theta: np.ndarray) -> None:

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 import pytest
 
+import conftest
 import reluflow
 from reluflow.risk import _gaussian
 from test_gaussian import finite_differences, make_problem, split, teacher
@@ -36,17 +37,7 @@ SHAPES = [(1, 1, 1), (1, 3, 2), (2, 1, 4), (3, 20, 1), (20, 1, 3), (2, 7, 13), (
 
 
 def by_kernel(p, theta, kernels=("numba", "numpy")):
-    """``{kernel: (risk, G, risk without G)}``; the backend's kernel is restored afterwards."""
-    be = p.backend
-    out = {}
-    try:
-        for kernel in kernels:
-            be.kernel = kernel
-            out[kernel] = (*p.risk_and_grad(theta), p.risk(theta))
-            assert be.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
-    finally:
-        be.kernel = be.kernels[0]
-    return out
+    return conftest.by_kernel(p, theta, kernels)
 
 
 def scales(p, theta):

@@ -447,9 +447,7 @@ def test_final_risk_tick_labels_do_not_run_into_each_other(steps, span):
     labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
               if t.get_visible() and t.get_text() and x0 <= t.get_position()[0] <= x1]
     assert labels, "no label in view"  # the axis still says where it is
-    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
-    for left, right in itertools.pairwise(boxes):
-        assert left.x1 <= right.x0, [t.get_text() for t in labels]
+    _assert_apart(labels, renderer)
 
 
 def test_time_axis_labels_do_not_run_into_each_other():
@@ -470,6 +468,11 @@ def test_time_axis_labels_do_not_run_into_each_other():
     x0, x1 = ax.get_xlim()
     labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text() and x0 <= t.get_position()[0] <= x1]
     assert len(labels) >= 3, [t.get_text() for t in labels]
+    _assert_apart(labels, renderer)
+
+
+def _assert_apart(labels, renderer) -> None:
+    """No two of the tick ``labels`` overlap, left to right, as drawn by ``renderer``."""
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
     for left, right in itertools.pairwise(boxes):
         assert left.x1 <= right.x0, [t.get_text() for t in labels]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import conftest
 from reluflow.network import forward_backward
 from test_quadrature import make
 
@@ -42,17 +43,7 @@ def _problem(name, rng, dtype="float64", measure=None):
 
 
 def _by_kernel(p, theta, kernels=("mask_numba", "mask_gemm")):
-    """``{kernel: (risk, G, risk without G)}``; the backend's kernel is restored afterwards."""
-    be = p.backend
-    out = {}
-    try:
-        for kernel in kernels:
-            be.kernel = kernel
-            out[kernel] = (*p.risk_and_grad(theta), p.risk(theta))
-            assert be.kernel == kernel  # no silent fallback: numpy against numpy would prove nothing
-    finally:
-        be.kernel = be.kernels[0]
-    return out
+    return conftest.by_kernel(p, theta, kernels)
 
 
 def _hidden(p):
