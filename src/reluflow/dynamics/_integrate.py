@@ -3,14 +3,17 @@
 ``integrate(problem, solver, theta0, stop=..., controller=..., record=...)`` advances a batch of trajectories
 ``theta0`` ``(T, P)`` and owns everything that is not the step itself: step-size control (accept/reject per
 trajectory), stopping events (``_events``), checkpoints, per-step monitors and compaction (a trajectory that
-stops leaves the live batch, so the cost follows the live ones).
+stops leaves the live batch, so the cost follows the live ones). Under a fixed-step controller it takes the steps
+in blocks (``MAX_BLOCK``, ``BLOCK_ROWS``) and does that bookkeeping once per block over the stacked states, with
+the same results as step by step.
 
 ``problem`` is any object with ``risk_and_grad(theta (A, P)) -> (risk (A,), grad (A, P))`` whose rows do not
 interact; when it also has an ``architecture`` (a ``Problem``), the per-unit monitors are tracked.
 
 Bitwise reproducibility: every operation on live rows is elementwise in the trajectory axis or a reduction inside
-one row, and rows are only ever selected (compaction, accepted subsets), never mixed; the clock of a fixed-step
-or GD run is a function of the step count. So a trajectory's numbers are the same in any batch.
+one row, and rows are only ever selected (compaction, accepted subsets, a row's state at its event inside a
+block), never mixed; the clock of a fixed-step or GD run is a function of the step count. So a trajectory's
+numbers are the same in any batch and any block.
 """
 
 from __future__ import annotations
@@ -115,8 +118,46 @@ class Solution:
 
 
 def _row_norm(x: np.ndarray) -> np.ndarray:
-    # a reduction inside each row only: the same bits whatever the batch
-    return np.sqrt(np.sum(x * x, axis=1))
+    """Euclidean norms over the last axis: ``(..., P) -> (...)``. A reduction inside each row only: the same bits
+    whatever the batch or block holds."""
+    return np.sqrt(np.sum(x * x, axis=-1))
+
+
+def _masked(reduce: np.ufunc, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``reduce`` (``np.fmin`` or ``np.fmax``) over axis 0 of ``values`` ``(m, A)`` where ``mask``; NaN where a
+    column has none (``fmin``/``fmax`` then leave the running value as it was)."""
+    return reduce.reduce(np.where(mask, values, np.nan), axis=0)
+
+
+# Blocks of steps. The loop takes up to MAX_BLOCK steps of every live row before its bookkeeping (events,
+# monitors, checkpoints, certified stops) runs once over the block's stacked states, so that bookkeeping is paid
+# per block, not per step: a block holds about BLOCK_ROWS row-steps, one step while many rows are live, up to
+# MAX_BLOCK for a run's last few rows, whose bookkeeping per step would cost more than their gradients (a GD run
+# of the published table spends most of its steps with a handful of rows left). A row whose event fires inside a
+# block takes the block's remaining steps too; they are discarded and the row ends where the event fired, as it
+# would step by step (rows never interact). Only for a fixed-step (non-adaptive) controller, where every live row
+# takes every step, and an explicit solver (``AbstractSolver.explicit``).
+MAX_BLOCK = 16
+BLOCK_ROWS = 256
+
+
+def _block_size(controller: StepSizeController, solver: AbstractSolver, stop: Stop,
+                certify: CertifiedStop | None, n: np.ndarray) -> int:
+    """Steps in the next block, for the live rows' accepted step counts ``n`` (A,), which are equal: without
+    rejections every live row has taken every step since the start. Blocks never run past ``stop.n_steps`` or
+    ``stop.max_steps`` and end on every multiple of ``certify.every``, so the checks run where they would step by
+    step."""
+    if controller.adaptive or not solver.explicit:
+        return 1
+    m = min(MAX_BLOCK, max(1, BLOCK_ROWS // len(n)))
+    n0 = int(n[0])
+    for bound in (stop.n_steps, stop.max_steps):
+        if bound is not None:
+            m = min(m, max(1, int(bound) - n0))
+    if certify is not None:
+        every = int(certify.every)
+        m = min(m, every - n0 % every)
+    return m
 
 
 def _safe(risk_and_grad: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -166,6 +207,9 @@ EMIT_BYTES = 7 * 128
 # per trajectory: the live and output vectors (about 30 float64 and int64 values, twice while the live set is
 # compacted) and a step's vector temporaries
 ROW_BYTES = 100 * 8
+# per row-step of a block: the scalar columns stacked (risk, clock, steps, norms, flags, grid positions and the
+# temporaries of their reductions), about sixteen float64 values
+BLOCK_SCALARS = 16 * 8
 
 
 def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeController,
@@ -180,7 +224,8 @@ def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeC
     evaluation (``memory_stages``) plus the evaluation itself (``problem.memory()``); the per-unit monitors (the
     squares of a layer's weights and five vectors of the units: the balances at the start and now, temporaries);
     a solver's ``(P, P)`` matrices (``memory_matrices``) and its Jacobian evaluation (``jacobian_memory``);
-    the recorded curves, sorted at the end (three copies), with one set of array headers per recorded state
+    a block's stacked states (``MAX_BLOCK``, ``BLOCK_ROWS``); the recorded curves, sorted at the end (three
+    copies), with one set of array headers per recorded state
     where steps are adaptive (rows reach their checkpoints at different steps), else once per row, for the final
     state.
     """
@@ -191,14 +236,19 @@ def integrate_memory(problem: Any, solver: AbstractSolver, controller: StepSizeC
     n_records = (len(record.grid) if record is not None else 1) + 1
     kept = 3 + solver.memory_result + (2 if controller.adaptive else 1 if solver.memory_result < 3 else 0)
     emits = n_records if controller.adaptive else 1
+    # a block's stacked states (theta and G, the scalar columns, the monitors' arrays): per row-step, for one
+    # step of every row, or for at most BLOCK_ROWS row-steps (MAX_BLOCK steps of each of up to
+    # BLOCK_ROWS / MAX_BLOCK rows)
+    block_row = 8 * (2 * p + layer + 5 * units) + BLOCK_SCALARS
     per_trajectory = (8 * p * kept + 8 * (layer + 5 * units) + ROW_BYTES
-                      + n_records * 3 * CURVE_ROW_BYTES + emits * EMIT_BYTES)
+                      + n_records * 3 * CURVE_ROW_BYTES + emits * EMIT_BYTES + block_row)
+    blocks = Memory(chunked=((MAX_BLOCK * block_row, BLOCK_ROWS // MAX_BLOCK),))
     solver = solver.for_problem(problem)
     step = Memory(0.0, 8 * p * (solver.memory_step + p * solver.memory_matrices))
     stages = Memory(0.0, 8 * p * (solver.memory_stages + p * solver.memory_matrices)).plus(problem.memory())
     # a Rosenbrock step's Jacobian is taken while only theta and G are held beside it
     jacobian = solver.jacobian_memory(problem)
-    return Memory(0.0, per_trajectory).plus(step.max(stages, jacobian))
+    return Memory(0.0, per_trajectory).plus(blocks).plus(step.max(stages, jacobian))
 
 
 def integrate(
@@ -305,54 +355,81 @@ def integrate(
             done += len(sel)
             if progress is not None:
                 progress(done, n_total)
-        if len(live["row"]) == 0:
+        n_live = len(live["row"])
+        if n_live == 0:
             break
 
-        # ---------------------------------------------------------------- one step attempt of every live row
+        # ------------------------------------------- a block of m step attempts of every live row, stacked
+        m = _block_size(controller, solver, stop, certify, live["n"])
+        th_s = np.empty((m, n_live, n_par))
+        gr_s = np.empty((m, n_live, n_par))
+        rk_s = np.empty((m, n_live))
+        t_s = np.empty((m, n_live))
+        accepted = np.ones((m, n_live), dtype=bool)
+        th, gr, rk, tt = live["theta"], live["grad"], live["risk"], live["t"]
         with np.errstate(all="ignore"):
-            h, t_next = controller.propose(live["h"], live["n"], live["t"], t_end)
-            res = solver.step(fn, live["t"], live["theta"], h, live["grad"], state)
-            if controller.adaptive:
-                err = controller.error_norm(res.error, live["theta"], res.theta)
-                accept, live["h"] = controller.adapt(h, err, solver.error_order)
-                live["rejected"] += ~accept
-                sl = slice(None) if accept.all() else np.flatnonzero(accept)
-            else:
-                sl = slice(None)
-            new_theta = res.theta[sl]
-            if res.grad is not None:
-                new_risk, new_grad = res.risk[sl], res.grad[sl]
-            else:
-                new_risk, new_grad = fn(new_theta)
-            if res.state is not None:
-                state = res.state
+            for j in range(m):
+                h, t_next = controller.propose(live["h"], live["n"] + j, tt, t_end)
+                res = solver.step(fn, tt, th, h, gr, state)
+                sl: slice | np.ndarray = slice(None)
+                if controller.adaptive:  # then m = 1
+                    err = controller.error_norm(res.error, th, res.theta)
+                    accept, live["h"] = controller.adapt(h, err, solver.error_order)
+                    live["rejected"] += ~accept
+                    if not accept.all():
+                        sl = np.flatnonzero(accept)
+                        accepted[j] = accept
+                        # a rejected row keeps its state
+                        th_s[j], gr_s[j], rk_s[j], t_s[j] = th, gr, rk, tt
+                new_theta = res.theta[sl]
+                if res.grad is not None:
+                    new_risk, new_grad = res.risk[sl], res.grad[sl]
+                else:
+                    new_risk, new_grad = fn(new_theta)
+                if res.state is not None:
+                    state = res.state
+                th_s[j][sl], gr_s[j][sl], rk_s[j][sl], t_s[j][sl] = new_theta, new_grad, new_risk, t_next[sl]
+                th, gr, rk, tt = th_s[j], gr_s[j], rk_s[j], t_s[j]
 
-            # a copy: with every row accepted ``sl`` is ``slice(None)`` and ``live["risk"][sl]`` a view, which the
-            # assignment below would overwrite with the new risk (max_risk_increase was then always 0)
-            old_risk = live["risk"][sl].copy()
-            new_gnorm, new_pnorm = _row_norm(new_grad), _row_norm(new_theta)
-            live["finite"][sl] = (np.isfinite(new_theta).all(axis=1) & np.isfinite(new_risk)
-                                  & np.isfinite(new_grad).all(axis=1))
-            live["theta"][sl], live["risk"][sl], live["grad"][sl] = new_theta, new_risk, new_grad
-            live["gnorm"][sl], live["pnorm"][sl] = new_gnorm, new_pnorm
-            live["t"][sl] = t_next[sl]
-            live["n"][sl] += 1
-            live["risk_min"][sl] = np.fmin(live["risk_min"][sl], new_risk)
-            live["pnorm_max"][sl] = np.fmax(live["pnorm_max"][sl], new_pnorm)
-            rel = (new_risk - old_risk) / np.maximum(np.abs(old_risk), _TINY)
-            live["incr"][sl] = np.fmax(live["incr"][sl], rel)
-            live["umin"][sl] = np.fmin(live["umin"][sl], mon.unit_min(new_theta))
+            # ------------------------------------------------- every attempt's state, events and monitors
+            n_s = live["n"] + np.cumsum(accepted, axis=0)
+            gn_s, pn_s = _row_norm(gr_s), _row_norm(th_s)
+            fin_s = np.isfinite(th_s).all(axis=2) & np.isfinite(rk_s) & np.isfinite(gr_s).all(axis=2)
+            st_s = check_events(stop, fin_s.ravel(), rk_s.ravel(), gn_s.ravel(), pn_s.ravel(), t_s.ravel(),
+                                n_s.ravel(), (n_s + live["rejected"]).ravel()).reshape(m, n_live)
+            # each row ends the block at its first event (the steps it took past it are discarded), else at its
+            # last attempt; the monitors run over the accepted states up to there
+            event = st_s != RUNNING
+            last = np.where(event.any(axis=0), event.argmax(axis=0), m - 1)
+            kept = accepted & (np.arange(m)[:, None] <= last)
+            before = np.concatenate([live["risk"][None], rk_s[:-1]])
+            rel = (rk_s - before) / np.maximum(np.abs(before), _TINY)
+            live["risk_min"] = np.fmin(live["risk_min"], _masked(np.fmin, rk_s, kept))
+            live["pnorm_max"] = np.fmax(live["pnorm_max"], _masked(np.fmax, pn_s, kept))
+            live["incr"] = np.fmax(live["incr"], _masked(np.fmax, rel, kept))
+            flat = th_s.reshape(m * n_live, n_par)
+            live["umin"] = np.fmin(live["umin"], _masked(np.fmin, mon.unit_min(flat).reshape(m, n_live), kept))
             if mon.any_defined:  # else the drift stays NaN: no unit has a balance (a fixed output layer)
-                drift = np.max(np.abs(mon.balance(new_theta) - live["B0"][sl]), axis=1)
-                live["drift"][sl] = np.fmax(live["drift"][sl], drift)
+                b = mon.balance(flat).reshape(m, n_live, -1)
+                drift = np.max(np.abs(b - live["B0"][None]), axis=2)
+                live["drift"] = np.fmax(live["drift"], _masked(np.fmax, drift, kept))
 
-        status = check_events(stop, live["finite"], live["risk"], live["gnorm"], live["pnorm"], live["t"],
-                              live["n"], live["n"] + live["rejected"])
+        cols = np.arange(n_live)
+        at = (last, cols)
+        if m == 1:  # no copies: the block's arrays become the live ones
+            live["theta"], live["grad"] = th_s[0], gr_s[0]
+        else:
+            live["theta"], live["grad"] = th_s[at], gr_s[at]
+        live["risk"], live["gnorm"], live["pnorm"] = rk_s[at], gn_s[at], pn_s[at]
+        live["finite"], live["t"], live["n"] = fin_s[at], t_s[at], n_s[at]
+        status = st_s[at]
+        stepped = accepted[at]  # the row's last attempt was accepted
+
         if certify is not None:
-            # rows that just stepped onto a multiple of ``every`` with a small gradient: is their limit certified?
-            cand = np.zeros(len(status), dtype=bool)
-            cand[sl] = True
-            cand &= (status == RUNNING) & (live["n"] % int(certify.every) == 0) & (live["gnorm"] <= live["cert_below"])
+            # rows that just stepped onto a multiple of ``every`` (the block ends there) with a small gradient:
+            # is their limit certified?
+            cand = stepped & (status == RUNNING) & (live["n"] % int(certify.every) == 0)
+            cand &= live["gnorm"] <= live["cert_below"]
             if cand.any():
                 idx = np.flatnonzero(cand)
                 ok, th_lim, nxt = certify.check(live["theta"][idx], live["gnorm"][idx])
@@ -367,21 +444,34 @@ def integrate(
                     live["gnorm"][won], live["pnorm"][won] = _row_norm(g_lim), _row_norm(th_lim)
                     live["risk_min"][won] = np.fmin(live["risk_min"][won], r_lim)
                     status[won] = CERTIFIED
-        # checkpoints: accepted rows whose clock reached the next grid point, and every row that stops now
-        clock = live["t"] if record.on == "t" else live["n"].astype(float)
-        crossed = np.zeros(len(clock), dtype=bool)
-        crossed[sl] = clock[sl] >= grid[np.minimum(live["next_cp"][sl], len(grid) - 1)]
-        crossed &= live["next_cp"] < len(grid)
-        just_stepped = np.zeros(len(clock), dtype=bool)
-        just_stepped[sl] = True
-        final = (status != RUNNING) & just_stepped
-        sel = np.flatnonzero(crossed | final)
-        if len(sel):
-            emit(sel)
-            live["next_cp"][sel] = np.searchsorted(grid, clock[sel], side="right")
+                    # the limit is what the row's final record shows
+                    rk_s[m - 1, won], gn_s[m - 1, won], pn_s[m - 1, won] = (
+                        live["risk"][won], live["gnorm"][won], live["pnorm"][won])
+
+        # checkpoints: accepted states whose clock reached the row's next grid point, and the state each row stops
+        # at. A row's next grid point after a record is the first one above its clock then, so the one before
+        # attempt j is the largest position reached by its kept states before j (positions only grow).
+        clock = t_s if record.on == "t" else n_s.astype(float)
+        pos = np.searchsorted(grid, clock, side="right")  # (m, A): grid points at or below the clock
+        reached = np.maximum.accumulate(
+            np.concatenate([live["next_cp"][None], np.where(kept, pos, 0)[:-1]]), axis=0)
+        record_at = kept & (pos > reached)
+        record_at[last, cols] |= stepped & (status != RUNNING)
+        jj, aa = np.nonzero(record_at)
+        if len(jj):
+            number = live["n_rec"] + np.cumsum(record_at, axis=0) - 1
+            for name, values in (("row", live["row"][aa]), ("checkpoint", number[jj, aa]), ("step", n_s[jj, aa]),
+                                 ("t", t_s[jj, aa]), ("risk", rk_s[jj, aa]), ("grad_norm", gn_s[jj, aa]),
+                                 ("param_norm", pn_s[jj, aa])):
+                curves[name].append(values)
+            recorded = record_at.any(axis=0)
+            latest = m - 1 - np.argmax(record_at[::-1], axis=0)
+            live["n_rec"] = live["n_rec"] + record_at.sum(axis=0)
+            live["last_rec"] = np.where(recorded, n_s[latest, cols], live["last_rec"])
+            live["next_cp"] = np.where(recorded, pos[latest, cols], live["next_cp"])
         # a row that stops on a rejected attempt (max_steps) was recorded at its last accepted state already,
         # unless that state fell between grid points
-        pending = np.flatnonzero((status != RUNNING) & ~just_stepped)
+        pending = np.flatnonzero((status != RUNNING) & ~stepped)
         missing = pending[live["last_rec"][pending] != live["n"][pending]]
         if len(missing):
             emit(missing)

@@ -71,6 +71,9 @@ class AbstractSolver:
     memory_result: int = 1
     # (A, P, P) arrays held at the step's peak (a Rosenbrock step's Hessian and its iteration matrix)
     memory_matrices: int = 0
+    # gradients only: the loop may run a row a few steps past its stopping event and discard them (blocks of
+    # steps, ``_integrate``); a linear solve on a stopped row's state (non-finite, a singular matrix) could raise
+    explicit: bool = True
 
     def for_problem(self, problem: Any) -> AbstractSolver:
         """The solver to run on ``problem`` (module docstring, "Problem"): explicit solvers need nothing more."""
@@ -288,6 +291,7 @@ class Rosenbrock(AbstractSolver):
     # matrices H and I + h gamma H, and solve's copy of one
     memory_result = 1
     memory_matrices = 3
+    explicit = False
 
     def __init__(self, hessian: Hessian | None = None) -> None:
         self.hessian = hessian

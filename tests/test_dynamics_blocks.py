@@ -1,0 +1,152 @@
+"""Blocks of steps (``dynamics._integrate``: up to ``MAX_BLOCK`` steps of every live row, then the loop's bookkeeping
+once) give bit for bit what the loop gives step by step (``MAX_BLOCK = 1``): statuses, final states, every
+monitor and every recorded curve, for rows that stop inside a block on each kind of event, budgets that are not a
+multiple of the block, certified stops on a period that does not divide it, and batches on both sides of
+``BLOCK_ROWS``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reluflow import Problem
+from reluflow.dynamics import (
+    RK4,
+    CertifiedStop,
+    ConstantSchedule,
+    ConstantStepSize,
+    GradientDescent,
+    Record,
+    ScheduledStepSize,
+    Stop,
+    checkpoint_grid,
+    integrate,
+)
+from reluflow.dynamics import _integrate as loop
+
+UNIFORM = {"kind": "uniform", "low": 0.0, "high": 1.0}
+ZIGZAG = {"kind": "piecewise_affine", "knots": [0, 0.5, 1], "values": [0.0, 1.0, 0.5]}
+# trained output layer with biases: balances defined, every monitor live
+EXACT1D = {"network": {"widths": [4]}, "measure": UNIFORM, "target": ZIGZAG, "risk": {"backend": "exact1d"}}
+# Safran and Shamir's setting in small: fixed output layer, no balances
+GAUSSIAN = {"network": {"widths": [3], "input_dim": 3, "bias": False, "fixed_output": 1.0},
+            "measure": {"kind": "gaussian", "dim": 3, "sigma": 1.0},
+            "target": {"kind": "teacher", "widths": [3], "bias": False, "fixed_output": 1.0, "seed": 0,
+                       "first_layer": "unit_vectors"},
+            "risk": {"backend": "gaussian"}}
+
+
+class Quadratic:
+    """``L = |theta|^2 / 2``, ``G = theta`` (rows independent; the limit of GD and GF is 0)."""
+
+    def risk_and_grad(self, theta):
+        return 0.5 * (theta * theta).sum(axis=1), theta.copy()
+
+
+def _blocks_used(monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    size = loop._block_size
+
+    def recording(*args):
+        m = size(*args)
+        sizes.append(m)
+        return m
+
+    monkeypatch.setattr(loop, "_block_size", recording)
+    return sizes
+
+
+def _step_by_step(monkeypatch, run):
+    with monkeypatch.context() as m:
+        m.setattr(loop, "MAX_BLOCK", 1)
+        return run()
+
+
+def _assert_same(a, b) -> None:
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "curves":
+            assert x.keys() == y.keys()
+            for k in x:
+                assert x[k].dtype == y[k].dtype and x[k].tobytes() == y[k].tobytes(), f"curves[{k!r}]"
+        elif x.dtype == object:
+            assert list(x) == list(y), f.name
+        else:
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), f.name
+
+
+def _theta0(problem, n: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    theta = np.random.default_rng(seed).normal(size=(n, problem.n_params)) * scale
+    theta[6::7] *= 40.0  # some rows far out: they diverge or take longer
+    if n > 3:
+        theta[3, 0] = np.nan  # a row that stops at its start
+    return theta
+
+
+@pytest.mark.parametrize("spec", [EXACT1D, GAUSSIAN], ids=["exact1d", "gaussian"])
+@pytest.mark.parametrize("n_rows", [1, 5, 40, 300])
+def test_gd_in_blocks_is_step_by_step_bit_for_bit(monkeypatch, spec, n_rows):
+    problem = Problem.from_dict(spec)
+    theta0 = _theta0(problem, n_rows, seed=n_rows)
+    n_steps = 203  # not a multiple of any block size
+    stop = Stop(n_steps=n_steps, risk_tol=1e-3, grad_tol=1e-3, norm_bound=30.0)
+    record = Record(checkpoint_grid(12, n_steps, 1, integer=True), on="step")
+
+    def run():
+        return integrate(problem, GradientDescent(), theta0, stop=stop,
+                         controller=ScheduledStepSize(ConstantSchedule(0.2)), record=record)
+
+    sizes = _blocks_used(monkeypatch)
+    blocked = run()
+    reference = _step_by_step(monkeypatch, run)
+    _assert_same(blocked, reference)
+    assert max(sizes) > 1
+    if n_rows >= 40:  # rows stopped inside blocks, on different events
+        assert len(set(blocked.status)) >= 3
+        assert (blocked.steps[blocked.status != "budget"] % loop.MAX_BLOCK != 0).any()
+
+
+def test_fixed_step_gf_recorded_on_the_clock_in_blocks_is_step_by_step(monkeypatch):
+    problem = Problem.from_dict(EXACT1D)
+    theta0 = _theta0(problem, 24, seed=3)
+    stop = Stop(t_end=2.345, risk_tol=1e-4, norm_bound=60.0)
+    record = Record(checkpoint_grid(9, 2.345, 0.01))
+
+    def run():
+        return integrate(problem, RK4(), theta0, stop=stop, controller=ConstantStepSize(0.01), record=record)
+
+    sizes = _blocks_used(monkeypatch)
+    blocked = run()
+    _assert_same(blocked, _step_by_step(monkeypatch, run))
+    assert max(sizes) > 1
+    assert (blocked.t[blocked.status == "budget"] == 2.345).all()
+
+
+@pytest.mark.parametrize("every", [1, 7, 40])
+def test_certified_stops_in_blocks_are_step_by_step(monkeypatch, every):
+    problem = Quadratic()
+    theta0 = np.random.default_rng(every).normal(size=(30, 4)) * np.geomspace(1.0, 1e3, 30)[:, None]
+    checks: list[int] = []
+
+    def check(theta, grad_norm):
+        # a row-by-row rule: certified once |G| < 1e-2, with the exact limit 0; otherwise try again below half
+        checks.append(len(theta))
+        return grad_norm < 1e-2, np.zeros_like(theta), grad_norm / 2
+
+    def run():
+        return integrate(problem, GradientDescent(), theta0, stop=Stop(n_steps=500, grad_tol=1e-12),
+                         controller=ScheduledStepSize(ConstantSchedule(0.05)),
+                         record=Record(checkpoint_grid(10, 500, 1, integer=True), on="step"),
+                         certify=CertifiedStop(check, every=every, below=0.5))
+
+    sizes = _blocks_used(monkeypatch)
+    blocked = run()
+    n_checks = list(checks)
+    checks.clear()
+    reference = _step_by_step(monkeypatch, run)
+    _assert_same(blocked, reference)
+    assert checks == n_checks  # the same checks, of the same numbers of rows
+    assert (blocked.status == "certified").sum() >= 10 and (blocked.risk[blocked.status == "certified"] == 0).all()
+    assert max(sizes) > 1 or every == 1
