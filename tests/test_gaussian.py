@@ -539,3 +539,16 @@ def test_matches_forward_on_a_sample_mean():
     x = np.random.default_rng(2).standard_normal((200_000, 3))
     sq = np.sum((forward(p.architecture, theta, x)[0] - p.target(x)) ** 2, axis=1)
     assert abs(sq.mean() - p.risk(theta)[0]) <= 5 * sq.std(ddof=1) / np.sqrt(len(sq))
+
+
+def test_arccos_kernel_in_chunks_is_the_closed_form(monkeypatch):
+    rng = np.random.default_rng(5)
+    u, v = rng.normal(size=(37, 4)), rng.normal(size=(29, 4))
+    whole = _gaussian.arccos_kernel(u, v, 1.3)
+    monkeypatch.setattr(_gaussian, "_PAIR_CHUNK", 4 * 29 * 3)  # three rows of u a chunk, the last one short
+    assert _gaussian.arccos_kernel(u, v, 1.3).tobytes() == whole.tobytes()
+    # E[relu(u.x) relu(v.x)] = sigma^2 / (2 pi) |u| |v| (sin phi + (pi - phi) cos phi), phi from the cosine
+    nu, nv = np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)
+    phi = np.arccos(np.clip(u @ v.T / np.outer(nu, nv), -1, 1))
+    expected = 1.3**2 / (2 * np.pi) * np.outer(nu, nv) * (np.sin(phi) + (np.pi - phi) * np.cos(phi))
+    np.testing.assert_allclose(whole, expected, rtol=1e-12, atol=1e-14)

@@ -105,6 +105,7 @@ def test_integrate_memory_counts_the_driver_and_each_worker_at_its_largest_shard
     assert integrate_memory_mb(cells, remote, 4) < DRIVER_BASELINE_MB + WORKER_BASELINE_MB  # workers run elsewhere
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_a_budgeted_run_writes_the_same_tables_in_smaller_shards(tmp_path):
     plan = _plan(tmp_path)
     cell = _cell(plan)

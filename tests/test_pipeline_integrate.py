@@ -145,6 +145,7 @@ def _kill_tree(proc: psutil.Process) -> None:
     psutil.wait_procs(procs)
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_killed_integrate_job_resumes_from_finished_shards(tmp_path):
     method = "{kind: gd, step_size: 0.02, n_steps: 120, n_checkpoints: 5, refine: false}"
     cell = _cell(tmp_path, CONFIG.format(name="resume", width=8, method=method, n=40, workers=1, shard_size=2))
@@ -275,6 +276,7 @@ def test_shards_resume_without_a_git_checkout(tmp_path, monkeypatch):
     assert _shard_is_finished(cell, shard, tmp_path)
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_resume_recomputes_a_shard_written_by_other_code(tmp_path):
     """Through the CLI: integrate keeping its shards; one shard's metadata is rewritten as if other code had made
     it; the next integrate reuses the others, recomputes that one with a warning naming it, and the tables equal
@@ -444,6 +446,7 @@ def test_background_intervals_keep_what_the_user_set_and_name_the_env_vars_dask_
         assert "distributed.worker.memory.monitor-interval" not in _background_intervals()
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_a_changed_cell_is_the_only_one_computed_again(tmp_path):
     """The study's integrate job reruns when any cell changes (Snakemake removes all its outputs first); the
     cells whose parameters did not change get their finished tables back from .done (the same files: hard links),

@@ -280,6 +280,7 @@ def test_figures_are_png_and_pdf(e2e):
         assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_figures_drawn_in_parallel_processes_are_the_same_files(e2e, tmp_path):
     from reluflow.pipeline import write_figures
 
@@ -431,6 +432,7 @@ def test_rerun_does_nothing_even_with_other_execution_settings(e2e):
     assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_redrawing_a_figure_starts_no_cluster(e2e):
     d, _ = e2e
     figure = d / "results" / "tiny" / "figures" / "risk_curves.png"
@@ -510,6 +512,7 @@ def test_figures_cli_rejects_a_process_count_below_one(tmp_path):
     assert "Traceback" not in run.stderr and not (tmp_path / "best_of_k.png").exists()
 
 
+@pytest.mark.slow  # a whole Snakemake or dask run: in `pytest -m slow` (CI runs it), not the default run
 def test_a_damaged_table_with_its_old_mtime_is_rebuilt(e2e, tmp_path):
     """A per-cell table truncated on disk keeps its mtime, so Snakemake alone would find nothing to do and every
     reader would fail: the Snakefile sets it aside and the integrate job rebuilds it (the other cells come back

@@ -260,6 +260,25 @@ def test_polynomial_degree_and_1d_teacher_width_beyond_the_limits():
         reluflow.Problem.from_dict({**spec, "target": {"kind": "teacher", "widths": [5000], "seed": 0}})
 
 
+def test_gaussian_teacher_width_beyond_the_limit_is_refused_before_its_tables_exist():
+    # the fault: a fuzzed config with a 50 000-unit teacher built (50 000, 50 000, d) tables and was killed for
+    # memory; at the limit the teacher's tables are built in chunks, in well under a gigabyte
+    import tracemalloc
+
+    spec = {"network": {"input_dim": 6, "widths": [3], "bias": False, "fixed_output": 1.0},
+            "measure": {"kind": "gaussian", "dim": 6, "sigma": 1.0}, "risk": {"backend": "gaussian"}}
+    teacher = {"kind": "teacher", "bias": False, "fixed_output": 1.0, "seed": 0}
+    with pytest.raises(ValueError, match=r"target.widths = \[50000\]: at most 2048 teacher units"):
+        reluflow.Problem.from_dict({**spec, "target": {**teacher, "widths": [50000]}})
+    tracemalloc.start()
+    try:
+        problem = reluflow.Problem.from_dict({**spec, "target": {**teacher, "widths": [2048]}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problem.backend.teacher_risk > 0 and peak < 400 * 2**20
+
+
 def test_pieces_that_overflow_are_refused():
     spec = {"network": {"input_dim": 1, "widths": [2]}, "measure": {"kind": "uniform"}}
     target = {"kind": "piecewise_affine", "knots": [0.0, 0.5, 1.0], "values": [1e308, 1.0, 0.0]}

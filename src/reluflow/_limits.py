@@ -26,6 +26,8 @@ LIMITS: dict[str, int] = {
     "degree": 64,  # of a polynomial piece (target or density): beyond it float64 monomials are noise, and a
     # density's minimum is found from the roots of its derivative (O(degree^3))
     "teacher_width_1d": 4096,  # units of a 1D shallow ReLU teacher (its exact pieces take a kinks x units table)
+    "teacher_width_gaussian": 2048,  # units of a teacher on the gaussian backend (its teacher-teacher term takes
+    # units x units tables: 32 MB each at this limit)
     # execution
     "workers": 10**4,  # dask worker processes or SLURM jobs
     # integers anywhere in a config: they are stored as 64-bit integers in the tables

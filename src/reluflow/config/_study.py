@@ -899,8 +899,9 @@ def shard_size_for(cell: Cell, execution: Execution) -> int:
             f"study {cell.study!r}, cell {cell.id!r}: one trajectory needs about {one} MB "
             f"(reluflow.simulate_memory) beside the {WORKER_BASELINE_MB} MB a dask worker needs of its own, more "
             f"than execution.worker_memory_mb = {execution.worker_memory_mb} allows: raise "
-            f"execution.worker_memory_mb to at least {one + WORKER_BASELINE_MB}, or make the cell smaller (fewer "
-            "parameters, points or checkpoints; method.refine: false)")
+            f"execution.worker_memory_mb to at least {one + WORKER_BASELINE_MB}, or make the cell smaller "
+            f"({cell.problem_object.n_params} parameters: network.widths, network.input_dim; the teacher: "
+            "target.widths; points: risk.n_points; method.n_checkpoints; method.refine: false)")
     return min(execution.shard_size, fit)
 
 

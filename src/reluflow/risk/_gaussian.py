@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import LIMITS
 from ._base import Memory, RiskBackend, import_compiled, numba_installed
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
@@ -83,6 +84,10 @@ def _unit_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (scale * rel)[..., 0], unit
 
 
+# float64 values of one chunk of arccos_kernel's pairwise differences (8 MB)
+_PAIR_CHUNK = 1 << 20
+
+
 def arccos_kernel(u: np.ndarray, v: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """``E[relu(u_i.x) relu(v_j.x)]`` ``(m, n)``, ``x ~ N(0, sigma^2 I)``.
 
@@ -92,9 +97,14 @@ def arccos_kernel(u: np.ndarray, v: np.ndarray, sigma: float = 1.0) -> np.ndarra
     u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
     nu, uh = _unit_rows(u)
     nv, vh = _unit_rows(v)
-    diff = np.linalg.norm(uh[:, None, :] - vh[None, :, :], axis=-1)
-    summ = np.linalg.norm(uh[:, None, :] + vh[None, :, :], axis=-1)
-    phi = 2.0 * np.arctan2(diff, summ)
+    phi = np.empty((len(uh), len(vh)))
+    # rows of u in chunks: the pairwise differences and sums hold (rows, n, d) values
+    rows = max(1, _PAIR_CHUNK // max(1, vh.size))
+    for a in range(0, len(uh), rows):
+        pair_u = uh[a:a + rows, None, :]
+        diff = np.linalg.norm(pair_u - vh[None, :, :], axis=-1)
+        summ = np.linalg.norm(pair_u + vh[None, :, :], axis=-1)
+        phi[a:a + rows] = 2.0 * np.arctan2(diff, summ)
     kappa = np.sin(phi) + (np.pi - phi) * np.cos(phi)
     return sigma**2 / (2 * np.pi) * nu[:, None] * nv[None, :] * kappa
 
@@ -198,6 +208,10 @@ class GaussianRisk(RiskBackend):
             return "it needs a bias-free teacher (target.bias: false)"
         if t.input_dim != arch.input_dim or t.output_dim != arch.output_dim:
             return "the teacher's input/output dimensions must match the student's"
+        if t.widths[0] > LIMITS["teacher_width_gaussian"]:
+            return (f"target.widths = {list(t.widths)}: at most {LIMITS['teacher_width_gaussian']} teacher units "
+                    "(LIMITS['teacher_width_gaussian'], docs/running.md: the teacher-teacher term takes units x units "
+                    "tables)")
         return None
 
     # ------------------------------------------------------------------ workspace (per thread, reused)
