@@ -154,6 +154,30 @@ def test_row_is_bitwise_the_same_alone_in_7_and_in_1000(method):
         assert tr_all["n_rejected"].sum() > 0 and tr_all["steps"].nunique() > 5  # rows really stepped apart
 
 
+def test_rate_fits_of_a_row_do_not_depend_on_how_many_states_its_batch_mates_recorded():
+    """Runs that stop at different steps record different numbers of states. The rate fits (``rate_*``,
+    ``r2_*``) once padded the curves to the most states in the batch, and a row sum's rounding depends on the
+    padded length: the same trajectory got other last bits alone than in its shard (25 of 300 SS2018 k6_n6
+    trajectories between shards of 125 and one batch)."""
+    problem = {"network": {"input_dim": 6, "widths": [6], "bias": False, "fixed_output": 1.0},
+               "measure": {"kind": "gaussian", "dim": 6, "sigma": 1.0},
+               "target": {"kind": "teacher", "widths": [6], "bias": False, "fixed_output": 1.0, "seed": 0,
+                          "first_layer": "unit_vectors"},
+               "risk": {"backend": "gaussian"}, "optimal_risk": 0.0}
+    method = {"kind": "gd", "step_size": 0.05, "n_steps": 100000, "grad_tol": 3.1831e-10, "risk_tol": 2.0e-3,
+              "n_checkpoints": 40, "refine": False}
+    kw = dict(method=method, init={"kind": "scaled_normal", "sigma": "fan_in"}, n_trajectories=40, seed=2018)
+    tr_all, cu_all, *_ = simulate(problem, **kw)
+    counts = cu_all.groupby("trajectory").size()
+    assert counts.nunique() > 3  # the batch mates recorded different numbers of states
+    columns = [c for c in tr_all.columns if c.startswith(("rate_", "r2_"))]
+    for i in counts.sort_values().index[:6]:  # the rows padded most in the batch
+        tr_one, *_ = simulate(problem, **kw, trajectory_ids=[i])
+        pd.testing.assert_frame_equal(tr_one[columns].reset_index(drop=True),
+                                      tr_all.loc[tr_all.trajectory == i, columns].reset_index(drop=True),
+                                      check_exact=True)
+
+
 def test_gf_risk_never_increases_on_200_trajectories():
     """C1 on 200 random 1D GF trajectories: the largest relative risk increase between consecutive accepted
     steps is at round-off level (here: none at all)."""

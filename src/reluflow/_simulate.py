@@ -214,10 +214,12 @@ def _analysis_columns(prob: Problem, m, sol) -> dict[str, np.ndarray]:
                              risk_tol=m.risk_tol, grad_tol=m.grad_tol, optimal_risk=prob.optimal_risk,
                              second_order=m.refine_enabled(prob.n_params))
 
-    # rate fits on the recorded curves: (T, C) padded arrays
+    # rate fits on the recorded curves: (T, C) padded arrays, C the most states the method records per trajectory,
+    # not the most in this batch: the fits' row sums group their terms by the row length, so a batch-dependent C
+    # gave a trajectory other last bits in another shard
     c = sol.curves
     rows, counts = np.unique(c["row"], return_counts=True)
-    width = int(counts.max()) if len(counts) else 1
+    width = max(len(m.make_record().grid) + 1, int(counts.max()) if len(counts) else 1)
     t = np.full((n, width), np.nan)
     risk = np.full((n, width), np.nan)
     valid = np.zeros((n, width), dtype=bool)
