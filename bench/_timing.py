@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -29,3 +30,11 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
     return "" if v is None else str(v)
+
+
+def report_line(row: dict, out: str | None) -> None:
+    """Print ``row`` as one JSON line and, with ``out`` (a script's ``--out``), append it to that file."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")

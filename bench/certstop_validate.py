@@ -11,7 +11,6 @@ JSON line per cell (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -21,6 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import reluflow  # noqa: E402
+
+from ._timing import report_line  # noqa: E402
 
 METHOD = {"kind": "gd", "step_size": 0.05, "n_steps": 1000000, "grad_tol": 3.1831e-10, "risk_tol": 2.0e-3,
           "norm_bound": 1.0e+8, "n_checkpoints": 40, "refine": False}
@@ -71,10 +72,7 @@ def main() -> None:
             "steps_to_convergence": int(a.steps.sum()), "steps_certified": int(b.steps.sum()),
             "steps_of_certified_runs": [int(a.steps[cert].sum()), int(b.steps[cert].sum())],
         }
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        report_line(row, args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 import reluflow  # noqa: E402
 
+from ._timing import report_line  # noqa: E402
 from .certstop_validate import INIT, METHOD, cell  # noqa: E402
 
 
@@ -68,10 +69,7 @@ def main() -> None:
                                                     / np.maximum(np.abs(risks[1]), 1e-300))),
             "numba_repeat_identical": bool(risks[0].tobytes() == risks[2].tobytes()),
         }
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        report_line(row, args.out)
 
 
 if __name__ == "__main__":

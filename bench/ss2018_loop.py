@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 import reluflow  # noqa: E402
 from reluflow.dynamics import _integrate  # noqa: E402
 
+from ._timing import report_line  # noqa: E402
 from .certstop_validate import INIT, METHOD, cell  # noqa: E402
 
 MODES = ("steps", "blocks", "blocks_one_shard")
@@ -89,10 +90,7 @@ def main() -> None:
                                    for m, v in cpu.items() if m != "steps"},
             "identical_tables": len(digests) == 1,
         }
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        report_line(row, args.out)
 
 
 if __name__ == "__main__":
