@@ -314,7 +314,9 @@ def published_vs_regenerated(df: pd.DataFrame, *, ax: Axes | None = None, x: str
     inside = np.isfinite(pub) & ~outside
     ax.plot(xs[inside], pub[inside], linestyle="none", marker="x", color="black", ms=5, mew=1.2, label="published")
     if outside.any():
-        ax.plot(xs[outside], pub[outside], linestyle="none", marker="x", color="C3", ms=5, mew=1.2,
+        # larger and above the estimates: on a log axis a disagreement of a few points near a rate of 0.7 or 0.9
+        # puts the cross on the estimate's marker
+        ax.plot(xs[outside], pub[outside], linestyle="none", marker="x", color="C3", ms=9, mew=2.0, zorder=4,
                 label=disagree_label)
     values = np.concatenate([est, pub, lo, hi])
     if spans_decades(values):
