@@ -259,7 +259,7 @@ class MachineCPU:
 SNAKEMAKE_MODES = {
     "default": [],  # the workflow as it is: --cores 1 against --cores 2, each run free to use the whole machine
     # --cores 2 with a LocalCluster of one worker: against default --cores 2, two dask workers against one with
-    # everything else (Snakemake, the cells job, the inits, the cluster's start-up, aggregate, figures) on the same
+    # everything else (Snakemake, the cells table and inits, the cluster's start-up, aggregate, figures) on the same
     # two cores
     "one_worker": ["--config", "execution={workers: 1}"],
     # the default, with each run held to as many CPUs as its --cores (CPU affinity, inherited by every process the

@@ -92,23 +92,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_cells(args: argparse.Namespace) -> int:
-    from .config import Study
-    from .pipeline import write_cells
-
-    write_cells(Study.from_json(args.study_json), args.output)
-    return 0
-
-
 def _cmd_integrate(args: argparse.Namespace) -> int:
     from .config import Study
-    from .pipeline import write_integrate
+    from .pipeline import write_cells, write_integrate
 
     execution = _execution(args)
     study = Study.from_json(args.study_json)
     console = _console(args.console_fd)
     if console is not None:  # progress lines and the dashboard link on the console too
         _log_to_console(console, study.name)
+    if args.cells:
+        write_cells(study, args.cells)
     # --workers: the cores Snakemake gave the job ({threads}), the local cluster's workers unless execution.workers
     counts = write_integrate(list(study.cells.values()), args.study_dir, execution, cores=args.workers)
     logging.getLogger("reluflow.pipeline").info(
@@ -165,15 +159,11 @@ def _parser() -> argparse.ArgumentParser:
                    "reluflow/config/config.schema.yaml)")
     c.set_defaults(func=_cmd_check)
 
-    c = sub.add_parser("cells", help="write cells.parquet for a study")
-    c.add_argument("--study-json", required=True)
-    c.add_argument("--output", required=True)
-    c.set_defaults(func=_cmd_cells)
-
     c = sub.add_parser("integrate", help="integrate every cell of a study on one dask cluster, resuming finished "
                        "shards and reusing finished cells")
     c.add_argument("--study-json", required=True)
     c.add_argument("--study-dir", required=True, help="results/{study}: where the cells' tables go")
+    c.add_argument("--cells", metavar="PATH", help="also write the study's cells table (cells.parquet) here, first")
     c.add_argument("--workers", type=int, help="the cores the job is given (Snakemake passes {threads}): the local "
                    "cluster's workers unless execution.workers is set")
     c.add_argument("--execution-json", help=f"execution settings (default: ${EXECUTION_ENV})")
