@@ -1,19 +1,20 @@
-"""The integrate loop on SS2018 cells, step by step against blocks of steps, and shard sizes:
-``python -m bench.ss2018_loop CELL:N ... [--rounds R] [--shard S]`` (default ``k10_n11:1000``, 3 rounds, shards of
-125 as the ss2018_full study runs them: 8 per cell).
+"""The integrate loop on SS2018 cells: step by step, in blocks of steps taken by the loop, and in blocks taken by
+the compiled multi-step call: ``python -m bench.ss2018_loop CELL:N ... [--rounds R] [--shard S]`` (default
+``k10_n11:1000``, 3 rounds, shards of 125 as the ss2018_full study runs them: 8 per cell).
 
 Per cell and round, interleaved, each a new ``Problem`` with the study's method and initializations (seed 2018,
 the compiled gaussian kernel where numba is installed, BLAS on one thread), the cell's ``N`` runs through
-``reluflow.simulate``:
+``reluflow.simulate`` in shards of ``S``:
 
-- ``steps``: shards of ``S`` trajectories, the loop step by step (``dynamics._integrate.MAX_BLOCK = 1``, the loop
-  before blocks);
-- ``blocks``: shards of ``S``, the loop in blocks (the default);
-- ``blocks_one_shard``: all ``N`` in one batch, in blocks: a run's long tail shared by the whole cell.
+- ``steps``: the loop step by step (``dynamics._integrate.MAX_BLOCK = 1``, no ``gd_steps``: the loop before
+  blocks);
+- ``blocks16``: blocks of up to 16 steps that the loop takes itself (``MAX_BLOCK = 16``, no ``gd_steps``: the loop
+  of session 15);
+- ``compiled``: the default: blocks of up to ``MAX_BLOCK`` steps, each one ``GaussianRisk.gd_steps`` call.
 
 Reported: this process's CPU seconds per mode (median over rounds and the range), each mode's ratio to ``steps``
-(median of the per-round ratios), and whether every mode gave the same trajectories table (it must: blocks and
-shard sizes never change a result). One JSON line per cell (``--out``).
+and to ``blocks16`` (medians of the per-round ratios), and whether every mode gave the same trajectories table (it
+must: blocks and the compiled call never change a result). One JSON line per cell (``--out``).
 """
 
 from __future__ import annotations
@@ -36,23 +37,26 @@ from reluflow.dynamics import _integrate  # noqa: E402
 from ._timing import report_line  # noqa: E402
 from .certstop_validate import INIT, METHOD, cell  # noqa: E402
 
-MODES = ("steps", "blocks", "blocks_one_shard")
+MODES = ("steps", "blocks16", "compiled")
 
 
 def run_mode(label: str, n_runs: int, mode: str, shard: int, seed: int) -> tuple[float, str, int]:
     """``(CPU seconds, hash of the trajectories table, total steps)`` of one cell in ``mode``."""
+    from reluflow.risk import GaussianRisk
+
     prob = reluflow.Problem.from_dict(cell(label))
-    size = n_runs if mode == "blocks_one_shard" else shard
-    saved = _integrate.MAX_BLOCK
-    _integrate.MAX_BLOCK = 1 if mode == "steps" else saved
+    saved_block, saved_call = _integrate.MAX_BLOCK, GaussianRisk.gd_steps
+    _integrate.MAX_BLOCK = {"steps": 1, "blocks16": 16}.get(mode, saved_block)
+    if mode != "compiled":
+        GaussianRisk.gd_steps = lambda self, theta, grad, h: None
     try:
         c = time.process_time()
         parts = [reluflow.simulate(prob, method=METHOD, init=INIT, n_trajectories=n_runs, seed=seed,
-                                   trajectory_ids=np.arange(a, min(a + size, n_runs))).trajectories
-                 for a in range(0, n_runs, size)]
+                                   trajectory_ids=np.arange(a, min(a + shard, n_runs))).trajectories
+                 for a in range(0, n_runs, shard)]
         cpu = time.process_time() - c
     finally:
-        _integrate.MAX_BLOCK = saved
+        _integrate.MAX_BLOCK, GaussianRisk.gd_steps = saved_block, saved_call
     table = pd.concat(parts, ignore_index=True)
     digest = hashlib.sha1(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes()).hexdigest()
     return cpu, digest, int(table.steps.sum())
@@ -71,6 +75,7 @@ def main() -> None:
         n_runs = int(n_runs)
         p = reluflow.Problem.from_dict(cell(label))  # numba's compilation or cache load is not the cell's cost
         p.risk_and_grad(np.zeros((2, p.n_params)))
+        p.gd_steps(np.zeros((1, p.n_params)), np.zeros((1, p.n_params)), np.full((1, 1), 0.05))
         cpu: dict[str, list[float]] = {m: [] for m in MODES}
         digests, steps = set(), set()
         for r in range(args.rounds):
@@ -88,6 +93,8 @@ def main() -> None:
                                 "max": round(max(v), 2)} for m, v in cpu.items()},
             "speedup_over_steps": {m: round(float(np.median(np.array(cpu["steps"]) / np.array(v))), 2)
                                    for m, v in cpu.items() if m != "steps"},
+            "speedup_over_blocks16": round(float(np.median(np.array(cpu["blocks16"]) / np.array(cpu["compiled"]))),
+                                           2),
             "identical_tables": len(digests) == 1,
         }
         report_line(row, args.out)

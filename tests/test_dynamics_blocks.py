@@ -17,7 +17,10 @@ from reluflow.dynamics import (
     CertifiedStop,
     ConstantSchedule,
     ConstantStepSize,
+    Euler,
     GradientDescent,
+    PiecewiseSchedule,
+    PowerSchedule,
     Record,
     ScheduledStepSize,
     Stop,
@@ -150,3 +153,121 @@ def test_certified_stops_in_blocks_are_step_by_step(monkeypatch, every):
     assert checks == n_checks  # the same checks, of the same numbers of rows
     assert (blocked.status == "certified").sum() >= 10 and (blocked.risk[blocked.status == "certified"] == 0).all()
     assert max(sizes) > 1 or every == 1
+
+
+# ---------------------------------------------------------------------------------------------- compiled GD blocks
+def _loop_steps_itself(monkeypatch, run):
+    """``run()`` with ``RiskBackend.gd_steps`` unavailable: the loop takes every GD step itself (numpy update, then
+    ``risk_and_grad``), the reference for the compiled blocks."""
+    from reluflow.risk import GaussianRisk
+
+    with monkeypatch.context() as m:
+        m.setattr(GaussianRisk, "gd_steps", lambda self, theta, grad, h: None)
+        return run()
+
+
+def _gd_steps_calls(monkeypatch) -> list[int]:
+    from reluflow.risk import GaussianRisk
+
+    calls: list[int] = []
+    compiled = GaussianRisk.gd_steps
+
+    def counting(self, theta, grad, h):
+        got = compiled(self, theta, grad, h)
+        calls.append(0 if got is None else h.shape[0])
+        return got
+
+    monkeypatch.setattr(GaussianRisk, "gd_steps", counting)
+    return calls
+
+
+@pytest.mark.parametrize("schedule", [ConstantSchedule(0.2), PowerSchedule(0.3, 0.5),
+                                      PiecewiseSchedule((30, 90), (0.3, 0.1, 0.2))], ids=["constant", "power",
+                                                                                        "piecewise"])
+@pytest.mark.parametrize("n_rows", [1, 5, 40, 300])
+def test_compiled_gd_blocks_are_the_loops_own_steps_bit_for_bit(monkeypatch, schedule, n_rows):
+    pytest.importorskip("numba")
+    problem = Problem.from_dict(GAUSSIAN)
+    theta0 = _theta0(problem, n_rows, seed=10 + n_rows)
+    n_steps = 203
+    stop = Stop(n_steps=n_steps, risk_tol=1e-3, grad_tol=1e-3, norm_bound=30.0)
+    record = Record(checkpoint_grid(12, n_steps, 1, integer=True), on="step")
+
+    def run():
+        return integrate(problem, GradientDescent(), theta0, stop=stop,
+                         controller=ScheduledStepSize(schedule), record=record)
+
+    calls = _gd_steps_calls(monkeypatch)
+    compiled = run()
+    assert calls and min(calls) > 0  # the compiled call took every block
+    if n_rows <= 40:  # (300 rows: while more than BLOCK_ROWS / 2 are live, a block is one step)
+        assert max(calls) > 1
+    reference = _loop_steps_itself(monkeypatch, run)
+    _assert_same(compiled, reference)
+    if n_rows >= 40:  # rows stopped inside blocks, on different events
+        assert len(set(compiled.status)) >= 3
+
+
+def test_compiled_euler_blocks_on_the_clock_are_the_loops_own_steps(monkeypatch):
+    pytest.importorskip("numba")
+    problem = Problem.from_dict(GAUSSIAN)
+    theta0 = _theta0(problem, 24, seed=4)
+    stop = Stop(t_end=2.345, risk_tol=1e-4, norm_bound=60.0)
+    record = Record(checkpoint_grid(9, 2.345, 0.01))
+
+    def run():
+        return integrate(problem, Euler(), theta0, stop=stop, controller=ConstantStepSize(0.01), record=record)
+
+    calls = _gd_steps_calls(monkeypatch)
+    compiled = run()
+    assert calls and max(calls) > 1
+    _assert_same(compiled, _loop_steps_itself(monkeypatch, run))
+    assert (compiled.t[compiled.status == "budget"] == 2.345).all()
+
+
+@pytest.mark.parametrize("controller", [ScheduledStepSize(ConstantSchedule(0.05)),
+                                        ScheduledStepSize(PowerSchedule(0.3, 0.7)),
+                                        ScheduledStepSize(PiecewiseSchedule((3, 9), (0.3, 0.1, 0.2))),
+                                        ConstantStepSize(0.1)], ids=["constant", "power", "piecewise", "clock"])
+def test_propose_block_is_m_proposals(controller):
+    n = np.array([0, 0, 5, 7])
+    t = np.array([0.0, 0.3, 1.25, 1.0 / 3.0])
+    h_s, t_s = controller.propose_block(controller.initial(4), n, t, 1.7, 13)
+    for j in range(13):
+        h, t_next = controller.propose(controller.initial(4), n + j, t, 1.7)
+        assert h_s[j].tobytes() == h.tobytes() and t_s[j].tobytes() == t_next.tobytes(), j
+        t = t_next
+
+
+def test_gaussian_gd_steps_are_numpy_updates_and_risk_and_grad():
+    pytest.importorskip("numba")
+    problem = Problem.from_dict(GAUSSIAN)
+    rng = np.random.default_rng(7)
+    theta = rng.normal(size=(6, problem.n_params))
+    theta[2, 1] = np.inf  # a non-finite row: NaN results, as the loop's guarded evaluation gives
+    theta[4] = 0.0  # every unit dead: G = 0
+    risk, grad = problem.risk_and_grad(np.where(np.isfinite(theta), theta, 0.0))
+    h = rng.uniform(0.01, 0.3, size=(5, 6))
+    got = problem.gd_steps(theta, grad, h)
+    assert got is not None
+    th_s, gr_s, rk_s = got
+    th, gr = theta, grad
+    for j in range(5):
+        th = th - h[j][:, None] * gr
+        ok = np.isfinite(th).all(axis=1)
+        rk, gr = np.full(6, np.nan), np.full(th.shape, np.nan)
+        rk[ok], gr[ok] = problem.risk_and_grad(th[ok])
+        assert th_s[j].tobytes() == th.tobytes() and gr_s[j].tobytes() == gr.tobytes(), j
+        assert rk_s[j].tobytes() == rk.tobytes(), j
+    assert np.isnan(rk_s[:, 2]).all() and (gr_s[:, 4] == 0).all()
+
+
+def test_gd_steps_is_none_without_a_compiled_multi_step_call():
+    assert Problem.from_dict(EXACT1D).gd_steps(np.zeros((1, 13)), np.zeros((1, 13)), np.ones((2, 1))) is None
+    spec = {**GAUSSIAN, "risk": {"backend": "gaussian", "dtype": "float32"}}
+    try:
+        problem = Problem.from_dict(spec)
+    except (ValueError, TypeError):
+        pytest.skip("no float32 gaussian problem from a dict")
+    theta = np.zeros((1, problem.n_params))
+    assert problem.gd_steps(theta, theta, np.ones((2, 1))) is None

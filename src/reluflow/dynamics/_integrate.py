@@ -136,8 +136,10 @@ def _masked(reduce: np.ufunc, values: np.ndarray, mask: np.ndarray) -> np.ndarra
 # of the published table spends most of its steps with a handful of rows left). A row whose event fires inside a
 # block takes the block's remaining steps too; they are discarded and the row ends where the event fired, as it
 # would step by step (rows never interact). Only for a fixed-step (non-adaptive) controller, where every live row
-# takes every step, and an explicit solver (``AbstractSolver.explicit``).
-MAX_BLOCK = 16
+# takes every step, and an explicit solver (``AbstractSolver.explicit``). A GD (or Euler) block on a backend with a
+# compiled multi-step call (``RiskBackend.gd_steps``) is one call, which leaves the block's bookkeeping as the
+# loop's main cost for a run's last rows: hence blocks of up to 64 steps (a row's last block may waste up to 63).
+MAX_BLOCK = 64
 BLOCK_ROWS = 256
 
 
@@ -158,6 +160,16 @@ def _block_size(controller: StepSizeController, solver: AbstractSolver, stop: St
         every = int(certify.every)
         m = min(m, every - n0 % every)
     return m
+
+
+def _gd_block(problem: Any, controller: StepSizeController, live: dict[str, np.ndarray], m: int, t_end: float,
+              t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A block of ``m`` GD updates of every live row in one ``problem.gd_steps`` call (a compiled kernel, where the
+    backend has one): ``(theta_s, grad_s, risk_s)``, and the times in ``t_s`` ``(m, A)``; ``None`` where the
+    backend has no such call (the loop then steps itself). The same step sizes and times as the loop's own steps:
+    the controller proposes them from the same counts and times."""
+    h_s, t_s[:] = controller.propose_block(live["h"], live["n"], live["t"], t_end, m)
+    return problem.gd_steps(live["theta"], live["grad"], h_s)
 
 
 def _safe(risk_and_grad: Callable) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -281,6 +293,7 @@ def integrate(
     n_total, n_par = theta.shape
     fn = _safe(problem.risk_and_grad)
     solver = solver.for_problem(problem)
+    gd_blocks = solver.gd_update and not controller.adaptive and hasattr(problem, "gd_steps")
     mon = _Monitors(problem)
 
     # ------------------------------------------------------------------ outputs, indexed by row of theta0
@@ -361,14 +374,19 @@ def integrate(
 
         # ------------------------------------------- a block of m step attempts of every live row, stacked
         m = _block_size(controller, solver, stop, certify, live["n"])
-        th_s = np.empty((m, n_live, n_par))
-        gr_s = np.empty((m, n_live, n_par))
-        rk_s = np.empty((m, n_live))
         t_s = np.empty((m, n_live))
         accepted = np.ones((m, n_live), dtype=bool)
         th, gr, rk, tt = live["theta"], live["grad"], live["risk"], live["t"]
         with np.errstate(all="ignore"):
-            for j in range(m):
+            fused = _gd_block(problem, controller, live, m, t_end, t_s) if gd_blocks else None
+            if fused is not None:
+                th_s, gr_s, rk_s = fused
+            else:
+                gd_blocks = False  # the backend has no such call: the loop steps itself from now on
+                th_s = np.empty((m, n_live, n_par))
+                gr_s = np.empty((m, n_live, n_par))
+                rk_s = np.empty((m, n_live))
+            for j in range(m if fused is None else 0):
                 h, t_next = controller.propose(live["h"], live["n"] + j, tt, t_end)
                 res = solver.step(fn, tt, th, h, gr, state)
                 sl: slice | np.ndarray = slice(None)

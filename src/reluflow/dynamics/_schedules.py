@@ -106,6 +106,16 @@ class StepSizeController:
     def propose(self, h: np.ndarray, n: np.ndarray, t: np.ndarray, t_end: float) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def propose_block(self, h: np.ndarray, n: np.ndarray, t: np.ndarray, t_end: float,
+                      m: int) -> tuple[np.ndarray, np.ndarray]:
+        """``m`` successive ``propose`` of a non-adaptive controller (every step accepted): ``(h_step (m, A), t_next
+        (m, A))``, the same numbers as ``m`` calls."""
+        h_s, t_s = np.empty((m, len(n))), np.empty((m, len(n)))
+        for j in range(m):
+            h_s[j], t_s[j] = self.propose(h, n + j, t, t_end)
+            t = t_s[j]
+        return h_s, t_s
+
 
 @dataclass(frozen=True)
 class ScheduledStepSize(StepSizeController):
@@ -116,6 +126,12 @@ class ScheduledStepSize(StepSizeController):
     def propose(self, h: np.ndarray, n: np.ndarray, t: np.ndarray, t_end: float) -> tuple[np.ndarray, np.ndarray]:
         h = self.schedule.at(n)
         return h, t + h
+
+    def propose_block(self, h: np.ndarray, n: np.ndarray, t: np.ndarray, t_end: float,
+                      m: int) -> tuple[np.ndarray, np.ndarray]:
+        h_s = self.schedule.at((n[None, :] + np.arange(m)[:, None]).ravel()).reshape(m, len(n))
+        # add.accumulate adds in order along the steps: t_next[j] = t_next[j - 1] + h[j], as step by step
+        return h_s, np.add.accumulate(np.concatenate([t[None], h_s]), axis=0)[1:]
 
 
 @dataclass(frozen=True)

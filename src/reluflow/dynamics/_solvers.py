@@ -74,6 +74,8 @@ class AbstractSolver:
     # gradients only: the loop may run a row a few steps past its stopping event and discard them (blocks of
     # steps, ``_integrate``); a linear solve on a stopped row's state (non-finite, a singular matrix) could raise
     explicit: bool = True
+    # the step is ``theta - h G(theta)`` alone: the loop may take a block of them in one ``problem.gd_steps`` call
+    gd_update: bool = False
 
     def for_problem(self, problem: Any) -> AbstractSolver:
         """The solver to run on ``problem`` (module docstring, "Problem"): explicit solvers need nothing more."""
@@ -98,6 +100,7 @@ class GradientDescent(AbstractSolver):
     """One GD update ``theta - h G(theta)`` with ``h = gamma_n`` from the schedule."""
 
     name = "gd"
+    gd_update = True
 
     def step(self, fn, t, theta, h, grad, state):
         return StepResult(theta - h[:, None] * grad, None, None, None, state)
@@ -107,6 +110,7 @@ class Euler(AbstractSolver):
     """Explicit Euler for ``theta' = -G(theta)`` (the same arithmetic as a GD update of size ``h``)."""
 
     name = "euler"
+    gd_update = True
 
     def step(self, fn, t, theta, h, grad, state):
         return StepResult(theta - h[:, None] * grad, None, None, None, state)

@@ -149,6 +149,11 @@ class Problem:
         """``risk (T,)`` for ``theta`` ``(T, P)``."""
         return self.backend.risk(theta)
 
+    def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Several GD updates in one call, or ``None`` where the backend has none (``RiskBackend.gd_steps``)."""
+        return self.backend.gd_steps(theta, grad, h)
+
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         """Number of hidden units with a measure-zero active region, ``(T,)`` int64."""
         return self.backend.dead_neurons(theta)

@@ -209,6 +209,17 @@ class RiskBackend:
         """``risk (T,)``, bitwise equal to ``risk_and_grad(theta)[0]``."""
         return self._evaluate(theta, False)[0]
 
+    def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``m`` GD updates of every row in one call, where a backend has a compiled kernel that saves the per-step
+        Python of the integrate loop; ``None`` (the default) where it has not, and the loop steps itself.
+
+        For ``theta`` and its gradient ``grad`` ``(T, P)`` and step sizes ``h`` ``(m, T)``: ``(theta_s, grad_s,
+        risk_s)`` ``(m, T, P)``, ``(m, T, P)``, ``(m, T)`` with ``theta_s[j] = theta_s[j-1] - h[j][:, None] *
+        grad_s[j-1]`` and ``risk_s[j], grad_s[j] = risk_and_grad(theta_s[j])`` (a row with a non-finite
+        parameter: NaN risk and gradient), bit for bit, in float64."""
+        return None
+
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

@@ -321,6 +321,16 @@ class GaussianRisk(RiskBackend):
             self._chunk(theta[sl], risk[sl], None if grad is None else grad[sl])
         return risk, grad
 
+    def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``RiskBackend.gd_steps`` in one compiled call (kernel ``numba``, float64); ``None`` otherwise."""
+        if self.kernel != "numba" or self.dtype != np.float64:
+            return None
+        compiled = _compiled_module()
+        if compiled is None:
+            return None
+        return compiled.gaussian_gd_steps(self, theta, grad, h)
+
     # ------------------------------------------------------------------ the contract
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:
         """Dead units per trajectory, ``(T,)`` int64: those with ``w_i = 0``.

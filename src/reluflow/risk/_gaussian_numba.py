@@ -56,7 +56,7 @@ import numpy as np
 
 from ._numba_rows import bits_as_float64, float64_bits, kernel_rows, nan_row_if_not_finite
 
-__all__ = ["acos", "gaussian_rows"]
+__all__ = ["acos", "gaussian_gd_steps", "gaussian_rows"]
 
 # fdlibm e_acos.c: pi and pi/2 (high part and the rest), and the rational approximation
 # asin(x) = x + x^3 R(x^2), R(z) = p(z) / q(z), on |x| <= 1/2 (so z = x^2 or (1 - |x|)/2 is in [0, 1/4])
@@ -137,14 +137,9 @@ def _add_product(A, a0, B, b0, out, K):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
-    """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
-
-    ``w0``, ``a0``: offsets of ``w`` ``(H, d)`` and of the output weights ``(k, H)`` in a row (``a0 = -1``: the
-    output layer is fixed to ``fixed``). The teacher, in float64: unit vectors ``t_unit`` ``(n, d)``, its rows of
-    the right-hand sides ``t_y = -A*_cj w*_j`` ``(n, k d)`` and ``t_z = -A*_cj |w*_j|`` ``(n, k)``. ``q``,
-    ``q2 = 2 q`` and ``teacher_risk`` (``L*``) as in ``GaussianRisk``."""
-    T = theta.shape[0]
+def _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z):
+    """The per-call scratch of ``_rows_in``, with the teacher's constant parts (its columns of ``RT``, its rows of
+    ``Y`` and ``Z``) and a fixed output layer filled in: reused by every row and, in ``_gd_steps``, every step."""
     m = H + n
     kd = k * d
     W = np.empty((H, d))
@@ -173,6 +168,28 @@ def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, 
         for c in range(k):
             for i in range(H):
                 A[c, i] = fixed
+    return W, U, A, norm, RT, C, S, Y, Z, P1, P2, At, Aall, gw
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
+    """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
+
+    ``w0``, ``a0``: offsets of ``w`` ``(H, d)`` and of the output weights ``(k, H)`` in a row (``a0 = -1``: the
+    output layer is fixed to ``fixed``). The teacher, in float64: unit vectors ``t_unit`` ``(n, d)``, its rows of
+    the right-hand sides ``t_y = -A*_cj w*_j`` ``(n, k d)`` and ``t_z = -A*_cj |w*_j|`` ``(n, k)``. ``q``,
+    ``q2 = 2 q`` and ``teacher_risk`` (``L*``) as in ``GaussianRisk``."""
+    ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
+    _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teacher_risk)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teacher_risk):
+    """``_rows`` in the scratch ``ws`` of ``_workspace``."""
+    W, U, A, norm, RT, C, S, Y, Z, P1, P2, At, Aall, gw = ws
+    T = theta.shape[0]
+    m = H + n
+    kd = k * d
     for t in range(T):
         if nan_row_if_not_finite(theta, t, risk, grad, need_grad):
             continue
@@ -276,6 +293,53 @@ def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, 
         risk[t] = max(q * acc + teacher_risk, 0.0)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gd_update(theta, grad, h, out):
+    """``out[t] = theta[t] - h[t] grad[t]``, the product and the difference each rounded (no fast-math flags: no
+    fused multiply-add), as numpy computes ``theta - h[:, None] * grad``."""
+    T, P = theta.shape
+    for t in range(T):
+        ht = h[t]
+        for p in range(P):
+            out[t, p] = theta[t, p] - ht * grad[t, p]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
+    """``m`` GD updates of every row, each followed by its risk and gradient: ``th_s[j] = th_s[j-1] - h[j]
+    gr_s[j-1]`` (with ``theta``, ``grad`` before the first), then ``_rows`` on ``th_s[j]``."""
+    ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
+    for j in range(h.shape[0]):
+        if j == 0:
+            _gd_update(theta, grad, h[0], th_s[0])
+        else:
+            _gd_update(th_s[j - 1], gr_s[j - 1], h[j], th_s[j])
+        _rows_in(th_s[j], rk_s[j], gr_s[j], True, ws, H, n, d, k, w0, a0, q, q2, teacher_risk)
+
+
+def _kernel_args(backend) -> tuple:
+    """The problem's constants as ``_rows`` takes them (after its ``theta``, ``risk``, ``grad``, ``need_grad``)."""
+    a0 = -1 if backend._a_slice is None else backend._a_slice.start
+    fixed = 0.0 if backend.arch.fixed_output is None else float(backend.arch.fixed_output)
+    q = backend.sigma**2 / (2 * np.pi)
+    return (backend.H, backend.n, backend.d, backend.k, backend._w_slice.start, a0, fixed, *backend._teacher64, q,
+            2 * q, backend.teacher_risk)
+
+
+def gaussian_gd_steps(backend, theta: np.ndarray, grad: np.ndarray,
+                      h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``m`` GD steps of every row in one compiled call: ``(theta (m, T, P), grad (m, T, P), risk (m, T))`` after
+    each step, for ``theta``, its gradient ``grad`` ``(T, P)`` and the step sizes ``h`` ``(m, T)``; float64
+    (``backend.dtype`` must be float64). Bitwise what ``m`` numpy updates ``theta - h[j][:, None] * grad``, each
+    followed by ``gaussian_rows``, give."""
+    theta, grad = kernel_rows(theta, np.float64), kernel_rows(grad, np.float64)
+    h = kernel_rows(h, np.float64)
+    m, (T, P) = h.shape[0], theta.shape
+    th_s, gr_s, rk_s = np.empty((m, T, P)), np.empty((m, T, P)), np.empty((m, T))
+    _gd_steps(theta, grad, h, th_s, gr_s, rk_s, *_kernel_args(backend))
+    return th_s, gr_s, rk_s
+
+
 def gaussian_rows(backend, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``(risk (T,), G (T, P) or None)`` in ``backend.dtype`` for ``theta`` ``(T, P)``; ``backend`` a
     ``GaussianRisk`` (its teacher in float64: ``backend._teacher64``)."""
@@ -284,9 +348,5 @@ def gaussian_rows(backend, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarr
     T, P = theta.shape
     risk = np.empty(T, dtype)
     grad = np.empty((T, P), dtype) if need_grad else np.empty((0, P), dtype)
-    a0 = -1 if backend._a_slice is None else backend._a_slice.start
-    fixed = 0.0 if backend.arch.fixed_output is None else float(backend.arch.fixed_output)
-    q = backend.sigma**2 / (2 * np.pi)
-    _rows(theta, risk, grad, need_grad, backend.H, backend.n, backend.d, backend.k, backend._w_slice.start, a0,
-          fixed, *backend._teacher64, q, 2 * q, backend.teacher_risk)
+    _rows(theta, risk, grad, need_grad, *_kernel_args(backend))
     return risk, (grad if need_grad else None)
