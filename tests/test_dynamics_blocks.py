@@ -111,15 +111,17 @@ def test_gd_in_blocks_is_step_by_step_bit_for_bit(monkeypatch, spec, n_rows):
         assert (blocked.steps[blocked.status != "budget"] % loop.MAX_BLOCK != 0).any()
 
 
-def test_fixed_step_gf_recorded_on_the_clock_in_blocks_is_step_by_step(monkeypatch):
-    problem = Problem.from_dict(EXACT1D)
-    theta0 = _theta0(problem, 24, seed=3)
+def _gf_on_the_clock(spec, solver, seed: int):
+    """A fixed-step GF run of 24 rows to ``t = 2.345`` (not a multiple of the step), recorded on the clock."""
+    problem = Problem.from_dict(spec)
+    theta0 = _theta0(problem, 24, seed=seed)
     stop = Stop(t_end=2.345, risk_tol=1e-4, norm_bound=60.0)
     record = Record(checkpoint_grid(9, 2.345, 0.01))
+    return lambda: integrate(problem, solver, theta0, stop=stop, controller=ConstantStepSize(0.01), record=record)
 
-    def run():
-        return integrate(problem, RK4(), theta0, stop=stop, controller=ConstantStepSize(0.01), record=record)
 
+def test_fixed_step_gf_recorded_on_the_clock_in_blocks_is_step_by_step(monkeypatch):
+    run = _gf_on_the_clock(EXACT1D, RK4(), seed=3)
     sizes = _blocks_used(monkeypatch)
     blocked = run()
     _assert_same(blocked, _step_by_step(monkeypatch, run))
@@ -210,14 +212,7 @@ def test_compiled_gd_blocks_are_the_loops_own_steps_bit_for_bit(monkeypatch, sch
 
 def test_compiled_euler_blocks_on_the_clock_are_the_loops_own_steps(monkeypatch):
     pytest.importorskip("numba")
-    problem = Problem.from_dict(GAUSSIAN)
-    theta0 = _theta0(problem, 24, seed=4)
-    stop = Stop(t_end=2.345, risk_tol=1e-4, norm_bound=60.0)
-    record = Record(checkpoint_grid(9, 2.345, 0.01))
-
-    def run():
-        return integrate(problem, Euler(), theta0, stop=stop, controller=ConstantStepSize(0.01), record=record)
-
+    run = _gf_on_the_clock(GAUSSIAN, Euler(), seed=4)
     calls = _gd_steps_calls(monkeypatch)
     compiled = run()
     assert calls and max(calls) > 1
