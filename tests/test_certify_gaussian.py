@@ -303,3 +303,25 @@ def test_certified_basins_reuse_a_certificate_by_symmetry():
     generic = CertifiedBasins(ss_problem(4, 4, first_layer="normal"), 0.05)
     assert generic._teacher_invariant(np.arange(4))
     assert not any(generic._teacher_invariant(np.roll(np.arange(4), s)) for s in (1, 2, 3))
+
+
+def test_perron_bound_bounds_every_spectral_norm_and_beats_the_row_sums():
+    """``perron_bound(rad)`` >= ``|Delta|_2`` for every ``|Delta| <= rad`` (sampled, and ``Delta = max(rad, rad^T)``
+    itself, which attains the bound's target ``rho``), never above the row-sum bound, and well below it on dense
+    random matrices (the reason for it: the Hessian enclosures of ``eig_bounds_box``)."""
+    from reluflow.analysis._certify_gaussian import perron_bound
+
+    rng = np.random.default_rng(5)
+    for P in (1, 7, 60, 200):
+        rad = rng.uniform(0, 1, (P, P)) * (rng.uniform(size=(P, P)) < 0.4)
+        bound = perron_bound(rad)
+        S = np.maximum(rad, rad.T)
+        # numpy's 2-norm is itself rounded (a few units in the last place): the slack is for the reference
+        assert bound >= np.linalg.norm(S, 2) * (1 - 1e-14)
+        for _ in range(30):
+            assert np.linalg.norm(rng.uniform(-1, 1, (P, P)) * rad, 2) <= bound
+        rows = S.sum(axis=1).max()
+        assert bound <= np.nextafter(rows * (1 + 1e-12), np.inf)  # (the bound of 0 is the next float above 0)
+        if P >= 60:
+            assert bound < 0.9 * rows
+    assert perron_bound(np.zeros((3, 3))) == np.nextafter(0.0, 1.0)
