@@ -13,20 +13,12 @@ import json
 
 import numpy as np
 
-import reluflow
 from reluflow.analysis import _certify_gaussian as certify_gaussian
 from reluflow.analysis import certified_gd_limit
 
+from .certify_gaussian import ss_problem
+
 RUNS = ((8, 8, 3), (8, 8, 11), (10, 10, 5))  # (k, seed, row): the test's spurious run, a global one, a k = 10 one
-
-
-def problem(k: int) -> reluflow.Problem:
-    return reluflow.Problem.from_dict({
-        "network": {"input_dim": k, "widths": [k], "bias": False, "fixed_output": 1.0},
-        "measure": {"kind": "gaussian", "dim": k, "sigma": 1.0},
-        "target": {"kind": "teacher", "widths": [k], "bias": False, "fixed_output": 1.0, "seed": 0,
-                   "first_layer": "unit_vectors"},
-        "risk": {"backend": "gaussian"}})
 
 
 def row_sums(rad: np.ndarray) -> float:
@@ -39,7 +31,7 @@ def row_sums(rad: np.ndarray) -> float:
 def main() -> None:
     bounds = {"perron": certify_gaussian.perron_bound, "row_sums": row_sums}
     for k, seed, row in RUNS:
-        p = problem(k)
+        p = ss_problem(k, k)
         theta = np.random.default_rng(seed).standard_normal((100, k * k))[row:row + 1] / np.sqrt(k)
         first: dict[str, dict[str, float]] = {}
         for step in range(40001):
