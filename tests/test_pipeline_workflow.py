@@ -340,6 +340,25 @@ def test_summary_figures_need_no_trajectories(e2e, tmp_path):
         _figures_without(e2e, tmp_path, "trajectories")
 
 
+def test_aggregate_draws_the_summary_figures_from_the_summary_it_wrote(e2e, tmp_path):
+    """The aggregate job draws the figures of the summary (no job of their own): the files the workflow wrote are
+    the ones ``write_figures`` draws from the finished tables, and its log names them."""
+    from reluflow.config import FIGURE_TABLES
+    from reluflow.pipeline import write_figures
+
+    d, study = e2e
+    names = [n for n in FIGURES if "summary" in FIGURE_TABLES[n]]
+    assert names
+    for name in names:
+        made = [d / "results" / "tiny" / "figures" / f"{name}.{ext}" for ext in ("png", "pdf")]
+        again = [tmp_path / p.name for p in made]
+        write_figures(study, d / "results" / "tiny", again)
+        assert [p.read_bytes() for p in made] == [p.read_bytes() for p in again], name
+    log = (d / "logs" / "tiny" / "aggregate.log").read_text()
+    assert all(f"figure {name} ->" in log for name in names), log[-2000:]
+    assert not (d / "logs" / "tiny" / "summary_figures.log").exists()
+
+
 def test_figures_drawn_without_their_tables_are_empty_axes(e2e):
     # drawn from tables that were not read (None) the per-cell figures have empty panels rather than failing
     from reluflow import load
@@ -371,11 +390,18 @@ def test_figure_rules_declare_the_tables_their_figures_are_drawn_from():
     # (integrate has no input: its study's JSON is a param)
     jobs = re.findall(r"^rule (\w+):\n(?:    input: (.*)\n)?    output: (.*)$", out, flags=re.MULTILINE)
     assert sum(rule == "integrate" for rule, _, _ in jobs) == 1  # one job for the study's cells
-    figure_jobs = {rule: (inputs, outputs) for rule, inputs, outputs in jobs if rule.endswith("_figures")}
-    assert set(figure_jobs) == {"cell_figures", "summary_figures"}
+    figure_jobs = {rule: (inputs, outputs) for rule, inputs, outputs in jobs
+                   if "/figures/" in outputs and not rule.startswith("figure_")}
+    # the summary's figures are drawn by aggregate, which writes the summary: its tables are its own outputs
+    assert set(figure_jobs) == {"cell_figures", "aggregate"}
     for rule, (inputs, outputs) in figure_jobs.items():
-        names = {Path(f).stem for f in outputs.split(", ")}
-        wanted = {"cells", *(table for name in names for table in FIGURE_TABLES[name])}
+        files = outputs.split(", ")
+        names = {Path(f).stem for f in files if "/figures/" in f}
+        drawn_from = {table for name in names for table in FIGURE_TABLES[name]}
+        if rule == "aggregate":
+            assert drawn_from == {"summary"} and any(f.endswith("/summary.parquet") for f in files), files
+            drawn_from = {"trajectories"}  # what the summary is computed from
+        wanted = {"cells", *drawn_from}
         kinds: dict[str, int] = {}
         for f in inputs.split(", "):  # cells.parquet, summary.parquet, or a per-cell table's directory
             kind = Path(f).stem
@@ -473,7 +499,7 @@ def test_slurm_profile_names_only_rules_that_exist():
                          text=True, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     rules = set(run.stdout.split())
-    assert {"integrate", "cell_figures", "summary_figures"} <= rules
+    assert {"integrate", "aggregate", "cell_figures"} <= rules
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     named = set(profile["set-resources"]) | set(profile["set-threads"])
     assert named <= rules, f"profiles/slurm names rules that do not exist: {sorted(named - rules)}"

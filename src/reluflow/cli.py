@@ -118,6 +118,10 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     study = Study.from_json(args.study_json)
     by_cell = {cell: Path(args.study_dir, "trajectories", f"{cell}.parquet") for cell in study.cell_ids}
     write_aggregate(study, by_cell, args.output, best_of_k_output=args.best_of_k)
+    if args.figures:
+        from .pipeline import write_figures
+
+        write_figures(study, args.study_dir, args.figures)
     return 0
 
 
@@ -183,6 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True, help="output: summary.parquet")
     c.add_argument("--best-of-k", metavar="PATH", help="output: best_of_k.parquet, best-of-K with intervals "
                    "(long format; not written when omitted)")
+    c.add_argument("--figures", nargs="+", metavar="PATH", help="then draw these figures (.png / .pdf) of the "
+                   "study, as `figures` does: those drawn from the summary, without a process of their own")
     c.set_defaults(func=_cmd_aggregate)
 
     c = sub.add_parser("verdict", help="check a study's prediction on its tables: write verdict.json")

@@ -45,7 +45,7 @@ def study_json(wildcards):
 
 
 # The figures drawn from the per-cell tables alone, and those drawn from the summary (rules cell_figures and
-# summary_figures)
+# aggregate, which writes the summary)
 FIGURES_FROM_CELLS = [name for name in FIGURES if "summary" not in FIGURE_TABLES[name]]
 FIGURES_FROM_SUMMARY = [name for name in FIGURES if "summary" in FIGURE_TABLES[name]]
 

@@ -3,6 +3,10 @@ import os
 import shlex
 
 
+# A study's summary tables and the figures drawn from them (FIGURES_FROM_SUMMARY: status fractions, best-of-K),
+# in one job: those figures need the summary and nothing else, and drawn by a job of their own they paid a process
+# start and the tables' imports again, after aggregate, while the run's other core had nothing left to do
+# (bench/README.md, `snakemake`). The figures of the per-cell tables are drawn meanwhile by cell_figures.
 rule aggregate:
     input:
         cells="results/{study}/cells.parquet",
@@ -10,9 +14,11 @@ rule aggregate:
     output:
         summary="results/{study}/summary.parquet",
         best_of_k="results/{study}/best_of_k.parquet",
+        figures=figure_outputs(FIGURES_FROM_SUMMARY),
     params:
         study=study_json,
         version=RELUFLOW_VERSION,
+        about=study_about,
     log:
         "logs/{study}/aggregate.log",
     benchmark:
@@ -26,13 +32,11 @@ rule aggregate:
     shell:
         "python -m reluflow aggregate --study-json {params.study:q}"
         " --study-dir results/{wildcards.study:q} --output {output.summary:q}"
-        " --best-of-k {output.best_of_k:q} > {log:q} 2>&1"
+        " --best-of-k {output.best_of_k:q} --figures {output.figures:q} > {log:q} 2>&1"
 
 
-# Two figure jobs, split by the tables they are drawn from (FIGURE_TABLES, which also gives each job's inputs): those
-# of the per-cell tables are drawn while aggregate writes the summary, and those of the summary once it exists. One
-# process each: a study's serial tail is then aggregate alongside the first figures (measured: bench/README.md,
-# `snakemake`).
+# The figures of the per-cell tables (FIGURES_FROM_CELLS), drawn while aggregate writes the summary: a study's
+# serial tail is then aggregate alongside these.
 rule cell_figures:
     input:
         cells="results/{study}/cells.parquet",
@@ -51,32 +55,6 @@ rule cell_figures:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/reluflow.yaml"
-    shell:
-        "python -m reluflow figures --study-json {params.study:q} --study-dir {params.study_dir:q}"
-        " --output {output.figures:q} > {log:q} 2>&1"
-
-
-rule summary_figures:
-    input:
-        cells="results/{study}/cells.parquet",
-        **figure_inputs(FIGURES_FROM_SUMMARY),
-    output:
-        figures=figure_outputs(FIGURES_FROM_SUMMARY),
-    params:
-        study=study_json,
-        version=RELUFLOW_VERSION,
-        about=study_about,
-        study_dir=lambda wildcards: f"{RESULTS}/{wildcards.study}",
-    log:
-        "logs/{study}/summary_figures.log",
-    benchmark:
-        "benchmarks/{study}/summary_figures.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
         runtime=30,
     conda:
         "../envs/reluflow.yaml"
