@@ -153,6 +153,15 @@ def test_a_stage_that_cannot_finish_ends_with_one_error_line(tmp_path, monkeypat
     assert "ZeroDivisionError: inside the task" in err
 
 
+def test_the_snakefile_imports_neither_pandas_nor_scipy():
+    # every Snakemake start (a run, -n, --unlock, --report) imports the config to validate it: pandas and scipy
+    # were ~0.4 s of a ~0.6 s import, paid before the first job, and the config needs neither
+    code = ("import sys, reluflow, reluflow.config; print(sorted(m for m in ('pandas', 'scipy', 'pyarrow', "
+            "'matplotlib', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_stage_imports_leave_the_heavy_libraries_to_the_stages_that_use_them():
     # every Snakemake job and dask worker is a fresh Python that imports these modules: scipy.stats (~1 s, only the
     # aggregate stage's bootstrap needs it), matplotlib (the figure jobs) and dask (the integrate job) would add

@@ -9,7 +9,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 __all__ = ["BINOMIAL_METHODS", "BOOTSTRAP_RESAMPLES", "CONFIDENCE", "binomial_interval", "bootstrap_median_interval"]
 
@@ -57,6 +56,8 @@ def binomial_interval(
     if np.any(m < 0) or np.any(s < 0) or np.any(s > m):
         raise ValueError(f"successes = {s_arr!r}, n = {n_arr!r} are not allowed: expected 0 <= successes <= n")
     alpha = 1.0 - confidence
+    from scipy import special  # here: the config imports this package, and every Snakemake start the config
+
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "wilson":
             z = special.ndtri(1.0 - alpha / 2)
