@@ -121,8 +121,11 @@ def test_init_is_read_shard_by_shard_and_checked(finished, tmp_path):
 
 
 def _slow_cell(tmp_path):
-    # long enough that a shard is still running when the fault is injected
-    return _cell(tmp_path, {"kind": "gd", "step_size": 0.01, "n_steps": 10**6, "n_checkpoints": 3,
+    # long enough that every shard is still running when the fault is injected, on any host: with step 0.01 a
+    # fast host finished the first shard of two runs in 1.3 s, before the lost-cluster test's 2 s fault (one run
+    # stops on the dead plateau within ~1400 steps, the other reaches zero risk in ~28,000); step 1e-4 needs about
+    # a hundred times the steps for the same path
+    return _cell(tmp_path, {"kind": "gd", "step_size": 1e-4, "n_steps": 10**7, "n_checkpoints": 3,
                             "refine": False}, 4)
 
 
