@@ -137,6 +137,37 @@ def test_ss2018_cells(cell, n_rows):
     assert_kernels_agree(p, theta[:1])  # one trajectory: the case the compiled kernel is fastest at
 
 
+# (d, H, k, fixed student output, teacher rows w* (n, d), its output weights a* (k, n), its one-hot axes or None)
+_PERM = np.diag([1.5, -0.25, 1.0, 2.0, -1.0, 0.5])[[3, 0, 5, 1, 4, 2]]  # permuted axes, scaled and signed
+ONE_HOT_TEACHERS = [
+    (6, 7, 1, True, np.eye(6), np.ones((1, 6)), [0, 1, 2, 3, 4, 5]),  # SS2018's teacher, n = H - 1
+    (6, 6, 1, False, _PERM, np.array([[1.0, -2.0, 0.5, 1.0, 0.0, 3.0]]), [3, 0, 5, 1, 4, 2]),
+    (5, 4, 2, False, np.eye(5)[[4, 1, 2]] * 0.7, np.array([[1.0, 0.0, -1.0], [0.5, 2.0, 1.0]]), [4, 1, 2]),  # n < d
+    (4, 5, 1, True, np.eye(4)[[0, 1, 1, 3, 2]], np.ones((1, 5)), [0, 1, 1, 3, 2]),  # two rows on one axis
+    (4, 3, 1, False, np.eye(4)[[0, 1, 2]] + 0.25 * np.eye(4)[[1, 2, 3]], np.ones((1, 3)), None),  # two nonzeros
+    (3, 3, 1, False, np.zeros((2, 3)) + np.eye(3)[[0, 0]] * [[1.0], [0.0]], np.ones((1, 2)), None),  # a zero row
+]
+
+
+@pytest.mark.parametrize(("d", "H", "k", "fixed", "w_star", "a_star", "axes"), ONE_HOT_TEACHERS)
+def test_a_one_hot_teacher_gives_the_bits_of_the_full_products(d, H, k, fixed, w_star, a_star, axes):
+    """A teacher whose unit vectors each have one nonzero entry (SS2018's ``e_j``) is recognized, with its axes, and
+    the kernel's shortcut for it (one product per Gram cosine and per right-hand side instead of ``d``) gives the
+    risk and gradient bit for bit as the full products do; any other teacher takes the full products."""
+    n = w_star.shape[0]
+    p = make_problem(d, H, n, k, fixed=fixed, teacher_parameters=np.concatenate([w_star.ravel(), a_star.ravel()]))
+    backend = p.backend
+    expected = np.zeros(0, dtype=np.int64) if axes is None else np.array(axes)
+    assert backend._teacher_axes.tolist() == expected.tolist()
+    theta = special_rows(p, np.random.default_rng([d, H, n, k]), 28)
+    theta[0, : H * d] = np.tile(-w_star[0] / 3.0, H)  # every unit antiparallel to a teacher row: cosine 1
+    shortcut = assert_kernels_agree(p, theta)["numba"]
+    backend._teacher_axes = np.zeros(0, dtype=np.int64)
+    full = by_kernel(p, theta, ("numba",))["numba"]
+    for got, want in zip(shortcut, full, strict=True):
+        assert np.array_equal(got, want, equal_nan=True)
+
+
 @pytest.mark.parametrize("fixed", [False, True])
 def test_student_equal_to_the_teacher(fixed):
     """At the global minimum both kernels give a risk of 0 up to rounding (clamped at 0, never negative) and a

@@ -84,6 +84,23 @@ def _unit_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (scale * rel)[..., 0], unit
 
 
+def _one_hot_axes(t_unit: np.ndarray, t_y: np.ndarray, k: int) -> np.ndarray:
+    """For a teacher whose every unit vector ``t_unit`` ``(n, d)`` has one nonzero entry (SS2018's ``e_j``, in any
+    order, scale or sign), the column of each: ``(n,)`` int64; its right-hand sides ``t_y`` ``(n, k d)`` are then
+    zero outside those columns too. An empty array for any other teacher. The compiled kernel multiplies only by
+    the nonzero entries of such a teacher: the products with its zeros change no sum (at most a zero's sign)."""
+    n, d = t_unit.shape
+    nonzero = t_unit != 0.0
+    axis = np.argmax(nonzero, axis=1)
+    one_hot = np.zeros((n, d), dtype=bool)
+    one_hot[np.arange(n), axis] = True
+    if n == 0 or not np.array_equal(nonzero, one_hot):
+        return np.zeros(0, dtype=np.int64)
+    if np.any(t_y.reshape(n, k, d)[~np.broadcast_to(one_hot[:, None, :], (n, k, d))] != 0.0):
+        return np.zeros(0, dtype=np.int64)
+    return axis.astype(np.int64)
+
+
 # float64 values of one chunk of arccos_kernel's pairwise differences (8 MB)
 _PAIR_CHUNK = 1 << 20
 
@@ -174,6 +191,7 @@ class GaussianRisk(RiskBackend):
         self._t_y, self._t_z = t_y.astype(dt), t_z.astype(dt)
         # float64 whatever dtype, C-contiguous: the compiled kernel computes in float64
         self._teacher64 = tuple(np.ascontiguousarray(x, dtype=np.float64) for x in (t_unit, t_y, t_z))
+        self._teacher_axes = _one_hot_axes(*self._teacher64[:2], self.k)
         self._w_slice = arch.layers[0].weight
         self._a_slice = arch.layers[1].weight  # None when the output layer is fixed
         if self._a_slice is None:

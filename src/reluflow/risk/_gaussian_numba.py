@@ -22,6 +22,14 @@ vector from the rescaled row (``_gaussian._unit_rows``), ``w_i = 0`` gives the u
 come from the same clipped ``c`` (the gradient-accuracy argument of ``_gaussian``'s docstring), the risk is clamped
 at 0, and a row with a non-finite parameter gives NaN risk and gradient.
 
+**A one-hot teacher.** Where every teacher unit vector has one nonzero entry (SS2018's ``e_j``, in any order, scale
+or sign: ``GaussianRisk._teacher_axes``), a teacher column of the Gram products is one product, ``c_{i,l} =
+uhat_{i,p_l} rhat_{l,p_l}``, and a teacher row of the right-hand side ``At_cl r_l`` is zero but in column ``p_l``,
+so ``P1``'s teacher part is one product per row and output. The products with the teacher's zeros that this skips
+add ``+-0`` to the sums, which changes no bit of a result (at most a zero's sign, which no later step can see):
+the same risk and gradient as the full products (``tests/test_gaussian_numba.py``), with half the Gram and ``P1``
+work at ``n = d = H``.
+
 **arccos.** numba calls libm's ``acos`` one element at a time; ``H m`` of them per evaluation would cost more than
 the rest of the kernel (numpy's ``arccos`` is SIMD). ``_acos`` below is fdlibm's ``e_acos.c`` (the rational
 approximation of ``asin`` on ``[0, 1/4]`` and the three argument ranges) evaluated branch-free, every range computed
@@ -137,6 +145,29 @@ def _add_product(A, a0, B, b0, out, K):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _add_product_cols(A, B, out, K, N):
+    """``_add_product(A, 0, B, 0, out, K)`` over the first ``N`` columns of ``out`` only."""
+    M = out.shape[0]
+    i = 0
+    while i + 4 <= M:
+        for p in range(K):
+            x0, x1, x2, x3 = A[i, p], A[i + 1, p], A[i + 2, p], A[i + 3, p]
+            for e in range(N):
+                b = B[p, e]
+                out[i, e] += x0 * b
+                out[i + 1, e] += x1 * b
+                out[i + 2, e] += x2 * b
+                out[i + 3, e] += x3 * b
+        i += 4
+    while i < M:
+        for p in range(K):
+            x0 = A[i, p]
+            for e in range(N):
+                out[i, e] += x0 * B[p, e]
+        i += 1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z):
     """The per-call scratch of ``_rows_in``, with the teacher's constant parts (its columns of ``RT``, its rows of
     ``Y`` and ``Z``) and a fixed output layer filled in: reused by every row and, in ``_gd_steps``, every step."""
@@ -172,7 +203,7 @@ def _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
+def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, t_axis, q, q2, teacher_risk):
     """``risk`` ``(T,)`` and, if ``need_grad``, ``grad`` ``(T, P)`` for each row of ``theta`` ``(T, P)``.
 
     ``w0``, ``a0``: offsets of ``w`` ``(H, d)`` and of the output weights ``(k, H)`` in a row (``a0 = -1``: the
@@ -180,11 +211,11 @@ def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, 
     the right-hand sides ``t_y = -A*_cj w*_j`` ``(n, k d)`` and ``t_z = -A*_cj |w*_j|`` ``(n, k)``. ``q``,
     ``q2 = 2 q`` and ``teacher_risk`` (``L*``) as in ``GaussianRisk``."""
     ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
-    _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teacher_risk)
+    _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, t_axis, q, q2, teacher_risk)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teacher_risk):
+def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, t_axis, q, q2, teacher_risk):
     """``_rows`` in the scratch ``ws`` of ``_workspace``."""
     W, U, A, norm, RT, C, S, Y, Z, P1, P2, At, Aall, gw = ws
     T = theta.shape[0]
@@ -229,11 +260,20 @@ def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teache
             norm[i] = rho
             for j in range(d):
                 RT[j, i] = U[i, j]
-        # the Gram products; c = minus them, -1 exactly on the self terms, clipped; psi and s from the same c
+        # the Gram products; c = minus them, -1 exactly on the self terms, clipped; psi and s from the same c. A
+        # one-hot teacher's column is one product: the others add zeros, which change no sum but a zero's sign
         for i in range(H):
             for l in range(m):
                 C[i, l] = 0.0
-        _add_product(U, 0, RT, 0, C, d)
+        if t_axis.shape[0] == n:
+            _add_product_cols(U, RT, C, d, H)
+            for l in range(n):
+                p = t_axis[l]
+                v = RT[p, H + l]
+                for i in range(H):
+                    C[i, H + l] += RT[p, i] * v  # RT[p, i] = U[i, p]
+        else:
+            _add_product(U, 0, RT, 0, C, d)
         for i in range(H):
             C[i, i] = 1.0
         for i in range(H):
@@ -256,7 +296,15 @@ def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, q, q2, teache
                 P1[i, e] = 0.0
             for c in range(k):
                 P2[i, c] = 0.0
-        _add_product(C, H, Y, H, P1, n)
+        if t_axis.shape[0] == n:  # a one-hot teacher row's right-hand side is zero but in its own column
+            for l in range(n):
+                for c in range(k):
+                    e = c * d + t_axis[l]
+                    y = Y[H + l, e]
+                    for i in range(H):
+                        P1[i, e] += C[i, H + l] * y
+        else:
+            _add_product(C, H, Y, H, P1, n)
         _add_product(S, H, Z, H, P2, n)
         for i in range(H):
             for c in range(k):
@@ -305,7 +353,8 @@ def _gd_update(theta, grad, h, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, q, q2, teacher_risk):
+def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, t_axis, q, q2,
+              teacher_risk):
     """``m`` GD updates of every row, each followed by its risk and gradient: ``th_s[j] = th_s[j-1] - h[j]
     gr_s[j-1]`` (with ``theta``, ``grad`` before the first), then ``_rows`` on ``th_s[j]``."""
     ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
@@ -314,7 +363,7 @@ def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, H, n, d, k, w0, a0, fixed, t_uni
             _gd_update(theta, grad, h[0], th_s[0])
         else:
             _gd_update(th_s[j - 1], gr_s[j - 1], h[j], th_s[j])
-        _rows_in(th_s[j], rk_s[j], gr_s[j], True, ws, H, n, d, k, w0, a0, q, q2, teacher_risk)
+        _rows_in(th_s[j], rk_s[j], gr_s[j], True, ws, H, n, d, k, w0, a0, t_axis, q, q2, teacher_risk)
 
 
 def _kernel_args(backend) -> tuple:
@@ -322,8 +371,8 @@ def _kernel_args(backend) -> tuple:
     a0 = -1 if backend._a_slice is None else backend._a_slice.start
     fixed = 0.0 if backend.arch.fixed_output is None else float(backend.arch.fixed_output)
     q = backend.sigma**2 / (2 * np.pi)
-    return (backend.H, backend.n, backend.d, backend.k, backend._w_slice.start, a0, fixed, *backend._teacher64, q,
-            2 * q, backend.teacher_risk)
+    return (backend.H, backend.n, backend.d, backend.k, backend._w_slice.start, a0, fixed, *backend._teacher64,
+            backend._teacher_axes, q, 2 * q, backend.teacher_risk)
 
 
 def gaussian_gd_steps(backend, theta: np.ndarray, grad: np.ndarray,
