@@ -234,27 +234,50 @@ def test_propose_block_is_m_proposals(controller):
         t = t_next
 
 
-def test_gaussian_gd_steps_are_numpy_updates_and_risk_and_grad():
+GAUSSIAN_BIG = {**GAUSSIAN, "network": {"widths": [13], "input_dim": 12, "bias": False, "fixed_output": 1.0},
+                "measure": {"kind": "gaussian", "dim": 12, "sigma": 1.0},
+                "target": {**GAUSSIAN["target"], "widths": [12]}}
+
+
+@pytest.mark.parametrize("spec", [GAUSSIAN, GAUSSIAN_BIG], ids=["P9", "P156"])
+def test_gaussian_gd_steps_are_numpy_updates_and_risk_and_grad(spec):
+    """The compiled block's states bit for bit as numpy updates and ``risk_and_grad`` give them, and its
+    ``StepStats`` bit for bit as the loop computes them from the states (norms of 9 and 156 parameters: numpy's
+    pairwise sums below and above its block of 128; units of 3 and 12 weights)."""
     pytest.importorskip("numba")
-    problem = Problem.from_dict(GAUSSIAN)
+    from reluflow.dynamics._integrate import _Monitors, _row_norm
+
+    problem = Problem.from_dict(spec)
+    monitors = _Monitors(problem)
     rng = np.random.default_rng(7)
-    theta = rng.normal(size=(6, problem.n_params))
+    theta = rng.normal(size=(7, problem.n_params))
     theta[2, 1] = np.inf  # a non-finite row: NaN results, as the loop's guarded evaluation gives
     theta[4] = 0.0  # every unit dead: G = 0
+    theta[5, :3] *= 1e160  # finite entries whose squares overflow: |theta| = inf, the row still finite
+    theta[6, :3] *= 1e-170  # a unit whose squares underflow (before its first step)
     risk, grad = problem.risk_and_grad(np.where(np.isfinite(theta), theta, 0.0))
-    h = rng.uniform(0.01, 0.3, size=(5, 6))
+    h = rng.uniform(0.01, 0.3, size=(5, 7))
     got = problem.gd_steps(theta, grad, h)
     assert got is not None
-    th_s, gr_s, rk_s = got
+    th_s, gr_s, rk_s, stats = got
     th, gr = theta, grad
     for j in range(5):
         th = th - h[j][:, None] * gr
         ok = np.isfinite(th).all(axis=1)
-        rk, gr = np.full(6, np.nan), np.full(th.shape, np.nan)
-        rk[ok], gr[ok] = problem.risk_and_grad(th[ok])
+        rk, gr = np.full(7, np.nan), np.full(th.shape, np.nan)
+        with np.errstate(all="ignore"):
+            rk[ok], gr[ok] = problem.risk_and_grad(th[ok])
         assert th_s[j].tobytes() == th.tobytes() and gr_s[j].tobytes() == gr.tobytes(), j
         assert rk_s[j].tobytes() == rk.tobytes(), j
+        with np.errstate(all="ignore"):
+            expected = (_row_norm(th), _row_norm(gr),
+                        np.isfinite(th).all(axis=1) & np.isfinite(rk) & np.isfinite(gr).all(axis=1),
+                        monitors.unit_min(th))
+        for name, want in zip(("param_norm", "grad_norm", "finite", "unit_min"), expected, strict=True):
+            assert getattr(stats, name)[j].tobytes() == want.tobytes(), (name, j)
     assert np.isnan(rk_s[:, 2]).all() and (gr_s[:, 4] == 0).all()
+    assert not stats.finite[:, 2].any() and stats.finite[:, 4].all() and (stats.unit_min[:, 4] == 0).all()
+    assert np.isinf(stats.param_norm[0, 5])
 
 
 def test_gd_steps_is_none_without_a_compiled_multi_step_call():

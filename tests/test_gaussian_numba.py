@@ -334,3 +334,21 @@ def test_memory_model_per_kernel():
     assert compiled_kept.bytes(1000) == 0
     assert numpy_mem.bytes(1000) - numpy_mem.bytes(1) > 999 * 8 * (P + 1)
     assert numpy_kept.bytes(1000) > 0
+
+
+# ---------------------------------------------------------------------- the loop's statistics, compiled
+def test_sum_of_squares_is_numpys_sum_bit_for_bit():
+    """``_numba_rows.sum_of_squares`` (what the compiled GD block computes its norms with) against ``np.sum(x * x)``
+    along a row, for every length up to 700 (numpy's eight running sums start at 8, its halving above 128) and
+    some long ones (several levels of halving), with values spread over twenty decades so that a different order
+    of additions shows in the bits; and from an offset into the row, as for a unit's weights."""
+    from reluflow.risk._numba_rows import PW_FRAMES, sum_of_squares
+
+    frames, left = np.empty((PW_FRAMES, 3), dtype=np.int64), np.empty(PW_FRAMES)
+    rng = np.random.default_rng(0)
+    lengths = [*range(700), 1000, 1024, 4096, 5000, 123_457]
+    for n in lengths:
+        x = rng.standard_normal((2, n + 5)) * 10.0 ** rng.uniform(-10, 10, (2, n + 5))
+        for t, lo in ((0, 0), (1, 3)):
+            want = np.sum(x[t, lo:lo + n] * x[t, lo:lo + n])
+            assert sum_of_squares(x, t, lo, n, frames, left) == want, (n, lo)

@@ -163,11 +163,12 @@ def _block_size(controller: StepSizeController, solver: AbstractSolver, stop: St
 
 
 def _gd_block(problem: Any, controller: StepSizeController, live: dict[str, np.ndarray], m: int, t_end: float,
-              t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+              t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
     """A block of ``m`` GD updates of every live row in one ``problem.gd_steps`` call (a compiled kernel, where the
-    backend has one): ``(theta_s, grad_s, risk_s)``, and the times in ``t_s`` ``(m, A)``; ``None`` where the
-    backend has no such call (the loop then steps itself). The same step sizes and times as the loop's own steps:
-    the controller proposes them from the same counts and times."""
+    backend has one): ``(theta_s, grad_s, risk_s, stats)`` (``stats``: the states' ``risk.StepStats`` or
+    ``None``), and the times in ``t_s`` ``(m, A)``; ``None`` where the backend has no such call (the loop then
+    steps itself). The same step sizes and times as the loop's own steps: the controller proposes them from the
+    same counts and times."""
     h_s, t_s[:] = controller.propose_block(live["h"], live["n"], live["t"], t_end, m)
     return problem.gd_steps(live["theta"], live["grad"], h_s)
 
@@ -379,8 +380,9 @@ def integrate(
         th, gr, rk, tt = live["theta"], live["grad"], live["risk"], live["t"]
         with np.errstate(all="ignore"):
             fused = _gd_block(problem, controller, live, m, t_end, t_s) if gd_blocks else None
+            stats = None
             if fused is not None:
-                th_s, gr_s, rk_s = fused
+                th_s, gr_s, rk_s, stats = fused
             else:
                 gd_blocks = False  # the backend has no such call: the loop steps itself from now on
                 th_s = np.empty((m, n_live, n_par))
@@ -411,8 +413,11 @@ def integrate(
 
             # ------------------------------------------------- every attempt's state, events and monitors
             n_s = live["n"] + np.cumsum(accepted, axis=0)
-            gn_s, pn_s = _row_norm(gr_s), _row_norm(th_s)
-            fin_s = np.isfinite(th_s).all(axis=2) & np.isfinite(rk_s) & np.isfinite(gr_s).all(axis=2)
+            if stats is not None:  # the compiled block computed them beside the steps, the same bits
+                gn_s, pn_s, fin_s = stats.grad_norm, stats.param_norm, stats.finite
+            else:
+                gn_s, pn_s = _row_norm(gr_s), _row_norm(th_s)
+                fin_s = np.isfinite(th_s).all(axis=2) & np.isfinite(rk_s) & np.isfinite(gr_s).all(axis=2)
             st_s = check_events(stop, fin_s.ravel(), rk_s.ravel(), gn_s.ravel(), pn_s.ravel(), t_s.ravel(),
                                 n_s.ravel(), (n_s + live["rejected"]).ravel()).reshape(m, n_live)
             # each row ends the block at its first event (the steps it took past it are discarded), else at its
@@ -426,7 +431,8 @@ def integrate(
             live["pnorm_max"] = np.fmax(live["pnorm_max"], _masked(np.fmax, pn_s, kept))
             live["incr"] = np.fmax(live["incr"], _masked(np.fmax, rel, kept))
             flat = th_s.reshape(m * n_live, n_par)
-            live["umin"] = np.fmin(live["umin"], _masked(np.fmin, mon.unit_min(flat).reshape(m, n_live), kept))
+            umin = stats.unit_min if stats is not None else mon.unit_min(flat).reshape(m, n_live)
+            live["umin"] = np.fmin(live["umin"], _masked(np.fmin, umin, kept))
             if mon.any_defined:  # else the drift stays NaN: no unit has a balance (a fixed output layer)
                 b = mon.balance(flat).reshape(m, n_live, -1)
                 drift = np.max(np.abs(b - live["B0"][None]), axis=2)

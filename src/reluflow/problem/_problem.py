@@ -9,7 +9,7 @@ import numpy as np
 
 from .._limits import LIMITS
 from ..network import Architecture
-from ..risk import DTYPES, Memory, RiskBackend, choose_backend
+from ..risk import DTYPES, Memory, RiskBackend, StepStats, choose_backend
 from ._measures import Measure, measure_from_dict
 from ._targets import Target, target_from_dict
 
@@ -150,7 +150,7 @@ class Problem:
         return self.backend.risk(theta)
 
     def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
-                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, StepStats | None] | None:
         """Several GD updates in one call, or ``None`` where the backend has none (``RiskBackend.gd_steps``)."""
         return self.backend.gd_steps(theta, grad, h)
 

@@ -1,6 +1,6 @@
 """Risk backends behind one ``risk_and_grad`` contract (see ``_base.RiskBackend``)."""
 
-from ._base import DTYPES, Memory, RiskBackend
+from ._base import DTYPES, Memory, RiskBackend, StepStats
 from ._exact1d import Exact1DRisk
 from ._gaussian import GaussianRisk
 from ._quadrature import QuadratureRisk
@@ -12,7 +12,7 @@ BACKENDS: dict[str, type[RiskBackend]] = {
 }
 
 __all__ = ["BACKENDS", "DTYPES", "Exact1DRisk", "GaussianRisk", "Memory", "QuadratureRisk", "RiskBackend",
-           "choose_backend"]
+           "StepStats", "choose_backend"]
 
 
 def choose_backend(name: str, arch, measure, target) -> type[RiskBackend]:

@@ -129,6 +129,17 @@ class Memory(NamedTuple):
         return self._replace(chunked=tuple((b, r) for r, b in chunks.items()))
 
 
+class StepStats(NamedTuple):
+    """What the integrate loop reads from each state of a ``RiskBackend.gd_steps`` block, ``(m, T)`` each, where
+    the backend's compiled call computes it beside the steps (bit for bit what the loop would compute from the
+    states: ``dynamics._integrate``'s ``_row_norm``, ``np.isfinite`` and ``network.unit_norms``)."""
+
+    param_norm: np.ndarray  # |theta|
+    grad_norm: np.ndarray  # |G|
+    finite: np.ndarray  # bool: every parameter, the risk and every gradient entry finite
+    unit_min: np.ndarray  # the smallest unit norm of the first hidden layer
+
+
 class MeasureLike(Protocol):
     """What the backends read of an input measure (``reluflow.problem``'s measures have it).
 
@@ -210,14 +221,15 @@ class RiskBackend:
         return self._evaluate(theta, False)[0]
 
     def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
-                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, StepStats | None] | None:
         """``m`` GD updates of every row in one call, where a backend has a compiled kernel that saves the per-step
         Python of the integrate loop; ``None`` (the default) where it has not, and the loop steps itself.
 
         For ``theta`` and its gradient ``grad`` ``(T, P)`` and step sizes ``h`` ``(m, T)``: ``(theta_s, grad_s,
-        risk_s)`` ``(m, T, P)``, ``(m, T, P)``, ``(m, T)`` with ``theta_s[j] = theta_s[j-1] - h[j][:, None] *
+        risk_s, stats)`` ``(m, T, P)``, ``(m, T, P)``, ``(m, T)`` with ``theta_s[j] = theta_s[j-1] - h[j][:, None] *
         grad_s[j-1]`` and ``risk_s[j], grad_s[j] = risk_and_grad(theta_s[j])`` (a row with a non-finite
-        parameter: NaN risk and gradient), bit for bit, in float64."""
+        parameter: NaN risk and gradient), bit for bit, in float64; ``stats`` the states' ``StepStats``, or
+        ``None`` (the loop then computes them)."""
         return None
 
     def dead_neurons(self, theta: np.ndarray) -> np.ndarray:

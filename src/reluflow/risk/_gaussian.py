@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from .._limits import LIMITS
-from ._base import Memory, RiskBackend, import_compiled, numba_installed
+from ._base import Memory, RiskBackend, StepStats, import_compiled, numba_installed
 
 __all__ = ["GaussianRisk", "arccos_kernel"]
 
@@ -340,7 +340,7 @@ class GaussianRisk(RiskBackend):
         return risk, grad
 
     def gd_steps(self, theta: np.ndarray, grad: np.ndarray,
-                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                 h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, StepStats | None] | None:
         """``RiskBackend.gd_steps`` in one compiled call (kernel ``numba``, float64); ``None`` otherwise."""
         if self.kernel != "numba" or self.dtype != np.float64:
             return None

@@ -62,7 +62,8 @@ import math
 import numba
 import numpy as np
 
-from ._numba_rows import bits_as_float64, float64_bits, kernel_rows, nan_row_if_not_finite
+from ._base import StepStats
+from ._numba_rows import PW_FRAMES, bits_as_float64, float64_bits, kernel_rows, nan_row_if_not_finite, row_stats
 
 __all__ = ["acos", "gaussian_gd_steps", "gaussian_rows"]
 
@@ -353,17 +354,20 @@ def _gd_update(theta, grad, h, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, H, n, d, k, w0, a0, fixed, t_unit, t_y, t_z, t_axis, q, q2,
-              teacher_risk):
+def _gd_steps(theta, grad, h, th_s, gr_s, rk_s, pn_s, gn_s, fin_s, um_s, H, n, d, k, w0, a0, fixed, t_unit, t_y,
+              t_z, t_axis, q, q2, teacher_risk):
     """``m`` GD updates of every row, each followed by its risk and gradient: ``th_s[j] = th_s[j-1] - h[j]
-    gr_s[j-1]`` (with ``theta``, ``grad`` before the first), then ``_rows`` on ``th_s[j]``."""
+    gr_s[j-1]`` (with ``theta``, ``grad`` before the first), then ``_rows`` on ``th_s[j]``, then the state's
+    ``row_stats`` into ``pn_s[j]``, ``gn_s[j]``, ``fin_s[j]``, ``um_s[j]`` while it is in cache."""
     ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
+    frames, left = np.empty((PW_FRAMES, 3), dtype=np.int64), np.empty(PW_FRAMES)
     for j in range(h.shape[0]):
         if j == 0:
             _gd_update(theta, grad, h[0], th_s[0])
         else:
             _gd_update(th_s[j - 1], gr_s[j - 1], h[j], th_s[j])
         _rows_in(th_s[j], rk_s[j], gr_s[j], True, ws, H, n, d, k, w0, a0, t_axis, q, q2, teacher_risk)
+        row_stats(th_s[j], gr_s[j], rk_s[j], w0, H, d, pn_s[j], gn_s[j], fin_s[j], um_s[j], frames, left)
 
 
 def _kernel_args(backend) -> tuple:
@@ -376,17 +380,19 @@ def _kernel_args(backend) -> tuple:
 
 
 def gaussian_gd_steps(backend, theta: np.ndarray, grad: np.ndarray,
-                      h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``m`` GD steps of every row in one compiled call: ``(theta (m, T, P), grad (m, T, P), risk (m, T))`` after
-    each step, for ``theta``, its gradient ``grad`` ``(T, P)`` and the step sizes ``h`` ``(m, T)``; float64
+                      h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, StepStats]:
+    """``m`` GD steps of every row in one compiled call: ``(theta (m, T, P), grad (m, T, P), risk (m, T), stats)``
+    after each step, for ``theta``, its gradient ``grad`` ``(T, P)`` and the step sizes ``h`` ``(m, T)``; float64
     (``backend.dtype`` must be float64). Bitwise what ``m`` numpy updates ``theta - h[j][:, None] * grad``, each
-    followed by ``gaussian_rows``, give."""
+    followed by ``gaussian_rows``, give; ``stats`` (``StepStats``, ``(m, T)`` each) bitwise what the integrate loop
+    computes from those states."""
     theta, grad = kernel_rows(theta, np.float64), kernel_rows(grad, np.float64)
     h = kernel_rows(h, np.float64)
     m, (T, P) = h.shape[0], theta.shape
     th_s, gr_s, rk_s = np.empty((m, T, P)), np.empty((m, T, P)), np.empty((m, T))
-    _gd_steps(theta, grad, h, th_s, gr_s, rk_s, *_kernel_args(backend))
-    return th_s, gr_s, rk_s
+    stats = StepStats(np.empty((m, T)), np.empty((m, T)), np.empty((m, T), dtype=np.bool_), np.empty((m, T)))
+    _gd_steps(theta, grad, h, th_s, gr_s, rk_s, *stats, *_kernel_args(backend))
+    return th_s, gr_s, rk_s, stats
 
 
 def gaussian_rows(backend, theta: np.ndarray, need_grad: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -6,13 +6,15 @@ This module imports numba; like the kernels, it is imported on the first compile
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["bits_as_float64", "float64_bits", "kernel_rows", "nan_row_if_not_finite", "njit_kernel"]
+__all__ = ["bits_as_float64", "float64_bits", "kernel_rows", "nan_row_if_not_finite", "njit_kernel", "row_stats"]
 
 
 def njit_kernel(fn):
@@ -57,6 +59,101 @@ def nan_row_if_not_finite(theta, t, risk, grad, need_grad):
                     grad[t, q] = np.nan
             return True
     return False
+
+
+# numpy's pairwise summation (``pairwise_sum`` in its loops): a block of up to PW_BLOCK values is summed with eight
+# running sums, a longer range is halved (the first half a multiple of 8 long) and the halves' sums added
+PW_BLOCK = 128
+# frames of the explicit stack that replaces numpy's recursion (numba's cache cannot hold a recursive function: it
+# crashes on loading one, numba issue #6061); each level at least halves the range, so 64 cover any length
+PW_FRAMES = 64
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sum_of_squares_block(x, t, lo, n):
+    """``sum(x[t, lo:lo + n] ** 2)`` for ``n <= PW_BLOCK``, in numpy's order."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += x[t, i] * x[t, i]
+        return res
+    r0, r1, r2, r3 = x[t, lo] ** 2, x[t, lo + 1] ** 2, x[t, lo + 2] ** 2, x[t, lo + 3] ** 2
+    r4, r5, r6, r7 = x[t, lo + 4] ** 2, x[t, lo + 5] ** 2, x[t, lo + 6] ** 2, x[t, lo + 7] ** 2
+    end = lo + n - n % 8
+    b = lo + 8
+    while b < end:
+        r0 += x[t, b] ** 2
+        r1 += x[t, b + 1] ** 2
+        r2 += x[t, b + 2] ** 2
+        r3 += x[t, b + 3] ** 2
+        r4 += x[t, b + 4] ** 2
+        r5 += x[t, b + 5] ** 2
+        r6 += x[t, b + 6] ** 2
+        r7 += x[t, b + 7] ** 2
+        b += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end, lo + n):
+        res += x[t, i] ** 2
+    return res
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sum_of_squares(x, t, lo, n, frames, left):
+    """``np.sum(x[t, lo:lo + n] ** 2)`` bit for bit: the squares rounded, then numpy's pairwise summation (``0.0 +``
+    it, as numpy's reduction starts from its identity). ``frames`` ``(PW_FRAMES, 3)`` int64 and ``left``
+    ``(PW_FRAMES,)`` float64 are scratch for the stack of halved ranges (each frame: start, length, stage)."""
+    if n <= PW_BLOCK:
+        return 0.0 + _sum_of_squares_block(x, t, lo, n)
+    top = 0
+    frames[0, 0], frames[0, 1], frames[0, 2] = lo, n, 0
+    ret = 0.0
+    while top >= 0:
+        start, length, stage = frames[top, 0], frames[top, 1], frames[top, 2]
+        half = length // 2
+        half -= half % 8
+        if length <= PW_BLOCK:
+            ret = _sum_of_squares_block(x, t, start, length)
+            top -= 1
+        elif stage == 0:  # the first half's sum first
+            frames[top, 2] = 1
+            top += 1
+            frames[top, 0], frames[top, 1], frames[top, 2] = start, half, 0
+        elif stage == 1:  # the first half's sum is ret: keep it, then the second half's
+            left[top] = ret
+            frames[top, 2] = 2
+            top += 1
+            frames[top, 0], frames[top, 1], frames[top, 2] = start + half, length - half, 0
+        else:
+            ret = left[top] + ret
+            top -= 1
+    return 0.0 + ret
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def row_stats(theta, grad, risk, w0, H, d, param_norm, grad_norm, finite, unit_min, frames, left):
+    """For each row ``t`` of ``theta``, ``grad`` ``(T, P)`` and ``risk`` ``(T,)``, what the integrate loop computes
+    from a state, bit for bit: ``param_norm[t]``, ``grad_norm[t]`` (Euclidean norms), ``finite[t]`` (every entry and
+    the risk finite) and ``unit_min[t]``, the smallest ``|w_i|`` over the ``H`` units of ``d`` weights each from
+    ``w0`` (``network.unit_norms`` of a bias-free first layer; NaN if any is). ``frames``, ``left``: the scratch
+    of ``sum_of_squares``."""
+    T, P = theta.shape
+    for t in range(T):
+        ok = np.isfinite(risk[t])
+        for p in range(P):  # x - x is 0 for a finite x, NaN for inf and NaN: no branch per entry
+            ok &= (theta[t, p] - theta[t, p] == 0.0) & (grad[t, p] - grad[t, p] == 0.0)
+        finite[t] = ok
+        param_norm[t] = math.sqrt(sum_of_squares(theta, t, 0, P, frames, left))
+        grad_norm[t] = math.sqrt(sum_of_squares(grad, t, 0, P, frames, left))
+        low, nan = np.inf, False
+        for i in range(H):
+            if d <= PW_BLOCK:  # the usual case, without the call
+                sq = 0.0 + _sum_of_squares_block(theta, t, w0 + i * d, d)
+            else:
+                sq = sum_of_squares(theta, t, w0 + i * d, d, frames, left)
+            norm = math.sqrt(sq)
+            nan |= norm != norm
+            low = min(low, norm)
+        unit_min[t] = np.nan if nan else low
 
 
 def kernel_rows(theta: np.ndarray, dtype) -> np.ndarray:
