@@ -56,7 +56,11 @@ def run_mode(label: str, n_runs: int, mode: str, shard: int, seed: int) -> tuple
     if mode in ("steps", "blocks16"):
         GaussianRisk.gd_steps = lambda self, theta, grad, h: None
     if mode in ("loop_stats", "loop_stats_and_full_products"):
-        GaussianRisk.gd_steps = lambda self, theta, grad, h: (*saved_call(self, theta, grad, h)[:3], None)
+        def without_stats(self, theta, grad, h):
+            got = saved_call(self, theta, grad, h)
+            return None if got is None else (*got[:3], None)
+
+        GaussianRisk.gd_steps = without_stats
     if mode in ("full_products", "loop_stats_and_full_products"):
         prob.backend._teacher_axes = np.zeros(0, dtype=np.int64)
     try:

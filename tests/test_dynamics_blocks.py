@@ -234,16 +234,24 @@ def test_propose_block_is_m_proposals(controller):
         t = t_next
 
 
-GAUSSIAN_BIG = {**GAUSSIAN, "network": {"widths": [13], "input_dim": 12, "bias": False, "fixed_output": 1.0},
-                "measure": {"kind": "gaussian", "dim": 12, "sigma": 1.0},
-                "target": {**GAUSSIAN["target"], "widths": [12]}}
+def _gaussian_spec(d: int, H: int, k: int = 1, fixed: bool = True, first_layer: str = "unit_vectors") -> dict:
+    network = {"widths": [H], "input_dim": d, "output_dim": k, "bias": False}
+    if fixed:
+        network["fixed_output"] = 1.0
+    return {**GAUSSIAN, "network": network, "measure": {"kind": "gaussian", "dim": d, "sigma": 1.0},
+            "target": {"kind": "teacher", "widths": [d], "output_dim": k, "bias": False, "seed": 0,
+                       "first_layer": first_layer}}
 
 
-@pytest.mark.parametrize("spec", [GAUSSIAN, GAUSSIAN_BIG], ids=["P9", "P156"])
+@pytest.mark.parametrize("spec", [GAUSSIAN, _gaussian_spec(12, 13), _gaussian_spec(5, 4, k=2, fixed=False,
+                                                                                    first_layer="orthonormal"),
+                                  _gaussian_spec(130, 2, first_layer="normal")],
+                         ids=["P9", "P156", "trainable_k2_orthonormal_teacher", "units_of_130"])
 def test_gaussian_gd_steps_are_numpy_updates_and_risk_and_grad(spec):
     """The compiled block's states bit for bit as numpy updates and ``risk_and_grad`` give them, and its
-    ``StepStats`` bit for bit as the loop computes them from the states (norms of 9 and 156 parameters: numpy's
-    pairwise sums below and above its block of 128; units of 3 and 12 weights)."""
+    ``StepStats`` bit for bit as the loop computes them from the states: norms of 9, 156 and 260 parameters
+    (numpy's pairwise sums below and above its block of 128), units of 3, 12 and 130 weights, a trainable output
+    layer with two outputs, and teachers with one-hot rows (the kernel's shortcut) and without."""
     pytest.importorskip("numba")
     from reluflow.dynamics._integrate import _Monitors, _row_norm
 

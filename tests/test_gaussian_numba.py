@@ -146,6 +146,9 @@ ONE_HOT_TEACHERS = [
     (4, 5, 1, True, np.eye(4)[[0, 1, 1, 3, 2]], np.ones((1, 5)), [0, 1, 1, 3, 2]),  # two rows on one axis
     (4, 3, 1, False, np.eye(4)[[0, 1, 2]] + 0.25 * np.eye(4)[[1, 2, 3]], np.ones((1, 3)), None),  # two nonzeros
     (3, 3, 1, False, np.zeros((2, 3)) + np.eye(3)[[0, 0]] * [[1.0], [0.0]], np.ones((1, 2)), None),  # a zero row
+    (20, 20, 1, True, np.eye(20), np.ones((1, 20)), list(range(20))),  # SS2018's k20_n20
+    (7, 9, 3, False, -np.eye(7)[[6, 2, 2, 0]], np.array([[1.0, -0.0, 2.0, 0.5], [0.0, 1.0, 1.0, -1.0],
+                                                          [3.0, 1.0, -0.5, 0.0]]), [6, 2, 2, 0]),  # -e_j, -0.0
 ]
 
 
@@ -165,7 +168,7 @@ def test_a_one_hot_teacher_gives_the_bits_of_the_full_products(d, H, k, fixed, w
     backend._teacher_axes = np.zeros(0, dtype=np.int64)
     full = by_kernel(p, theta, ("numba",))["numba"]
     for got, want in zip(shortcut, full, strict=True):
-        assert np.array_equal(got, want, equal_nan=True)
+        assert got.tobytes() == want.tobytes()  # zero signs and NaN bits included
 
 
 @pytest.mark.parametrize("fixed", [False, True])

@@ -137,7 +137,7 @@ class StepStats(NamedTuple):
     param_norm: np.ndarray  # |theta|
     grad_norm: np.ndarray  # |G|
     finite: np.ndarray  # bool: every parameter, the risk and every gradient entry finite
-    unit_min: np.ndarray  # the smallest unit norm of the first hidden layer
+    unit_min: np.ndarray  # min over the first hidden layer of network.unit_norms (|w_j| + |b_j|; NaN if any is)
 
 
 class MeasureLike(Protocol):

@@ -26,9 +26,10 @@ at 0, and a row with a non-finite parameter gives NaN risk and gradient.
 or sign: ``GaussianRisk._teacher_axes``), a teacher column of the Gram products is one product, ``c_{i,l} =
 uhat_{i,p_l} rhat_{l,p_l}``, and a teacher row of the right-hand side ``At_cl r_l`` is zero but in column ``p_l``,
 so ``P1``'s teacher part is one product per row and output. The products with the teacher's zeros that this skips
-add ``+-0`` to the sums, which changes no bit of a result (at most a zero's sign, which no later step can see):
-the same risk and gradient as the full products (``tests/test_gaussian_numba.py``), with half the Gram and ``P1``
-work at ``n = d = H``.
+are ``x * (+-0)`` with ``x`` finite (a unit vector's entry, an angle: rows with a non-finite parameter never reach
+the products), so each adds ``+-0``: to a sum that is still ``+0`` before its one nonzero term (``+0 + -0 = +0``)
+or to a nonzero one afterwards, and neither changes a bit, a zero's sign included. The same risk and gradient as
+the full products (``tests/test_gaussian_numba.py``), with half the Gram and ``P1`` work at ``n = d = H``.
 
 **arccos.** numba calls libm's ``acos`` one element at a time; ``H m`` of them per evaluation would cost more than
 the rest of the kernel (numpy's ``arccos`` is SIMD). ``_acos`` below is fdlibm's ``e_acos.c`` (the rational
@@ -120,12 +121,13 @@ def acos(x):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _add_product(A, a0, B, b0, out, K):
-    """``out[i, e] += sum_{p < K} A[i, a0 + p] B[b0 + p, e]`` for every row ``i`` of ``out`` ``(M, N)``.
+def _add_product(A, a0, B, b0, out, K, N):
+    """``out[i, e] += sum_{p < K} A[i, a0 + p] B[b0 + p, e]`` for every row ``i`` of ``out`` and its first ``N``
+    columns.
 
     Four rows at a time: each loaded row of ``B`` feeds four multiply-adds (one row at a time, the loops over the
     short rows are bound by loads and loop overhead). Each ``out[i, e]`` sums over ``p`` in increasing order."""
-    M, N = out.shape
+    M = out.shape[0]
     i = 0
     while i + 4 <= M:
         for p in range(K):
@@ -142,29 +144,6 @@ def _add_product(A, a0, B, b0, out, K):
             x0 = A[i, a0 + p]
             for e in range(N):
                 out[i, e] += x0 * B[b0 + p, e]
-        i += 1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _add_product_cols(A, B, out, K, N):
-    """``_add_product(A, 0, B, 0, out, K)`` over the first ``N`` columns of ``out`` only."""
-    M = out.shape[0]
-    i = 0
-    while i + 4 <= M:
-        for p in range(K):
-            x0, x1, x2, x3 = A[i, p], A[i + 1, p], A[i + 2, p], A[i + 3, p]
-            for e in range(N):
-                b = B[p, e]
-                out[i, e] += x0 * b
-                out[i + 1, e] += x1 * b
-                out[i + 2, e] += x2 * b
-                out[i + 3, e] += x3 * b
-        i += 4
-    while i < M:
-        for p in range(K):
-            x0 = A[i, p]
-            for e in range(N):
-                out[i, e] += x0 * B[p, e]
         i += 1
 
 
@@ -209,7 +188,8 @@ def _rows(theta, risk, grad, need_grad, H, n, d, k, w0, a0, fixed, t_unit, t_y, 
 
     ``w0``, ``a0``: offsets of ``w`` ``(H, d)`` and of the output weights ``(k, H)`` in a row (``a0 = -1``: the
     output layer is fixed to ``fixed``). The teacher, in float64: unit vectors ``t_unit`` ``(n, d)``, its rows of
-    the right-hand sides ``t_y = -A*_cj w*_j`` ``(n, k d)`` and ``t_z = -A*_cj |w*_j|`` ``(n, k)``. ``q``,
+    the right-hand sides ``t_y = -A*_cj w*_j`` ``(n, k d)`` and ``t_z = -A*_cj |w*_j|`` ``(n, k)``, and
+    ``t_axis`` (``GaussianRisk._teacher_axes``: the column of each one-hot teacher row, or empty). ``q``,
     ``q2 = 2 q`` and ``teacher_risk`` (``L*``) as in ``GaussianRisk``."""
     ws = _workspace(H, n, d, k, a0, fixed, t_unit, t_y, t_z)
     _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, t_axis, q, q2, teacher_risk)
@@ -262,19 +242,19 @@ def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, t_axis, q, q2
             for j in range(d):
                 RT[j, i] = U[i, j]
         # the Gram products; c = minus them, -1 exactly on the self terms, clipped; psi and s from the same c. A
-        # one-hot teacher's column is one product: the others add zeros, which change no sum but a zero's sign
+        # one-hot teacher's column is one product: the others add +-0 to it, which changes no bit (module docstring)
         for i in range(H):
             for l in range(m):
                 C[i, l] = 0.0
         if t_axis.shape[0] == n:
-            _add_product_cols(U, RT, C, d, H)
+            _add_product(U, 0, RT, 0, C, d, H)
             for l in range(n):
                 p = t_axis[l]
                 v = RT[p, H + l]
                 for i in range(H):
                     C[i, H + l] += RT[p, i] * v  # RT[p, i] = U[i, p]
         else:
-            _add_product(U, 0, RT, 0, C, d)
+            _add_product(U, 0, RT, 0, C, d, m)
         for i in range(H):
             C[i, i] = 1.0
         for i in range(H):
@@ -305,16 +285,16 @@ def _rows_in(theta, risk, grad, need_grad, ws, H, n, d, k, w0, a0, t_axis, q, q2
                     for i in range(H):
                         P1[i, e] += C[i, H + l] * y
         else:
-            _add_product(C, H, Y, H, P1, n)
-        _add_product(S, H, Z, H, P2, n)
+            _add_product(C, H, Y, H, P1, n, kd)
+        _add_product(S, H, Z, H, P2, n, k)
         for i in range(H):
             for c in range(k):
                 dot = 0.0
                 for j in range(d):
                     dot += W[i, j] * P1[i, c * d + j]
                 At[i, c] = dot + norm[i] * P2[i, c]
-        _add_product(C, 0, Y, 0, P1, H)
-        _add_product(S, 0, Z, 0, P2, H)
+        _add_product(C, 0, Y, 0, P1, H, kd)
+        _add_product(S, 0, Z, 0, P2, H, k)
         acc = 0.0
         for i in range(H):
             for c in range(k):

@@ -1,5 +1,6 @@
-"""What the compiled per-trajectory kernels share: how they are compiled, how a row's parameters reach them, and
-what a row with a non-finite parameter gives.
+"""What the compiled per-trajectory kernels share: how they are compiled, how a row's parameters reach them, what
+a row with a non-finite parameter gives, and what the integrate loop reads from a state (``row_stats``: norms with
+numpy's pairwise order of additions, ``sum_of_squares``), for a compiled GD block to return beside its states.
 
 This module imports numba; like the kernels, it is imported on the first compiled evaluation only.
 """
