@@ -360,3 +360,57 @@ def test_rate_one_bound():
     t.curves = _curves([r for r in rows if r[1] != 2])
     v = evaluate_verdict({"rule": "rate_one_bound"}, t)
     assert v.status == "pass" and v.evidence["ratio_max"] < 0.05
+
+
+def test_certified_families_come_from_certificates_of_the_endpoints():
+    """``certify_families``: each family of spurious minima gets its first run's certificate. Real GD endpoints of
+    SS2018's k8_n8 (GD to |G| <= 1e-9/pi) are certified strict local minima; a family whose endpoint is moved off
+    the minimum (by 1e-3) is refused as not critical; the families and the pass/fail rule are those without
+    certificates; the report's families column shows each class."""
+    pytest.importorskip("flint")
+    import json
+
+    import reluflow
+    from reluflow.pipeline._report import _evidence_html
+
+    problem = {"network": {"input_dim": 8, "widths": [8], "bias": False, "fixed_output": 1.0},
+               "measure": {"kind": "gaussian", "dim": 8, "sigma": 1.0},
+               "target": {"kind": "teacher", "widths": [8], "bias": False, "fixed_output": 1.0, "seed": 0,
+                          "first_layer": "unit_vectors"},
+               "risk": {"backend": "gaussian"}}
+    method = {"kind": "gd", "step_size": 0.05, "n_steps": 200000, "grad_tol": 3.1831e-10, "risk_tol": 2.0e-3,
+              "refine": False}
+    res = reluflow.simulate(reluflow.Problem.from_dict(problem), method=method,
+                            init={"kind": "scaled_normal", "sigma": "fan_in"}, n_trajectories=24, seed=2018)
+    traj = res.trajectories[["trajectory", "risk_final"]].assign(cell="k8_n8")
+    theta = np.stack(res.states["theta_final"])
+    spurious = traj.loc[traj["risk_final"] >= 2e-3, "trajectory"].to_numpy()
+    assert len(spurious) >= 2  # seed 2018: runs 10 and 17 end at the L = 0.043 minimum
+    # a second "family": the last spurious run moved off its minimum, its risk relabelled to set it apart
+    moved = spurious[-1]
+    theta[moved] += 1e-3
+    traj.loc[traj["trajectory"] == moved, "risk_final"] = 0.5
+    final = pd.DataFrame({"cell": "k8_n8", "trajectory": traj["trajectory"], "theta_final": list(theta)})
+    cells = pd.DataFrame([{"cell": "k8_n8", "problem.network.widths": (8,),
+                           "params": json.dumps({"problem": problem})}])
+    tables = SimpleNamespace(cells=cells, trajectories=traj, curves=None, summary=None, best_of_k=None, final=final)
+    spec = {"rule": "rates_agree_with_published", "threshold": 2e-3, "published": {"k8_n8": 0.126}}
+    plain = evaluate_verdict(spec, tables)
+    v = evaluate_verdict({**spec, "certify_families": True}, tables)
+    families = {f["risk"]: f for f in v.evidence["cells"][0]["families"]}
+    minimum = families[float(f"{traj.loc[traj['trajectory'] == spurious[0], 'risk_final'].iloc[0]:.3g}")]
+    assert minimum["certified_class"] == "min" and minimum["trajectory"] == spurious[0]
+    assert 0 <= minimum["certified_radius"] < 1e-6 and minimum["certified_eig_low"] > 0
+    assert families[0.5]["certified_class"] == "none" and families[0.5]["certified_reason"] == "not_critical"
+    assert (v.status, v.evidence["families_certified_min"], v.evidence["families_certified_none"]) == \
+        (plain.status, 1, 1)
+    assert [(f["risk"], f["count"]) for f in v.evidence["cells"][0]["families"]] == \
+        [(f["risk"], f["count"]) for f in plain.evidence["cells"][0]["families"]]
+    assert "spurious families certified: 1 of 2 strict local minima" in v.summary
+    html = _evidence_html(v.to_dict())
+    assert "(min)" in html and "(not certified: not_critical)" in html
+    with pytest.raises(ValueError, match="verdict.certify_families = 'yes' is not allowed: expected true or false"):
+        check_verdict_spec({**spec, "certify_families": "yes"})
+    # without the final parameters (a table not read): inconclusive, naming it
+    missing = evaluate_verdict({**spec, "certify_families": True}, SimpleNamespace(**{**vars(tables), "final": None}))
+    assert missing.status == "inconclusive" and "['final']" in missing.summary

@@ -108,6 +108,7 @@ rule verdict:
         curves="results/{study}/curves",
         summary="results/{study}/summary.parquet",
         best_of_k="results/{study}/best_of_k.parquet",
+        final="results/{study}/final",  # the endpoints, for verdicts that certify them (certify_families)
     output:
         verdict=report("results/{study}/verdict.json", caption="../report/verdict.rst", category=report_category,
                        subcategory="verdict", labels=verdict_labels),

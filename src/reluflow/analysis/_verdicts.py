@@ -53,14 +53,21 @@ class VerdictRule:
     params: Mapping[str, Any]
     tables: tuple[str, ...]
     check: Callable[[Any, dict[str, Any]], Verdict]
+    tables_when: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # more tables where a flag is true
+
+    def tables_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The tables the rule reads with ``params`` (``check_verdict_spec``'s, defaults filled in)."""
+        extra = [t for flag, names in self.tables_when.items() if params.get(flag) for t in names]
+        return tuple(dict.fromkeys([*self.tables, *extra]))
 
 
 VERDICTS: dict[str, VerdictRule] = {}
 
 
-def _rule(name: str, description: str, tables: tuple[str, ...], **params: Any):
+def _rule(name: str, description: str, tables: tuple[str, ...],
+          tables_when: Mapping[str, tuple[str, ...]] | None = None, **params: Any):
     def register(fn: Callable[[Any, dict[str, Any]], Verdict]) -> Callable[[Any, dict[str, Any]], Verdict]:
-        VERDICTS[name] = VerdictRule(name, description, params, tables, fn)
+        VERDICTS[name] = VerdictRule(name, description, params, tables, fn, dict(tables_when or {}))
         return fn
 
     return register
@@ -86,6 +93,8 @@ def check_verdict_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"verdict: rule {rule.name!r} needs {missing}")
     for key, default in rule.params.items():
         value = params[key]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"verdict.{key} = {value!r} is not allowed: expected true or false")
         if isinstance(default, int | float) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"verdict.{key} = {value!r} is not allowed: expected a finite number >= 0")
@@ -96,7 +105,7 @@ def evaluate_verdict(spec: Mapping[str, Any], tables: Any) -> Verdict:
     """The verdict of ``spec`` (a study's ``verdict`` mapping) on ``tables``."""
     params = check_verdict_spec(spec)
     rule = VERDICTS[spec["rule"]]
-    missing = [name for name in rule.tables if getattr(tables, name, None) is None]
+    missing = [name for name in rule.tables_for(params) if getattr(tables, name, None) is None]
     if missing:
         return Verdict(rule.name, "inconclusive", f"{rule.name}: the tables {missing} are not available", {})
     return rule.check(tables, params)
@@ -129,11 +138,15 @@ def _risk_never_increases(tables: Any, p: dict[str, Any]) -> Verdict:
 
 @_rule("rates_agree_with_published", "a published table of rates regenerated: each cell's fraction of runs whose "
        "final risk is at least `threshold` agrees with the published rate within `n_se` binomial standard errors of "
-       "the difference", ("trajectories",), published=None, published_runs=1000, threshold=None, n_se=2.0,
-       match="problem.network.widths")
+       "the difference; with `certify_families`, one endpoint of each family of spurious minima is certified",
+       ("trajectories",), tables_when={"certify_families": ("final",)}, published=None, published_runs=1000,
+       threshold=None, n_se=2.0, match="problem.network.widths", certify_families=False)
 def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
     """``published``: {label: rate}, a label being the cell's value of the ``match`` parameter written as text
-    (e.g. ``[6]``) or the cell id."""
+    (e.g. ``[6]``) or the cell id. ``certify_families``: each family's first run (lowest trajectory id) gets a
+    computer-assisted certificate (``certify_critical_points`` on its final parameters): the family's
+    ``certified_class`` (``min``, ``saddle`` or ``none``), ``certified_reason``, radius and lower eigenvalue bound
+    (not part of the pass/fail rule: evidence, as Safran & Shamir certified one representative per family)."""
     traj, cells = tables.trajectories, tables.cells
     published = {str(k): float(v) for k, v in dict(p["published"]).items()}
     rows, agree_all, compared = [], True, 0
@@ -148,6 +161,9 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
         est = k / n if n else float("nan")
         row = {"cell": cid, "label": label, "n": n, "spurious": k, "estimate": est, "low": float(low[0]),
                "high": float(high[0]), "families": _families(risks[~(risks < p["threshold"])])}
+        if p["certify_families"] and row["families"]:
+            _certify_families(row["families"], cell, traj.loc[traj["cell"].astype(str) == cid], tables.final,
+                              p["threshold"])
         if key in published and n:
             ref = published[key]
             se = math.sqrt(ref * (1 - ref) * (1 / n + 1 / p["published_runs"]))  # docs/science.md, section 8
@@ -179,12 +195,45 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
     chi2_p = float(stats.chi2.sf(chi2, len(zs))) if zs else float("nan")
     if len(zs) > 1:
         summary += f"; all cells together: chi-square {chi2:.1f} on {len(zs)} cells, p = {chi2_p:.2g}"
+    certified = {}
+    if p["certify_families"]:
+        classes = [f["certified_class"] for r in rows for f in r["families"] if "certified_class" in f]
+        certified = {f"families_certified_{c}": classes.count(c) for c in ("min", "saddle", "none")}
+        summary += (f"; spurious families certified: {classes.count('min')} of {len(classes)} strict local minima, "
+                    f"{classes.count('saddle')} saddles, {classes.count('none')} not certified")
     return Verdict("rates_agree_with_published", "pass" if agree_all else "fail", summary,
                    {"threshold": p["threshold"], "n_se": p["n_se"], "published_runs": p["published_runs"],
                     "confidence": CONFIDENCE, "disagreements": n_miss,
                     "expected_disagreements_by_chance": compared * miss,
                     "p_at_least_as_many_by_chance": p_chance, "chi2": chi2, "chi2_cells": len(zs),
-                    "chi2_p": chi2_p, "cells": rows})
+                    "chi2_p": chi2_p, **certified, "cells": rows})
+
+
+def _certify_families(families: list[dict[str, Any]], cell: Any, traj: Any, final: Any, threshold: float) -> None:
+    """Add to each family of one cell (``_families``) its first run (``trajectory``) and that run's certificate
+    (``certified_class``, ``certified_reason``, ``certified_radius``, ``certified_eig_low``), the problem rebuilt
+    from the cell's ``params``."""
+    import json
+
+    from ..problem import Problem  # lazily: the rules that need no problem stay light
+    from ._certify import certify_critical_points  # without python-flint: class none, reason unavailable
+
+    spurious = traj.loc[~(traj["risk_final"].to_numpy(dtype=float) < threshold)].sort_values("trajectory")
+    first: dict[float, int] = {}
+    for tid, risk in zip(spurious["trajectory"], spurious["risk_final"], strict=True):
+        if np.isfinite(risk):
+            first.setdefault(float(f"{risk:.3g}"), int(tid))
+    problem = Problem.from_dict(json.loads(cell["params"])["problem"])
+    theta = final.loc[final["cell"].astype(str) == str(cell["cell"])].set_index("trajectory")["theta_final"]
+    for fam in families:
+        if fam["risk"] is None:
+            continue
+        tid = first[fam["risk"]]
+        out = certify_critical_points(problem, np.asarray(theta.loc[tid], dtype=float)[None])
+        fam.update(trajectory=tid, certified_class=str(out["certified_class"][0]),
+                   certified_reason=str(out["certified_reason"][0]),
+                   certified_radius=float(out["certified_radius"][0]),
+                   certified_eig_low=float(out["certified_eig_low"][0]))
 
 
 def _families(risks: np.ndarray, digits: int = 3) -> list[dict[str, Any]]:

@@ -63,8 +63,8 @@ def _rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers:
         for c in columns:
             value = row.get(c)
             if c == "families":
-                value = ", ".join(f"{f['risk']:.3g}×{f['count']}" if f["risk"] is not None else f"blew up×{f['count']}"
-                                  for f in value or [])
+                value = ", ".join((f"{f['risk']:.3g}×{f['count']}" + _certified(f)) if f["risk"] is not None
+                                  else f"blew up×{f['count']}" for f in value or [])
                 cells.append(f"<td class=text>{_e(value)}</td>")
             elif c in ("cell", "label"):
                 cells.append(f"<td class=text>{_e(value)}</td>")
@@ -72,6 +72,15 @@ def _rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers:
                 cells.append(f"<td>{_num(value)}</td>")
         body += "<tr>" + "".join(cells) + "</tr>"
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _certified(family: dict[str, Any]) -> str:
+    """A family's certificate in the families column: `` (min)``, `` (saddle)``, `` (not certified: reason)`` or
+    nothing where the study did not certify its families."""
+    cls = family.get("certified_class")
+    if cls is None:
+        return ""
+    return f" ({cls})" if cls != "none" else f" (not certified: {family.get('certified_reason') or 'none'})"
 
 
 def _evidence_html(verdict: dict[str, Any]) -> str:
@@ -84,7 +93,8 @@ def _evidence_html(verdict: dict[str, Any]) -> str:
     if verdict.get("rule") == "rates_agree_with_published" and rows:
         columns = ["cell", "label", "n", "published", "estimate", "low", "high", "allowed", "agrees", "families"]
         headers = ["cell", "setting", "runs", "published rate", "regenerated rate", "95 % low", "95 % high",
-                   "allowed |difference|", "agrees", "spurious minima found (risk × count)"]
+                   "allowed |difference|", "agrees",
+                   "spurious minima found (risk × count; certified class where the study certifies them)"]
         out += _rows_table(rows, columns, headers)
     elif rows:
         columns = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict | list)))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._load import load
-from ..analysis import VERDICTS, evaluate_verdict
+from ..analysis import VERDICTS, check_verdict_spec, evaluate_verdict
 from ..config import Study
 from ._tables import atomic_path, provenance
 
@@ -26,9 +26,9 @@ def write_verdict(study: Study, study_dir: str | Path, output: str | Path) -> di
     written. A failing verdict is written like a passing one, with its evidence: the stage itself succeeds."""
     spec = study.spec["verdict"]
     rule = VERDICTS[spec["rule"]]
-    tables = load(study_dir, params="all", trajectories="trajectories" in rule.tables,
-                  curves="curves" in rule.tables, summary="summary" in rule.tables,
-                  best_of_k="best_of_k" in rule.tables)
+    needed = rule.tables_for(check_verdict_spec(spec))
+    tables = load(study_dir, params="all", trajectories="trajectories" in needed, curves="curves" in needed,
+                  summary="summary" in needed, best_of_k="best_of_k" in needed, final="final" in needed)
     verdict = evaluate_verdict(spec, tables)
     meta = provenance("verdict", study=study.name, seed=str(study.seed))
     record = {
