@@ -402,6 +402,8 @@ def test_certified_families_come_from_certificates_of_the_endpoints():
     assert minimum["certified_class"] == "min" and minimum["trajectory"] == spurious[0]
     assert 0 <= minimum["certified_radius"] < 1e-6 and minimum["certified_eig_low"] > 0
     assert families[0.5]["certified_class"] == "none" and families[0.5]["certified_reason"] == "not_critical"
+    assert "Newton correction" in families[0.5]["certified_detail"]
+    assert "unique critical point within" in minimum["certified_detail"]
     assert (v.status, v.evidence["families_certified_min"], v.evidence["families_certified_none"]) == \
         (plain.status, 1, 1)
     assert [(f["risk"], f["count"]) for f in v.evidence["cells"][0]["families"]] == \

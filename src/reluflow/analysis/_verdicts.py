@@ -12,6 +12,7 @@ is validated (``check_verdict_spec``), evaluated by the verdict stage (``evaluat
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -211,10 +212,8 @@ def _rates_agree_with_published(tables: Any, p: dict[str, Any]) -> Verdict:
 
 def _certify_families(families: list[dict[str, Any]], cell: Any, traj: Any, final: Any, threshold: float) -> None:
     """Add to each family of one cell (``_families``) its first run (``trajectory``) and that run's certificate
-    (``certified_class``, ``certified_reason``, ``certified_radius``, ``certified_eig_low``), the problem rebuilt
-    from the cell's ``params``."""
-    import json
-
+    (``certified_class``, ``certified_reason``, ``certified_detail``, ``certified_radius``, ``certified_eig_low``),
+    the problem rebuilt from the cell's ``params``."""
     from ..problem import Problem  # lazily: the rules that need no problem stay light
     from ._certify import certify_critical_points  # without python-flint: class none, reason unavailable
 
@@ -222,7 +221,7 @@ def _certify_families(families: list[dict[str, Any]], cell: Any, traj: Any, fina
     first: dict[float, int] = {}
     for tid, risk in zip(spurious["trajectory"], spurious["risk_final"], strict=True):
         if np.isfinite(risk):
-            first.setdefault(float(f"{risk:.3g}"), int(tid))
+            first.setdefault(_family_risk(risk), int(tid))
     problem = Problem.from_dict(json.loads(cell["params"])["problem"])
     theta = final.loc[final["cell"].astype(str) == str(cell["cell"])].set_index("trajectory")["theta_final"]
     for fam in families:
@@ -232,6 +231,7 @@ def _certify_families(families: list[dict[str, Any]], cell: Any, traj: Any, fina
         out = certify_critical_points(problem, np.asarray(theta.loc[tid], dtype=float)[None])
         fam.update(trajectory=tid, certified_class=str(out["certified_class"][0]),
                    certified_reason=str(out["certified_reason"][0]),
+                   certified_detail=str(out["certified_detail"][0]),
                    certified_radius=float(out["certified_radius"][0]),
                    certified_eig_low=float(out["certified_eig_low"][0]))
 
@@ -240,12 +240,17 @@ def _families(risks: np.ndarray, digits: int = 3) -> list[dict[str, Any]]:
     """Distinct final risks (to ``digits`` significant digits) with their counts, most frequent first: the families
     of spurious minima a study found."""
     finite = risks[np.isfinite(risks)]
-    values, counts = np.unique([float(f"{r:.{digits}g}") for r in finite], return_counts=True)
+    values, counts = np.unique([_family_risk(r, digits) for r in finite], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     out = [{"risk": float(values[i]), "count": int(counts[i])} for i in order]
     if len(finite) < len(risks):
         out.append({"risk": None, "count": int(len(risks) - len(finite))})
     return out
+
+
+def _family_risk(risk: float, digits: int = 3) -> float:
+    """The final risk that names a run's family: ``risk`` to ``digits`` significant digits."""
+    return float(f"{risk:.{digits}g}")
 
 
 def _label(value: Any) -> str:
