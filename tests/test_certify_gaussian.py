@@ -147,6 +147,41 @@ def test_spurious_minimum_found_by_gradient_descent():
     assert abs(p_ss.risk(x[None])[0] - 0.0430) < 5e-5
 
 
+def test_certificate_about_the_newton_limit_of_an_endpoint():
+    """An endpoint 1e-5 from the spurious minimum above (where GD with a looser tolerance stops): the box about the
+    endpoint itself is too wide for the eigenvalue bound (or for Krawczyk), the certificate about the endpoint's
+    Newton limit proves the minimum, and its radius is measured from the endpoint: the critical point (here its
+    float Newton approximation, within ~1e-15 of it) lies within it, and it exceeds their distance by less than
+    1e-12."""
+    from flint import arb, arb_mat, ctx
+
+    from reluflow.analysis._certify_gaussian import certify_row
+
+    p = ss_problem(8, 8)
+    p_ss = reluflow.Problem.from_dict({**p.to_dict(), "target": {**p.to_dict()["target"], "seed": 0}})
+    model = GaussianModel(p_ss)
+    theta = np.random.default_rng(8).standard_normal((100, 64))[3:4] / np.sqrt(8)
+    for _ in range(2000):
+        theta = theta - 0.05 * p_ss.risk_and_grad(theta)[1]
+    crit = newton(model, theta[0])
+    end = crit + 1e-5 * np.random.default_rng(2).standard_normal(64)
+    old = ctx.prec
+    ctx.prec = 192
+    try:
+        model.balls(arb, arb_mat)
+        about_end, _ = certify_row(model, end, None, 1e-4, arb, arb_mat)
+    finally:
+        ctx.prec = old
+    assert about_end["certified_class"] == "none", about_end["certified_detail"]
+    out = certify(p_ss, end)
+    assert out["certified_class"][0] == "min", out["certified_detail"][0]
+    assert 0.040 < out["certified_eig_low"][0] <= out["certified_eig_high"][0] < 0.045
+    assert "Newton limit" in out["certified_detail"][0]
+    dist = max(abs(Fraction(float(a)) - Fraction(float(b))) for a, b in zip(end, crit, strict=True))
+    rad = Fraction(out["certified_radius"][0])
+    assert dist - Fraction(1, 10**14) <= rad < dist + Fraction(1, 10**12)
+
+
 def test_isolated_saddle_on_a_cyclic_subspace():
     """n = k = 3 with rows the cyclic shifts of (a, b, b): a critical point at L = 0.0482 with one negative
     Hessian eigenvalue (-0.089) and no zero one; found by Newton on the invariant subspace, certified a saddle."""

@@ -435,12 +435,12 @@ def certify_critical_points(
     ctx.prec = int(prec)
     try:
         if problem.backend_name == "gaussian":
-            from ._certify_gaussian import GaussianModel, certify_row
+            from ._certify_gaussian import GaussianModel, certify_row_polished
 
             gmodel = GaussianModel(problem)
             gmodel.balls(arb, arb_mat)
             for i in range(n):
-                res, _ = certify_row(gmodel, theta[i], radius, max_radius, arb, arb_mat)
+                res = certify_row_polished(gmodel, theta[i], radius, max_radius, arb, arb_mat)
                 for key, value in res.items():
                     out[key][i] = value
             return out

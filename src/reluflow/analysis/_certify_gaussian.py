@@ -494,6 +494,35 @@ def certify_row(model: GaussianModel, th: np.ndarray, radius: float | None, max_
     return _refuse("not_critical", detail, certified_n_free=float(P)), None
 
 
+def certify_row_polished(model: GaussianModel, th: np.ndarray, radius: float | None, max_radius: float, arb: Any,
+                         arb_mat: Any, *, newton_iters: int = 4) -> dict[str, Any]:
+    """``certify_row`` about the float Newton limit ``c`` of ``th`` rather than ``th`` itself, its radius measured
+    from ``th`` (``max |theta* - th| <= |c - th| + r``, rounded up).
+
+    An endpoint that GD left at ``|G| ~ 1e-10`` lies ~``1e-7`` from its critical point, and a Krawczyk box that
+    wide widens the Hessian's enclosure by ~``P`` times its entries' spread: ``~1e-3`` at P = 200, more than some
+    minima's smallest eigenvalue. About ``c`` the box is ~``1e-12`` wide and the enclosure ~``1e-9``. ``c`` is a
+    choice (the certificate checks it); where it is not usable (a fixed ``radius``, Newton failing or moving
+    farther than the step bound ``max_radius * max(1, |theta|)`` allows) or its certificate fails, this is
+    ``certify_row`` about ``th``, as before."""
+    if radius is None and np.all(np.isfinite(th)):
+        got = newton_refine(model, th, newton_iters)
+        if got is not None:
+            c = got[0]
+            scale = max(1.0, float(np.max(np.abs(th))))
+            shift = max((_up(abs(arb(float(a)) - arb(float(b)))) for a, b in zip(c, th, strict=True)), default=0.0)
+            if np.all(np.isfinite(c)) and shift <= max_radius * scale:
+                res, extra = certify_row(model, c, None, max_radius, arb, arb_mat)
+                if extra is not None:
+                    total = _up(arb(shift) + arb(res["certified_radius"]))
+                    detail = res["certified_detail"].replace(
+                        f"within {res['certified_radius']:.3g}",
+                        f"within {total:.3g} of the endpoint ({res['certified_radius']:.3g} of its Newton limit, "
+                        f"itself {shift:.3g} away)", 1)
+                    return {**res, "certified_radius": total, "certified_detail": detail}
+    return certify_row(model, th, radius, max_radius, arb, arb_mat)[0]
+
+
 # ------------------------------------------------------------------------------------ certified GD/GF limits
 def newton_refine(model: GaussianModel, th: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Float Newton on ``G = 0`` from ``th`` (a choice: the certificate checks the result), with the Hessian
