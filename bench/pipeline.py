@@ -311,38 +311,55 @@ def pinned_cpus(cores: int) -> set[int]:
     return set(allowed[:cores])
 
 
-def _study_on_cluster(cells, workdir: Path, workers: int) -> float:
+def _study_on_cluster(cells, workdir: Path, workers: int) -> tuple[float, float]:
     """Seconds for the integrate stage of every cell (``write_integrate``, as the study's integrate job calls it:
     inits, then all cells' shards, each cell's tables as its last shard comes in) on a ``LocalCluster`` of
-    ``workers`` that is already up and has run a task. Excludes the cluster's start-up and the job's Python
-    start-up, which the integrate job pays once per study (``_integrate_phases``)."""
+    ``workers`` that is already up and has run a task, and the seconds its tasks computed, summed over the workers
+    (dask's task stream). Excludes the cluster's start-up and the job's Python start-up, which the integrate job
+    pays once per study (``_integrate_phases``)."""
+    from distributed import get_task_stream
+
     with dask_client("local", workers=workers) as client:
         client.wait_for_workers(workers)
         client.run(abs, 1)  # every worker has run something
-        return _time_integrate(cells, workdir / f"w{workers}", workers, 128, scheduler="address",
-                               address=client.scheduler.address)
+        with get_task_stream(client) as stream:
+            wall = _time_integrate(cells, workdir / f"w{workers}", workers, 128, scheduler="address",
+                                   address=client.scheduler.address)
+        compute = sum(s["stop"] - s["start"] for task in stream.data for s in task["startstops"]
+                      if s["action"] == "compute")
+        return wall, compute
 
 
 def run_study_dask(repeats: int = 3) -> dict:
     """The quickstart study's integrate stage (every cell, every shard) on a running ``LocalCluster`` with one
     and with two workers, rounds in turn: the dask part of the study alone, without Snakemake, its other jobs,
-    the integrate job's process and cluster start-up, or the figures."""
+    the integrate job's process and cluster start-up, or the figures. Also the tasks' compute seconds summed over
+    the workers: where two workers take more than one for the same shards, the lost speedup is in the shards
+    themselves (two busy CPUs), not in the scheduling."""
     spec = load_config_files([ROOT / "config.yaml"])["studies"]["quickstart"]
     cells = list(expand_study("quickstart", spec).cells.values())
     times: dict[int, list[float]] = {1: [], 2: []}
+    compute: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="reluflow-bench-study-") as tmp:
         for _ in range(repeats):
             for workers in (1, 2):
-                times[workers].append(_study_on_cluster(cells, Path(tmp), workers))
+                wall, busy = _study_on_cluster(cells, Path(tmp), workers)
+                times[workers].append(wall)
+                compute[workers].append(busy)
     med = {w: statistics.median(ts) for w, ts in times.items()}
+    busy_med = {w: statistics.median(cs) for w, cs in compute.items()}
     ratios = [a / b for a, b in zip(times[1], times[2], strict=True)]
     print(f"quickstart integrate stage on a running LocalCluster ({len(cells)} cells, one write_integrate), "
           f"medians of {repeats} rounds: 1 worker {med[1]:.1f} s, 2 workers {med[2]:.1f} s, speedup of the "
           f"medians {med[1] / med[2]:.2f}x, per-round median {statistics.median(ratios):.2f}x "
           f"(runs: 1 worker {[round(t, 1) for t in times[1]]}, 2 workers {[round(t, 1) for t in times[2]]}; "
           f"per round {[round(r, 2) for r in ratios]})")
+    print(f"  the same shards' compute seconds summed over the workers (task stream), medians: 1 worker "
+          f"{busy_med[1]:.1f} s, 2 workers {busy_med[2]:.1f} s ({busy_med[2] / busy_med[1]:.3f}x): with each task "
+          f"that much longer, two workers give at most {2 * busy_med[1] / busy_med[2]:.2f}x")
     return {"repeats": repeats, "workers_1_s": med[1], "workers_2_s": med[2], "speedup": med[1] / med[2],
-            "speedup_per_round_median": statistics.median(ratios), "runs": times, "speedup_per_round": ratios}
+            "speedup_per_round_median": statistics.median(ratios), "runs": times, "speedup_per_round": ratios,
+            "task_compute_s": compute, "task_compute_ratio": busy_med[2] / busy_med[1]}
 
 
 def _spread(values: list[float]) -> str:
