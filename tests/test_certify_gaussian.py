@@ -130,16 +130,22 @@ def test_global_minimum_is_certified(k):
     assert max(abs(Fraction(float(a)) - Fraction(float(b))) for a, b in zip(near[0], theta[0], strict=True)) <= rad
 
 
-def test_spurious_minimum_found_by_gradient_descent():
+@pytest.fixture(scope="module")
+def spurious_minimum():
     """n = k = 8: GD (step 0.05, 2000 steps) from a seed that lands in the spurious family L = 0.0430 of the
-    SS2018 table, refined by Newton: a certified minimum with the family's risk, not the global one."""
+    SS2018 table, refined by Newton: ``(problem, model, the Newton point)``."""
     p = ss_problem(8, 8)
     p_ss = reluflow.Problem.from_dict({**p.to_dict(), "target": {**p.to_dict()["target"], "seed": 0}})
     model = GaussianModel(p_ss)
     theta = np.random.default_rng(8).standard_normal((100, 64))[3:4] / np.sqrt(8)
     for _ in range(2000):
         theta = theta - 0.05 * p_ss.risk_and_grad(theta)[1]
-    x = newton(model, theta[0])
+    return p_ss, model, newton(model, theta[0])
+
+
+def test_spurious_minimum_found_by_gradient_descent(spurious_minimum):
+    """The spurious minimum GD and Newton found: a certified minimum with the family's risk, not the global one."""
+    p_ss, _, x = spurious_minimum
     out = certify(p_ss, x)
     assert out["certified_class"][0] == "min", out["certified_detail"][0]
     assert out["certified_radius"][0] < 1e-12
@@ -147,7 +153,7 @@ def test_spurious_minimum_found_by_gradient_descent():
     assert abs(p_ss.risk(x[None])[0] - 0.0430) < 5e-5
 
 
-def test_certificate_about_the_newton_limit_of_an_endpoint():
+def test_certificate_about_the_newton_limit_of_an_endpoint(spurious_minimum):
     """An endpoint 1e-5 from the spurious minimum above (where GD with a looser tolerance stops): the box about the
     endpoint itself is too wide for the eigenvalue bound (or for Krawczyk), the certificate about the endpoint's
     Newton limit proves the minimum, and its radius is measured from the endpoint: the critical point (here its
@@ -157,13 +163,7 @@ def test_certificate_about_the_newton_limit_of_an_endpoint():
 
     from reluflow.analysis._certify_gaussian import certify_row
 
-    p = ss_problem(8, 8)
-    p_ss = reluflow.Problem.from_dict({**p.to_dict(), "target": {**p.to_dict()["target"], "seed": 0}})
-    model = GaussianModel(p_ss)
-    theta = np.random.default_rng(8).standard_normal((100, 64))[3:4] / np.sqrt(8)
-    for _ in range(2000):
-        theta = theta - 0.05 * p_ss.risk_and_grad(theta)[1]
-    crit = newton(model, theta[0])
+    p_ss, model, crit = spurious_minimum
     end = crit + 1e-5 * np.random.default_rng(2).standard_normal(64)
     old = ctx.prec
     ctx.prec = 192
