@@ -405,7 +405,8 @@ def certify_critical_points(
     - ``certified_radius``: the critical point ``theta*`` satisfies ``max_i |theta*_i - theta_i| <= radius``
       (coordinates held fixed by the slice are equal); ``0`` when ``theta`` is itself exactly critical;
     - ``certified_eig_low`` / ``certified_eig_high``: a lower / upper bound of the smallest eigenvalue of the Hessian
-      on the slice, valid at every point of the certified box;
+      on the slice, valid at every point of the certified box (for ``gaussian``, a box about the row's float Newton
+      limit, which contains the critical point: ``certify_row_polished``);
     - ``certified_n_free``: the number of free coordinates (the dimension of the slice).
 
     ``radius`` fixes the box's half-width (default: chosen from the Newton correction, at most ``max_radius`` times
