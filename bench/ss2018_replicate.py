@@ -1,13 +1,13 @@
 """More runs of chosen SS2018 cells, to tell our sampling noise from the published table's:
 ``python -m bench.ss2018_replicate CELL:N ...`` (e.g. ``k13_n13:5000``).
 
-Runs trajectories ``0 .. N-1`` of the cell with the study's method and seed (``ss2018_full``): the first 1000 are
-the full table's runs exactly (each trajectory's randomness comes from its own id), the others are new and
-independent. Prints, per cell, the spurious count of the first 1000 and of all N, each rate with its 95 % Wilson
-interval, and the distance to the published rate in standard errors of the difference by docs/science.md §8
-(``sqrt(p (1 - p) (1/N + 1/1000))``), and that distance with the published run's noise alone
-(``sqrt(p (1 - p) / 1000)``): as N grows, our estimate's noise vanishes and what is left is the published rate's.
-A diagnostic, not a verdict: the study's rule is judged on the protocol's 1000 runs.
+Each cell is the ``ss2018_full`` study's (``workflow/studies/ss2018.yaml``: problem, method, initialization, seed,
+published rate), run for trajectories ``0 .. N-1``: the first 1000 are the full table's runs exactly (each
+trajectory's randomness comes from its own id), the others are new and independent. Both the first 1000 and all N
+are judged by the study's own verdict rule (``rates_agree_with_published``: the rate, its interval, the distance
+to the published rate in standard errors of the difference, docs/science.md §8). Also printed: that distance
+with the published run's noise alone (``sqrt(p (1 - p) / 1000)``), which is what is left as N grows. A
+diagnostic, not a verdict: the study is judged on the protocol's 1000 runs.
 """
 
 from __future__ import annotations
@@ -16,55 +16,59 @@ import argparse
 import math
 import os
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from scipy.stats import binomtest  # noqa: E402
+import pandas as pd  # noqa: E402
 
 import reluflow  # noqa: E402
+from reluflow.analysis import evaluate_verdict  # noqa: E402
+from reluflow.config import expand_study, load_config_files  # noqa: E402
 
 from ._timing import report_line  # noqa: E402
-from .certstop_validate import INIT, METHOD, cell  # noqa: E402
 
-# docs/science.md §8, the cells this script is meant for first; others with --published
-PUBLISHED = {"k13_n13": 0.730, "k18_n18": 0.900, "k12_n12": 0.585, "k14_n14": 0.736, "k17_n17": 0.897,
-             "k19_n19": 0.934}
-SEED = 2018  # ss2018_full's seed
-THRESHOLD = 2e-3  # spurious: final L >= 2e-3 (F >= 1e-3)
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = "ss2018_full"
 
 
-def _wilson(s: int, n: int) -> tuple[float, float]:
-    ci = binomtest(s, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return ci.low, ci.high
+def _judged(verdict_spec: dict, label: str, trajectories: pd.DataFrame) -> dict:
+    """The study's verdict rule on these runs of one cell: its evidence row (estimate, interval, z, agrees)."""
+    tables = SimpleNamespace(cells=pd.DataFrame({"cell": [label]}), trajectories=trajectories.assign(cell=label),
+                             curves=None, summary=None, best_of_k=None, final=None)
+    verdict = evaluate_verdict({**verdict_spec, "certify_families": False}, tables)
+    row = verdict.evidence["cells"][0]
+    return {key: row[key] for key in ("n", "spurious", "estimate", "low", "high", "published", "allowed", "z",
+                                      "agrees")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("cells", nargs="+", help="CELL:N, e.g. k13_n13:5000")
-    ap.add_argument("--published", nargs="*", default=[], help="CELL=RATE for a cell not in the built-in list")
+    ap.add_argument("cells", nargs="+", help="CELL:N, e.g. k13_n13:5000 (cells of the ss2018_full study)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    published = {**PUBLISHED, **{k: float(v) for k, v in (s.split("=") for s in args.published)}}
-    for spec in args.cells:
-        label, n_runs = spec.split(":")
-        n = int(n_runs)
+    spec = load_config_files([ROOT / "config.yaml"])["studies"][STUDY]
+    study = expand_study(STUDY, spec, check=False)
+    verdict_spec = spec["verdict"]
+    for arg in args.cells:
+        label, n_runs = arg.split(":")
+        if label not in study.cells:
+            ap.error(f"cell {label!r} is not a cell of {STUDY}: choose from {sorted(study.cells)}")
+        cell = study.cells[label]
         t, c = time.perf_counter(), time.process_time()
-        sim = reluflow.simulate(cell(label), method=METHOD, init=INIT, n_trajectories=n, seed=SEED)
+        sim = reluflow.simulate(cell.problem_object, method=cell.method, init=cell.init,
+                                n_trajectories=int(n_runs), seed=cell.seed)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         tr = sim.trajectories.sort_values("trajectory")
-        spurious = (tr.risk_final.to_numpy() >= THRESHOLD)
-        first = int(spurious[:1000].sum())
-        total = int(spurious.sum())
-        p = published[label]
-        rate = total / n
-        row = {"cell": label, "runs": n, "spurious_first_1000": first, "spurious": total, "rate": rate,
-               "wilson_95": _wilson(total, n), "rate_first_1000": first / min(n, 1000), "published": p,
-               "z_difference": (rate - p) / math.sqrt(p * (1 - p) * (1 / n + 1 / 1000)),
-               "z_published_noise_alone": (rate - p) / math.sqrt(p * (1 - p) / 1000),
-               "status_counts": {str(k): int(v) for k, v in tr.status.value_counts().items()},
-               "steps": int(tr.steps.sum()), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
-        report_line(row, args.out)
+        first = _judged(verdict_spec, label, tr[tr["trajectory"] < cell.n_trajectories])  # the table's runs
+        every = _judged(verdict_spec, label, tr)
+        p, runs = every["published"], verdict_spec.get("published_runs", 1000)
+        report_line({"cell": label, "first_runs": first, "all_runs": every,
+                     "z_published_noise_alone": (every["estimate"] - p) / math.sqrt(p * (1 - p) / runs),
+                     "status_counts": {str(k): int(v) for k, v in tr.status.value_counts().items()},
+                     "steps": int(tr.steps.sum()), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}, args.out)
 
 
 if __name__ == "__main__":
